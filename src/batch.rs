@@ -1,0 +1,1 @@
+//! The batch runner behind `hecate batch`.

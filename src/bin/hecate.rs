@@ -1,0 +1,2 @@
+//! The `hecate` command line.
+fn main() {}

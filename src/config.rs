@@ -1,0 +1,592 @@
+//! [`Config`]: every setting of the runtime and its backends, with defaults,
+//! reading from the environment, and validation.
+//!
+//! Precedence: values set in code win over the environment, which wins over
+//! the defaults. [`Config::from_env`] reads the process environment;
+//! [`Config::from_lookup`] reads any `key -> value` function, which is how
+//! tests exercise it. An invalid value is an [`ErrorKind::Config`] error
+//! naming the variable. The API key is held in an [`ApiKey`] whose `Debug`
+//! and `Display` never show it.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::error::{Error, ErrorKind, Result};
+
+/// Which backend runs the instances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BackendKind {
+    /// A private directory per task on this machine (the default; needs
+    /// nothing installed).
+    #[default]
+    Local,
+    /// A MorphCloud VM per task, over the MorphCloud HTTP API.
+    Morph,
+}
+
+impl BackendKind {
+    /// The name used in `HECATE_BACKEND`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendKind::Local => "local",
+            BackendKind::Morph => "morph",
+        }
+    }
+}
+
+impl std::str::FromStr for BackendKind {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "local" => Ok(BackendKind::Local),
+            "morph" | "morphcloud" => Ok(BackendKind::Morph),
+            other => Err(Error::config(format!(
+                "HECATE_BACKEND: unknown backend {other:?} (expected \"local\" or \"morph\")"
+            ))),
+        }
+    }
+}
+
+/// A secret API key. `Debug` and `Display` print `[redacted]`; only
+/// [`ApiKey::expose`] gives the value, for the one place that sends it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKey(String);
+
+impl ApiKey {
+    /// Wraps a key.
+    pub fn new(key: impl Into<String>) -> Self {
+        ApiKey(key.into())
+    }
+
+    /// The key itself. Call this only to put it in an `Authorization` header.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ApiKey([redacted])")
+    }
+}
+
+impl fmt::Display for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// Retry with exponential backoff and jitter, for errors classified
+/// transient. The n-th retry (n = 1, 2, …) waits
+/// `min(base * factor^(n-1), max_delay)`, scaled by a random factor in
+/// `[1 - jitter, 1 + jitter]`, and at least what the server's `Retry-After`
+/// asked for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryPolicy {
+    /// How many retries after the first attempt (`HECATE_RETRIES`).
+    pub max_retries: u32,
+    /// Delay before the first retry (`HECATE_RETRY_BASE_MS`).
+    pub base_delay: Duration,
+    /// Growth per retry.
+    pub factor: f64,
+    /// Upper bound of one delay.
+    pub max_delay: Duration,
+    /// Relative jitter, 0.0 to 1.0.
+    pub jitter: f64,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_retries: 3,
+            base_delay: Duration::from_secs(2),
+            factor: 2.0,
+            max_delay: Duration::from_secs(60),
+            jitter: 0.2,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The delay before retry number `retry` (1-based), before jitter.
+    pub fn nominal_delay(&self, retry: u32) -> Duration {
+        let exp = self.factor.powi(retry.saturating_sub(1).min(63) as i32);
+        let secs = (self.base_delay.as_secs_f64() * exp).min(self.max_delay.as_secs_f64());
+        Duration::from_secs_f64(secs.max(0.0))
+    }
+
+    /// The delay before retry number `retry` (1-based), with jitter drawn
+    /// from `unit` (a number in `[0, 1)`) and at least `retry_after`.
+    pub fn delay(&self, retry: u32, unit: f64, retry_after: Option<Duration>) -> Duration {
+        let nominal = self.nominal_delay(retry).as_secs_f64();
+        let scale = 1.0 + self.jitter.clamp(0.0, 1.0) * (2.0 * unit.clamp(0.0, 1.0) - 1.0);
+        let jittered = Duration::from_secs_f64((nominal * scale).max(0.0));
+        match retry_after {
+            Some(after) if after > jittered => after.min(self.max_delay.max(after)),
+            _ => jittered,
+        }
+    }
+}
+
+/// Settings of the local backend.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LocalConfig {
+    /// Directory under which each instance gets a private directory
+    /// (`HECATE_LOCAL_ROOT`; default `$TMPDIR/hecate-<uid>`).
+    pub root: PathBuf,
+    /// Grace between SIGTERM and SIGKILL when a command times out or an
+    /// instance stops.
+    pub kill_grace: Duration,
+}
+
+impl Default for LocalConfig {
+    fn default() -> Self {
+        // SAFETY: getuid has no preconditions and cannot fail.
+        let uid = unsafe { libc::getuid() };
+        LocalConfig {
+            root: std::env::temp_dir().join(format!("hecate-{uid}")),
+            kill_grace: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Settings of the MorphCloud backend.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MorphConfig {
+    /// API base URL including `/api` (`MORPH_BASE_URL`; default
+    /// `https://cloud.morph.so/api`). A trailing `/` is ignored.
+    pub base_url: String,
+    /// The API key (`MORPH_API_KEY`). Required for the morph backend.
+    pub api_key: Option<ApiKey>,
+    /// Snapshot to start instances from (`HECATE_DEFAULT_SNAPSHOT_ID`).
+    pub snapshot_id: String,
+    /// Interval between readiness polls (`HECATE_MORPH_POLL_MS`; default 1 s).
+    pub poll_interval: Duration,
+    /// Overall deadline for an instance to become ready
+    /// (`HECATE_MORPH_READY_TIMEOUT_SECONDS`; default 300 s).
+    pub ready_timeout: Duration,
+    /// Deadline of one API request other than exec (default 30 s).
+    pub request_timeout: Duration,
+    /// Grace given to a timed-out command between TERM and KILL inside the VM.
+    pub kill_grace: Duration,
+    /// Largest response body accepted (must exceed twice the capture size).
+    pub max_body_bytes: usize,
+}
+
+impl Default for MorphConfig {
+    fn default() -> Self {
+        MorphConfig {
+            base_url: "https://cloud.morph.so/api".to_string(),
+            api_key: None,
+            snapshot_id: "snapshot_defv9tjg".to_string(),
+            poll_interval: Duration::from_secs(1),
+            ready_timeout: Duration::from_secs(300),
+            request_timeout: Duration::from_secs(30),
+            kill_grace: Duration::from_secs(5),
+            max_body_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// Every setting of a Hecate runtime. Fields are public; `Default` gives the
+/// documented defaults, [`Config::from_env`] the environment's values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Which backend runs instances (`HECATE_BACKEND`: `local` or `morph`).
+    pub backend: BackendKind,
+    /// Lifetime of an instance from its start; at this deadline it is
+    /// stopped and the task's next command gets a fresh one
+    /// (`HECATE_VM_TTL_SECONDS`; default 1200 s).
+    pub vm_ttl: Duration,
+    /// An instance idle this long (no command running or queued) is stopped
+    /// and its actor evicted (`HECATE_VM_LIFETIME_SECONDS`; default 300 s).
+    pub idle_lifetime: Duration,
+    /// Timeout of a command when the call gives none
+    /// (`HECATE_COMMAND_TIMEOUT_SECONDS`; default 120 s).
+    pub command_timeout: Duration,
+    /// Largest timeout a call may ask for (default 24 h).
+    pub max_command_timeout: Duration,
+    /// Most instances live at once; further tasks wait in FIFO order for a
+    /// slot (`HECATE_MAX_INSTANCES`; default 1024).
+    pub max_instances: usize,
+    /// Most instance starts in flight at once (`HECATE_MAX_CONCURRENT_STARTS`;
+    /// default 64).
+    pub max_concurrent_starts: usize,
+    /// Retry of transient backend failures.
+    pub retry: RetryPolicy,
+    /// Also retry failures after which a command may already have run
+    /// (`HECATE_RETRY_INDETERMINATE`; default false: such failures are
+    /// reported, never re-run).
+    pub retry_indeterminate: bool,
+    /// Bytes kept of each of stdout and stderr, head and tail
+    /// (default 1 MiB).
+    pub capture_bytes: usize,
+    /// Characters of `output` the tool returns before cutting the middle
+    /// (`HECATE_MAX_OUTPUT_CHARS`; default 50,000).
+    pub max_output_chars: usize,
+    /// Deadline of a backend start, on top of its own readiness deadline
+    /// (default 600 s).
+    pub start_timeout: Duration,
+    /// Deadline of a backend stop (default 60 s).
+    pub stop_timeout: Duration,
+    /// How far past a command's own timeout the runtime waits for the backend
+    /// before giving up on the call (default 30 s).
+    pub exec_grace: Duration,
+    /// Worker threads (arbiters) task actors are spread over
+    /// (`HECATE_WORKERS`; default: the number of cores).
+    pub workers: usize,
+    /// Local backend settings.
+    pub local: LocalConfig,
+    /// MorphCloud backend settings.
+    pub morph: MorphConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            backend: BackendKind::Local,
+            vm_ttl: Duration::from_secs(1200),
+            idle_lifetime: Duration::from_secs(300),
+            command_timeout: Duration::from_secs(120),
+            max_command_timeout: Duration::from_secs(24 * 3600),
+            max_instances: 1024,
+            max_concurrent_starts: 64,
+            retry: RetryPolicy::default(),
+            retry_indeterminate: false,
+            capture_bytes: 1024 * 1024,
+            max_output_chars: 50_000,
+            start_timeout: Duration::from_secs(600),
+            stop_timeout: Duration::from_secs(60),
+            exec_grace: Duration::from_secs(30),
+            workers: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            local: LocalConfig::default(),
+            morph: MorphConfig::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Defaults overridden by the process environment.
+    pub fn from_env() -> Result<Self> {
+        Self::from_lookup(|key| std::env::var(key).ok())
+    }
+
+    /// Defaults overridden by whatever `lookup` returns for each variable.
+    /// Empty values count as unset.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let get = |key: &str| lookup(key).filter(|v| !v.trim().is_empty());
+        let mut c = Config::default();
+        if let Some(v) = get("HECATE_BACKEND") {
+            c.backend = v.parse()?;
+        }
+        if let Some(v) = get("HECATE_VM_TTL_SECONDS") {
+            c.vm_ttl = parse_secs("HECATE_VM_TTL_SECONDS", &v)?;
+        }
+        if let Some(v) = get("HECATE_VM_LIFETIME_SECONDS") {
+            c.idle_lifetime = parse_secs("HECATE_VM_LIFETIME_SECONDS", &v)?;
+        }
+        if let Some(v) = get("HECATE_COMMAND_TIMEOUT_SECONDS") {
+            c.command_timeout = parse_secs("HECATE_COMMAND_TIMEOUT_SECONDS", &v)?;
+        }
+        if let Some(v) = get("HECATE_MAX_INSTANCES") {
+            c.max_instances = parse_count("HECATE_MAX_INSTANCES", &v)?;
+        }
+        if let Some(v) = get("HECATE_MAX_CONCURRENT_STARTS") {
+            c.max_concurrent_starts = parse_count("HECATE_MAX_CONCURRENT_STARTS", &v)?;
+        }
+        if let Some(v) = get("HECATE_RETRIES") {
+            c.retry.max_retries = parse_u64("HECATE_RETRIES", &v)?.min(100) as u32;
+        }
+        if let Some(v) = get("HECATE_RETRY_BASE_MS") {
+            c.retry.base_delay = Duration::from_millis(parse_u64("HECATE_RETRY_BASE_MS", &v)?);
+        }
+        if let Some(v) = get("HECATE_RETRY_INDETERMINATE") {
+            c.retry_indeterminate = parse_bool("HECATE_RETRY_INDETERMINATE", &v)?;
+        }
+        if let Some(v) = get("HECATE_MAX_OUTPUT_CHARS") {
+            c.max_output_chars = parse_count("HECATE_MAX_OUTPUT_CHARS", &v)?;
+        }
+        if let Some(v) = get("HECATE_WORKERS") {
+            c.workers = parse_count("HECATE_WORKERS", &v)?;
+        }
+        if let Some(v) = get("HECATE_LOCAL_ROOT") {
+            c.local.root = PathBuf::from(v);
+        }
+        if let Some(v) = get("MORPH_BASE_URL") {
+            c.morph.base_url = v.trim().to_string();
+        }
+        if let Some(v) = lookup("MORPH_API_KEY") {
+            let v = v.trim();
+            if !v.is_empty() {
+                c.morph.api_key = Some(ApiKey::new(v));
+            }
+        }
+        if let Some(v) = get("HECATE_DEFAULT_SNAPSHOT_ID") {
+            c.morph.snapshot_id = v.trim().to_string();
+        }
+        if let Some(v) = get("HECATE_MORPH_POLL_MS") {
+            c.morph.poll_interval = Duration::from_millis(parse_u64("HECATE_MORPH_POLL_MS", &v)?);
+        }
+        if let Some(v) = get("HECATE_MORPH_READY_TIMEOUT_SECONDS") {
+            c.morph.ready_timeout = parse_secs("HECATE_MORPH_READY_TIMEOUT_SECONDS", &v)?;
+        }
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Checks that the settings make sense together; the error names the
+    /// setting (and its environment variable).
+    pub fn validate(&self) -> Result<()> {
+        let fail = |msg: String| Err(Error::new(ErrorKind::Config, msg));
+        if self.vm_ttl.is_zero() {
+            return fail("HECATE_VM_TTL_SECONDS: must be greater than 0".into());
+        }
+        if self.idle_lifetime.is_zero() {
+            return fail("HECATE_VM_LIFETIME_SECONDS: must be greater than 0".into());
+        }
+        if self.command_timeout.is_zero() || self.command_timeout > self.max_command_timeout {
+            return fail(format!(
+                "HECATE_COMMAND_TIMEOUT_SECONDS: must be between 1 and {} seconds",
+                self.max_command_timeout.as_secs()
+            ));
+        }
+        if self.max_instances == 0 {
+            return fail("HECATE_MAX_INSTANCES: must be at least 1".into());
+        }
+        if self.max_concurrent_starts == 0 {
+            return fail("HECATE_MAX_CONCURRENT_STARTS: must be at least 1".into());
+        }
+        if self.workers == 0 {
+            return fail("HECATE_WORKERS: must be at least 1".into());
+        }
+        if self.max_output_chars < 100 {
+            return fail("HECATE_MAX_OUTPUT_CHARS: must be at least 100".into());
+        }
+        if self.capture_bytes < 64 {
+            return fail("capture_bytes: must be at least 64".into());
+        }
+        if !(0.0..=1.0).contains(&self.retry.jitter) || self.retry.factor < 1.0 {
+            return fail("retry: jitter must be in 0..=1 and factor at least 1".into());
+        }
+        if self.backend == BackendKind::Morph {
+            let url = self.morph.base_url.as_str();
+            if !(url.starts_with("http://") || url.starts_with("https://"))
+                || url.len() <= "https://".len()
+                || url.chars().any(|c| c.is_whitespace() || c.is_control())
+            {
+                return fail(format!(
+                    "MORPH_BASE_URL: {url:?} is not an http:// or https:// URL"
+                ));
+            }
+            if self.morph.api_key.is_none() {
+                return fail(
+                    "MORPH_API_KEY environment variable not set (needed by the morph backend)"
+                        .into(),
+                );
+            }
+            if self.morph.snapshot_id.is_empty() {
+                return fail("HECATE_DEFAULT_SNAPSHOT_ID: must not be empty".into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets the backend.
+    #[must_use]
+    pub fn with_backend(mut self, backend: BackendKind) -> Self {
+        self.backend = backend;
+        self
+    }
+
+    /// Sets the instance TTL.
+    #[must_use]
+    pub fn with_vm_ttl(mut self, ttl: Duration) -> Self {
+        self.vm_ttl = ttl;
+        self
+    }
+
+    /// Sets the idle lifetime.
+    #[must_use]
+    pub fn with_idle_lifetime(mut self, idle: Duration) -> Self {
+        self.idle_lifetime = idle;
+        self
+    }
+
+    /// Sets the default command timeout.
+    #[must_use]
+    pub fn with_command_timeout(mut self, timeout: Duration) -> Self {
+        self.command_timeout = timeout;
+        self
+    }
+
+    /// Sets the instance cap.
+    #[must_use]
+    pub fn with_max_instances(mut self, n: usize) -> Self {
+        self.max_instances = n;
+        self
+    }
+
+    /// Sets the cap on concurrent starts.
+    #[must_use]
+    pub fn with_max_concurrent_starts(mut self, n: usize) -> Self {
+        self.max_concurrent_starts = n;
+        self
+    }
+
+    /// Sets the retry policy.
+    #[must_use]
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Sets the number of worker arbiters.
+    #[must_use]
+    pub fn with_workers(mut self, n: usize) -> Self {
+        self.workers = n;
+        self
+    }
+
+    /// Sets the local backend's root directory.
+    #[must_use]
+    pub fn with_local_root(mut self, root: impl Into<PathBuf>) -> Self {
+        self.local.root = root.into();
+        self
+    }
+
+    /// Sets the MorphCloud base URL and API key.
+    #[must_use]
+    pub fn with_morph(mut self, base_url: impl Into<String>, api_key: ApiKey) -> Self {
+        self.morph.base_url = base_url.into();
+        self.morph.api_key = Some(api_key);
+        self
+    }
+}
+
+fn parse_u64(var: &str, value: &str) -> Result<u64> {
+    value.trim().parse::<u64>().map_err(|_| {
+        Error::config(format!(
+            "{var}: {value:?} is not a whole non-negative number"
+        ))
+    })
+}
+
+fn parse_secs(var: &str, value: &str) -> Result<Duration> {
+    let secs = value
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s > 0.0 && *s < 1e9)
+        .ok_or_else(|| {
+            Error::config(format!(
+                "{var}: {value:?} is not a positive number of seconds"
+            ))
+        })?;
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn parse_count(var: &str, value: &str) -> Result<usize> {
+    match parse_u64(var, value)? {
+        0 => Err(Error::config(format!("{var}: must be at least 1"))),
+        n => Ok(usize::try_from(n).unwrap_or(usize::MAX)),
+    }
+}
+
+fn parse_bool(var: &str, value: &str) -> Result<bool> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(Error::config(format!(
+            "{var}: {value:?} is not true or false"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn defaults_match_the_seed() {
+        let c = Config::from_lookup(lookup(&[])).expect("defaults are valid");
+        assert_eq!(c.backend, BackendKind::Local);
+        assert_eq!(c.vm_ttl, Duration::from_secs(1200));
+        assert_eq!(c.idle_lifetime, Duration::from_secs(300));
+        assert_eq!(c.command_timeout, Duration::from_secs(120));
+        assert_eq!(c.morph.snapshot_id, "snapshot_defv9tjg");
+        assert_eq!(c.max_output_chars, 50_000);
+    }
+
+    #[test]
+    fn environment_overrides_defaults() {
+        let c = Config::from_lookup(lookup(&[
+            ("HECATE_VM_TTL_SECONDS", "60"),
+            ("HECATE_VM_LIFETIME_SECONDS", "5"),
+            ("HECATE_BACKEND", "morph"),
+            ("MORPH_API_KEY", "k"),
+            ("MORPH_BASE_URL", "http://127.0.0.1:1/api/"),
+        ]))
+        .expect("valid");
+        assert_eq!(c.vm_ttl, Duration::from_secs(60));
+        assert_eq!(c.idle_lifetime, Duration::from_secs(5));
+        assert_eq!(c.backend, BackendKind::Morph);
+    }
+
+    #[test]
+    fn bad_numbers_name_the_variable() {
+        for (var, value) in [
+            ("HECATE_VM_TTL_SECONDS", "soon"),
+            ("HECATE_VM_LIFETIME_SECONDS", "-5"),
+            ("HECATE_MAX_INSTANCES", "0"),
+            ("HECATE_RETRIES", "1.5"),
+            ("HECATE_BACKEND", "docker"),
+        ] {
+            let err = Config::from_lookup(lookup(&[(var, value)])).expect_err(var);
+            assert_eq!(err.kind(), ErrorKind::Config);
+            assert!(err.message().contains(var), "{err}");
+        }
+    }
+
+    #[test]
+    fn morph_needs_a_key_and_a_url() {
+        let err = Config::from_lookup(lookup(&[("HECATE_BACKEND", "morph")])).expect_err("no key");
+        assert!(err.message().contains("MORPH_API_KEY"));
+        let err = Config::from_lookup(lookup(&[
+            ("HECATE_BACKEND", "morph"),
+            ("MORPH_API_KEY", "k"),
+            ("MORPH_BASE_URL", "ftp://x"),
+        ]))
+        .expect_err("bad url");
+        assert!(err.message().contains("MORPH_BASE_URL"));
+    }
+
+    #[test]
+    fn api_key_is_redacted_in_debug() {
+        let c = Config::default().with_morph("http://x/api", ApiKey::new("sk-very-secret"));
+        let shown = format!("{c:?} {}", ApiKey::new("sk-very-secret"));
+        assert!(!shown.contains("sk-very-secret"));
+    }
+
+    #[test]
+    fn retry_schedule_is_two_four_eight() {
+        let p = RetryPolicy::default();
+        let secs: Vec<u64> = (1..=3).map(|n| p.nominal_delay(n).as_secs()).collect();
+        assert_eq!(secs, [2, 4, 8]);
+        let d = p.delay(1, 0.0, None);
+        assert!(d >= Duration::from_millis(1599) && d <= Duration::from_millis(1601));
+        let d = p.delay(1, 0.5, Some(Duration::from_secs(7)));
+        assert_eq!(d, Duration::from_secs(7));
+    }
+}

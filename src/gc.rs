@@ -1,0 +1,1 @@
+//! `hecate gc`: find and stop MorphCloud instances tagged by Hecate.

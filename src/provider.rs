@@ -1,0 +1,326 @@
+//! The backend boundary: the [`Provider`] trait, the [`Instance`] it starts,
+//! and the types that cross between them and the runtime.
+//!
+//! A provider starts instances; an instance runs commands and stops. The
+//! runtime owns each instance through exactly one task actor, so per-instance
+//! state lives in the instance object and needs no shared maps. Futures are
+//! not `Send`: an instance and its futures stay on the arbiter thread of the
+//! actor that owns it (awc's client is not `Send` either). A provider itself
+//! is shared by all arbiters and must be `Send + Sync`.
+//!
+//! Every failure is an [`Error`](crate::Error) with a kind that tells the
+//! runtime what to do: [`Transient`](crate::ErrorKind::Transient) is retried,
+//! [`InstanceGone`](crate::ErrorKind::InstanceGone) makes the runtime start a
+//! fresh instance, [`Indeterminate`](crate::ErrorKind::Indeterminate) is
+//! reported and never re-run blindly, everything else is reported.
+
+pub mod local;
+pub mod morph;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use futures_util::future::LocalBoxFuture;
+
+use crate::error::Result;
+
+/// A boxed future that need not be `Send`.
+pub type BoxFuture<T> = LocalBoxFuture<'static, T>;
+
+/// A backend that can start instances.
+pub trait Provider: Send + Sync + 'static {
+    /// A short name for logs and results (`local`, `morph`).
+    fn name(&self) -> &'static str;
+
+    /// Starts an instance for a task and waits until it is ready to run
+    /// commands. A start that fails after the backend created something must
+    /// clean it up before returning the error.
+    fn start(&self, spec: StartSpec) -> BoxFuture<Result<Box<dyn Instance>>>;
+}
+
+/// One running execution environment (a VM, a local sandbox directory).
+///
+/// Owned by exactly one task actor; its methods are never called
+/// concurrently with [`stop`](Instance::stop).
+pub trait Instance: 'static {
+    /// The backend's id of this instance (`morphvm_…`, `local-…`).
+    fn id(&self) -> &str;
+
+    /// Runs one command. A command's non-zero exit, or its timeout, is a
+    /// successful [`ExecOutput`]; an `Err` means the backend failed.
+    ///
+    /// With [`ExecSpec::background`] the call returns as soon as the command
+    /// has started, with [`ExecOutput::job`] set.
+    fn exec(&self, spec: ExecSpec) -> BoxFuture<Result<ExecOutput>>;
+
+    /// Stops the instance and everything it started. Stopping an instance
+    /// that is already gone succeeds.
+    fn stop(&self) -> BoxFuture<Result<()>>;
+}
+
+/// What the runtime asks of [`Provider::start`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StartSpec {
+    /// The task the instance is for (any string the runtime accepted; a
+    /// backend must never use it as a path component unescaped).
+    pub task_id: String,
+    /// A backstop lifetime the backend itself should enforce (a VM's server
+    /// side TTL), so that an instance outlives a crashed runtime by at most
+    /// this long. `None`: no backstop.
+    pub ttl: Option<Duration>,
+    /// Tags to attach to the instance where the backend supports them.
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// What the runtime asks of [`Instance::exec`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecSpec {
+    /// Shell command text, run with `bash -c` (or `sh -c`).
+    pub command: String,
+    /// Run in the background: return once started, output to a job log.
+    pub background: bool,
+    /// Kill the command (its whole process tree) after this long and report
+    /// exit code 124. Ignored for background commands.
+    pub timeout: Duration,
+    /// Keep at most this many bytes of each of stdout and stderr (half from
+    /// the head, half from the tail); count what was dropped.
+    pub capture_bytes: usize,
+}
+
+/// The result of a command that ran (whatever its exit code).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ExecOutput {
+    /// The command's exit code; 124 when it timed out; 128+N when killed by
+    /// signal N.
+    pub exit_code: i32,
+    /// What the command wrote to stdout (bounded).
+    pub stdout: Captured,
+    /// What the command wrote to stderr (bounded).
+    pub stderr: Captured,
+    /// The command ran into its timeout and was killed.
+    pub timed_out: bool,
+    /// For background commands: the job that was started.
+    pub job: Option<JobInfo>,
+}
+
+/// A background job started by a command.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct JobInfo {
+    /// The job's id within its instance (`1`, `2`, …).
+    pub id: String,
+    /// The pid of the job's process (also its process group id), if known.
+    pub pid: Option<u32>,
+    /// Path of the job's own log file (stdout and stderr) inside the instance.
+    pub log_file: String,
+    /// Path of a file the job's exit code is written to when it ends.
+    pub exit_file: String,
+}
+
+/// A bounded capture of one output stream: the head and the tail, and how
+/// many bytes were dropped between them. Text is valid UTF-8 (invalid bytes
+/// replaced), and the cut never splits a character.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Captured {
+    /// The first bytes of the stream (all of it when nothing was dropped).
+    pub head: String,
+    /// The last bytes of the stream, when some were dropped before them.
+    pub tail: String,
+    /// How many bytes of the stream were dropped between head and tail.
+    pub dropped_bytes: u64,
+}
+
+impl fmt::Debug for Captured {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Captured")
+            .field("head_len", &self.head.len())
+            .field("tail_len", &self.tail.len())
+            .field("dropped_bytes", &self.dropped_bytes)
+            .finish()
+    }
+}
+
+impl Captured {
+    /// A capture of a whole string, cut to `capture_bytes` like
+    /// [`OutputCapture`] would.
+    pub fn from_text(text: &str, capture_bytes: usize) -> Self {
+        let mut cap = OutputCapture::new(capture_bytes);
+        cap.push(text.as_bytes());
+        cap.finish()
+    }
+
+    /// Whether anything was dropped.
+    pub fn is_truncated(&self) -> bool {
+        self.dropped_bytes > 0
+    }
+
+    /// Whether the stream was empty.
+    pub fn is_empty(&self) -> bool {
+        self.head.is_empty() && self.tail.is_empty() && self.dropped_bytes == 0
+    }
+
+    /// The kept text, with a one-line marker where bytes were dropped.
+    pub fn to_text(&self) -> String {
+        if self.dropped_bytes == 0 {
+            return format!("{}{}", self.head, self.tail);
+        }
+        format!(
+            "{}\n... [{} bytes dropped] ...\n{}",
+            self.head, self.dropped_bytes, self.tail
+        )
+    }
+}
+
+/// A streaming, memory-bounded capture of one output stream: keeps the
+/// first `limit / 2` bytes and the last `limit - limit / 2` bytes.
+#[derive(Debug)]
+pub struct OutputCapture {
+    head: Vec<u8>,
+    tail: std::collections::VecDeque<u8>,
+    head_limit: usize,
+    tail_limit: usize,
+    dropped: u64,
+}
+
+impl OutputCapture {
+    /// A capture keeping at most `limit` bytes.
+    pub fn new(limit: usize) -> Self {
+        let head_limit = limit / 2;
+        OutputCapture {
+            head: Vec::new(),
+            tail: std::collections::VecDeque::new(),
+            head_limit,
+            tail_limit: limit - head_limit,
+            dropped: 0,
+        }
+    }
+
+    /// Appends bytes read from the stream.
+    pub fn push(&mut self, mut bytes: &[u8]) {
+        if self.head.len() < self.head_limit {
+            let take = (self.head_limit - self.head.len()).min(bytes.len());
+            self.head.extend_from_slice(&bytes[..take]);
+            bytes = &bytes[take..];
+        }
+        if bytes.is_empty() {
+            return;
+        }
+        if bytes.len() >= self.tail_limit {
+            self.dropped += (self.tail.len() + bytes.len() - self.tail_limit) as u64;
+            self.tail.clear();
+            self.tail.extend(&bytes[bytes.len() - self.tail_limit..]);
+            return;
+        }
+        let overflow = (self.tail.len() + bytes.len()).saturating_sub(self.tail_limit);
+        self.tail.drain(..overflow);
+        self.dropped += overflow as u64;
+        self.tail.extend(bytes);
+    }
+
+    /// Total bytes seen so far.
+    pub fn total_bytes(&self) -> u64 {
+        (self.head.len() + self.tail.len()) as u64 + self.dropped
+    }
+
+    /// The capture as text. Bytes of a character cut at the head's end or the
+    /// tail's start count as dropped, so no character is split; other
+    /// invalid UTF-8 is replaced with U+FFFD.
+    pub fn finish(self) -> Captured {
+        let mut dropped = self.dropped;
+        let mut head = self.head;
+        let mut tail: Vec<u8> = self.tail.into();
+        if dropped == 0 {
+            head.extend_from_slice(&tail);
+            return Captured {
+                head: String::from_utf8_lossy(&head).into_owned(),
+                tail: String::new(),
+                dropped_bytes: 0,
+            };
+        }
+        // Trim a character cut at the end of the head ...
+        let keep = utf8_prefix_len(&head);
+        dropped += (head.len() - keep) as u64;
+        head.truncate(keep);
+        // ... and continuation bytes at the start of the tail.
+        let skip = tail
+            .iter()
+            .take(3)
+            .take_while(|b| (**b & 0xC0) == 0x80)
+            .count();
+        dropped += skip as u64;
+        tail.drain(..skip);
+        Captured {
+            head: String::from_utf8_lossy(&head).into_owned(),
+            tail: String::from_utf8_lossy(&tail).into_owned(),
+            dropped_bytes: dropped,
+        }
+    }
+}
+
+/// Length of `bytes` without an incomplete UTF-8 sequence at its end.
+fn utf8_prefix_len(bytes: &[u8]) -> usize {
+    let n = bytes.len();
+    for back in 1..=3.min(n) {
+        let b = bytes[n - back];
+        if b & 0xC0 == 0x80 {
+            continue; // continuation byte, look further back
+        }
+        let need = if b >= 0xF0 {
+            4
+        } else if b >= 0xE0 {
+            3
+        } else if b >= 0xC0 {
+            2
+        } else {
+            1
+        };
+        return if need > back { n - back } else { n };
+    }
+    n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capture_keeps_everything_under_the_limit() {
+        let mut c = OutputCapture::new(10);
+        c.push(b"hello");
+        let out = c.finish();
+        assert_eq!(out.head, "hello");
+        assert!(!out.is_truncated());
+    }
+
+    #[test]
+    fn capture_keeps_head_and_tail() {
+        let mut c = OutputCapture::new(6);
+        for chunk in [&b"abc"[..], b"defgh", b"ij", b"klmnop"] {
+            c.push(chunk);
+        }
+        assert_eq!(c.total_bytes(), 16);
+        let out = c.finish();
+        assert_eq!(out.head, "abc");
+        assert_eq!(out.tail, "nop");
+        assert_eq!(out.dropped_bytes, 10);
+    }
+
+    #[test]
+    fn capture_never_splits_a_character() {
+        let text = "é".repeat(10); // 20 bytes
+        let out = Captured::from_text(&text, 7);
+        assert!(out.head.chars().all(|c| c == 'é'));
+        assert!(out.tail.chars().all(|c| c == 'é'));
+        assert_eq!(
+            out.head.len() + out.tail.len() + out.dropped_bytes as usize,
+            20
+        );
+    }
+
+    #[test]
+    fn invalid_utf8_is_replaced() {
+        let mut c = OutputCapture::new(100);
+        c.push(&[b'a', 0xff, b'b']);
+        assert_eq!(c.finish().head, "a\u{fffd}b");
+    }
+}

@@ -1,0 +1,1 @@
+//! The local backend: a private directory per instance on this machine.

@@ -1,0 +1,1 @@
+//! The MorphCloud backend over awc.

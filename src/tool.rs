@@ -1,0 +1,1 @@
+//! The LLM-facing tool contract.
