@@ -37,6 +37,15 @@ pub trait Provider: Send + Sync + 'static {
     /// commands. A start that fails after the backend created something must
     /// clean it up before returning the error.
     fn start(&self, spec: StartSpec) -> BoxFuture<Result<Box<dyn Instance>>>;
+
+    /// Stops every instance this backend can find that carries the tag
+    /// `hecate_runtime_id = runtime_id` and returns their ids. The runtime
+    /// calls it at the end of a graceful shutdown, to catch instances whose
+    /// start failed half-way. Backends without tags find nothing.
+    fn sweep_orphans(&self, runtime_id: &str) -> BoxFuture<Result<Vec<String>>> {
+        let _ = runtime_id;
+        Box::pin(async { Ok(Vec::new()) })
+    }
 }
 
 /// One running execution environment (a VM, a local sandbox directory).

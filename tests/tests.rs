@@ -1,0 +1,6 @@
+//! Hecate's integration tests: one binary, one module per area.
+
+mod helper;
+mod local_backend;
+mod morph_backend;
+mod simulator;
