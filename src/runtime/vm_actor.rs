@@ -42,8 +42,13 @@ pub(crate) struct Shared {
 /// A ready instance and the slot it holds.
 struct Live {
     instance: Rc<dyn Instance>,
-    id: String,
     _slot: OwnedSemaphorePermit,
+}
+
+impl Live {
+    fn id(&self) -> &str {
+        self.instance.id()
+    }
 }
 
 /// The instance lifecycle: no instance → starting → ready → stopping → gone.
@@ -73,8 +78,11 @@ pub struct VmActor {
     busy: bool,
     /// Since when nothing ran or waited.
     idle_since: Instant,
-    idle_timer: Option<SpawnHandle>,
-    ttl_timer: Option<SpawnHandle>,
+    /// The one timer, armed for `timer_at`: the earliest of the TTL and
+    /// (when idle) the idle deadline. It may fire early; it then re-arms.
+    timer: Option<(SpawnHandle, Instant)>,
+    /// When the instance reaches its TTL.
+    ttl_deadline: Option<Instant>,
     /// Retire as soon as the running command finishes.
     retire_when_idle: Option<RestartReason>,
     /// A graceful shutdown asked us to stop once the running command ends.
@@ -83,7 +91,8 @@ pub struct VmActor {
     retired: Option<RestartReason>,
     /// The start that the next command reports.
     start_report: Option<StartReport>,
-    stop_result: Option<Result<()>>,
+    /// How stopping the instance went; `None` until it is stopped.
+    stop_result: Option<std::result::Result<(), Box<Error>>>,
     stop_waiters: Vec<oneshot::Sender<StopResult>>,
 }
 
@@ -103,8 +112,8 @@ impl VmActor {
             queue: VecDeque::new(),
             busy: false,
             idle_since: Instant::now(),
-            idle_timer: None,
-            ttl_timer: None,
+            timer: None,
+            ttl_deadline: None,
             retire_when_idle: None,
             shutdown_requested: false,
             retired: None,
@@ -120,11 +129,18 @@ impl VmActor {
 
     fn instance_id(&self) -> Option<String> {
         match &self.state {
-            VmState::Ready(live) => Some(live.id.clone()),
+            VmState::Ready(live) => Some(live.id().to_string()),
             VmState::Stopping { instance_id } | VmState::Gone { instance_id } => {
                 instance_id.clone()
             }
             VmState::NoInstance | VmState::Starting => None,
+        }
+    }
+
+    fn stop_result(&self) -> Result<()> {
+        match &self.stop_result {
+            Some(Err(err)) => Err((**err).clone()),
+            _ => Ok(()),
         }
     }
 
@@ -155,11 +171,9 @@ impl VmActor {
             self.queue.pop_front();
         }
         if self.queue.is_empty() {
-            self.arm_idle_timer(ctx);
+            self.idle_since = Instant::now();
+            self.ensure_timer(ctx);
             return;
-        }
-        if let Some(handle) = self.idle_timer.take() {
-            ctx.cancel_future(handle);
         }
         match self.state {
             VmState::NoInstance => self.begin_start(ctx),
@@ -168,23 +182,50 @@ impl VmActor {
         }
     }
 
-    fn arm_idle_timer(&mut self, ctx: &mut Context<Self>) {
-        if let Some(handle) = self.idle_timer.take() {
+    /// Makes sure the timer fires no later than the next deadline that
+    /// applies: the TTL, and the idle deadline when nothing runs or waits.
+    /// A timer already set earlier is kept (it re-arms when it fires), so a
+    /// busy task does not churn timers.
+    fn ensure_timer(&mut self, ctx: &mut Context<Self>) {
+        let Some(ttl) = self.ttl_deadline else {
+            return;
+        };
+        let idle = !self.busy && self.queue.is_empty();
+        let due = if idle {
+            ttl.min(self.idle_since + self.config().idle_lifetime)
+        } else {
+            ttl
+        };
+        if let Some((handle, at)) = self.timer {
+            if at <= due {
+                return;
+            }
             ctx.cancel_future(handle);
         }
-        self.idle_since = Instant::now();
+        let handle = ctx.run_later(due.saturating_duration_since(Instant::now()), |act, ctx| {
+            act.timer = None;
+            act.on_timer(ctx);
+        });
+        self.timer = Some((handle, due));
+    }
+
+    fn on_timer(&mut self, ctx: &mut Context<Self>) {
+        let now = Instant::now();
+        if self.ttl_deadline.is_some_and(|ttl| now >= ttl) {
+            self.on_ttl(ctx);
+            return;
+        }
         let lifetime = self.config().idle_lifetime;
-        self.idle_timer = Some(ctx.run_later(lifetime, move |act, ctx| {
-            act.idle_timer = None;
-            if !act.busy && act.queue.is_empty() {
-                log::info!(
-                    "task={} vm={} idle for {lifetime:?}: stopping",
-                    act.task_id,
-                    act.instance_id().unwrap_or_default()
-                );
-                act.retire(Some(RestartReason::Idle), ctx);
-            }
-        }));
+        if !self.busy && self.queue.is_empty() && now >= self.idle_since + lifetime {
+            log::info!(
+                "task={} vm={} idle for {lifetime:?}: stopping",
+                self.task_id,
+                self.instance_id().unwrap_or_default()
+            );
+            self.retire(Some(RestartReason::Idle), ctx);
+            return;
+        }
+        self.ensure_timer(ctx);
     }
 
     fn begin_start(&mut self, ctx: &mut Context<Self>) {
@@ -197,11 +238,11 @@ impl VmActor {
             act.busy = false;
             match result {
                 Ok((live, report)) => {
-                    log::info!("task={} vm={} ready", act.task_id, live.id);
+                    log::info!("task={} vm={} ready", act.task_id, live.id());
                     act.state = VmState::Ready(live);
                     act.start_report = Some(report);
-                    let ttl = act.config().vm_ttl;
-                    act.ttl_timer = Some(ctx.run_later(ttl, |act, ctx| act.on_ttl(ctx)));
+                    act.ttl_deadline = Some(Instant::now() + act.config().vm_ttl);
+                    act.ensure_timer(ctx);
                     act.pump(ctx);
                 }
                 Err(err) => {
@@ -225,7 +266,7 @@ impl VmActor {
         };
         self.busy = true;
         let instance = live.instance.clone();
-        let instance_id = live.id.clone();
+        let instance_id = live.id().to_string();
         let config = self.shared.config.clone();
         let spec = ExecSpec {
             command: exec.request.command.clone(),
@@ -302,14 +343,15 @@ impl VmActor {
 
     /// Forgets an instance that the backend says is gone (no stop needed).
     fn drop_instance(&mut self, ctx: &mut Context<Self>) {
-        if let Some(handle) = self.ttl_timer.take() {
+        if let Some((handle, _)) = self.timer.take() {
             ctx.cancel_future(handle);
         }
+        self.ttl_deadline = None;
         self.state = VmState::NoInstance;
     }
 
     fn on_ttl(&mut self, ctx: &mut Context<Self>) {
-        self.ttl_timer = None;
+        self.ttl_deadline = None;
         log::info!(
             "task={} vm={} reached its TTL",
             self.task_id,
@@ -330,12 +372,10 @@ impl VmActor {
         if self.is_retiring() {
             return;
         }
-        for handle in [self.idle_timer.take(), self.ttl_timer.take()]
-            .into_iter()
-            .flatten()
-        {
+        if let Some((handle, _)) = self.timer.take() {
             ctx.cancel_future(handle);
         }
+        self.ttl_deadline = None;
         let live = match std::mem::replace(&mut self.state, VmState::Stopping { instance_id: None })
         {
             VmState::Ready(live) => Some(live),
@@ -344,7 +384,7 @@ impl VmActor {
         let reason = if live.is_some() { reason } else { None };
         self.retired = Some(reason.unwrap_or(RestartReason::Failed));
         self.state = VmState::Stopping {
-            instance_id: live.as_ref().map(|l| l.id.clone()),
+            instance_id: live.as_ref().map(|l| l.id().to_string()),
         };
         self.registry.do_send(VmRetired {
             task_id: self.task_id.clone(),
@@ -365,7 +405,7 @@ impl VmActor {
             self.mark_gone(ctx);
             return;
         };
-        log::info!("task={} vm={} stopping", self.task_id, live.id);
+        log::info!("task={} vm={} stopping", self.task_id, live.id());
         let deadline = self.config().stop_timeout;
         let stop = live.instance.stop();
         ctx.spawn(
@@ -393,7 +433,7 @@ impl VmActor {
                         act.instance_id().unwrap_or_default()
                     );
                 }
-                act.stop_result = Some(result);
+                act.stop_result = Some(result.map_err(Box::new));
                 act.mark_gone(ctx);
             }),
         );
@@ -404,7 +444,7 @@ impl VmActor {
         self.state = VmState::Gone {
             instance_id: instance_id.clone(),
         };
-        let result = self.stop_result.clone().unwrap_or(Ok(()));
+        let result = self.stop_result();
         for waiter in self.stop_waiters.drain(..) {
             let _ = waiter.send(StopResult {
                 instance_id: instance_id.clone(),
@@ -464,7 +504,7 @@ impl Handler<StopVm> for VmActor {
         if let VmState::Gone { instance_id } = &self.state {
             let _ = tx.send(StopResult {
                 instance_id: instance_id.clone(),
-                result: self.stop_result.clone().unwrap_or(Ok(())),
+                result: self.stop_result(),
             });
         } else {
             self.stop_waiters.push(tx);
@@ -627,11 +667,9 @@ async fn start_instance(shared: &Shared, task_id: &TaskId) -> Result<(Live, Star
         drop(permit);
         match result {
             Ok(instance) => {
-                let id = instance.id().to_string();
                 return Ok((
                     Live {
                         instance: Rc::from(instance),
-                        id,
                         _slot: slot,
                     },
                     StartReport { slot_wait },
