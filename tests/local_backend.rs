@@ -89,7 +89,10 @@ fn is_alive(pid: u32) -> bool {
     let Some(close) = stat.rfind(')') else {
         return false;
     };
-    !matches!(stat[close + 1..].trim_start().chars().next(), Some('Z' | 'X') | None)
+    !matches!(
+        stat[close + 1..].trim_start().chars().next(),
+        Some('Z' | 'X') | None
+    )
 }
 
 /// Polls `cond` until it holds or `limit` passes; returns whether it held.
@@ -125,7 +128,11 @@ async fn files_persist_across_calls_but_env_vars_and_cwd_do_not() {
 async fn cwd_home_and_tmpdir_are_the_private_dirs() {
     let f = fixture();
     let inst = f.start("t").await;
-    let out = run(&*inst, r#"pwd; echo "$HOME"; echo "$TMPDIR"; echo "$HECATE_INSTANCE_ID""#).await;
+    let out = run(
+        &*inst,
+        r#"pwd; echo "$HOME"; echo "$TMPDIR"; echo "$HECATE_INSTANCE_ID""#,
+    )
+    .await;
     let dir = f.root().join(inst.id());
     let expected = format!(
         "{}\n{}\n{}\n{}\n",
@@ -280,7 +287,10 @@ async fn background_job_returns_at_once_with_its_own_log_and_exit_file() {
         );
         assert_eq!(
             out.stdout.to_text(),
-            format!("started background job {n} (pid {pid}); log: {}\n", job.log_file)
+            format!(
+                "started background job {n} (pid {pid}); log: {}\n",
+                job.log_file
+            )
         );
     }
 
@@ -293,10 +303,32 @@ async fn background_job_returns_at_once_with_its_own_log_and_exit_file() {
     };
     assert!(eventually(Duration::from_secs(20), || finished(&job1.exit_file)).await);
     assert!(eventually(Duration::from_secs(20), || finished(&job2.exit_file)).await);
-    assert_eq!(std::fs::read_to_string(&job1.exit_file).expect("exit"), "3\n");
-    assert_eq!(std::fs::read_to_string(&job2.exit_file).expect("exit"), "0\n");
-    assert_eq!(std::fs::read_to_string(&job1.log_file).expect("log"), "one\nerr-one\n");
-    assert_eq!(std::fs::read_to_string(&job2.log_file).expect("log"), "two\n");
+    assert_eq!(
+        std::fs::read_to_string(&job1.exit_file).expect("exit"),
+        "3\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&job2.exit_file).expect("exit"),
+        "0\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&job1.log_file).expect("log"),
+        "one\nerr-one\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&job2.log_file).expect("log"),
+        "two\n"
+    );
+    // A finished job is reaped: not even a zombie is left.
+    let pid2 = job2.pid.expect("pid");
+    assert!(
+        eventually(Duration::from_secs(10), || !Path::new(&format!(
+            "/proc/{pid2}"
+        ))
+        .exists())
+        .await,
+        "job 2 (pid {pid2}) was not reaped"
+    );
 
     // The slow job is still running, and has written nothing yet.
     let job3 = slow.job.as_ref().expect("job");
@@ -341,7 +373,11 @@ async fn leftover_child_holding_the_pipes_does_not_hang_the_call() {
     assert!(is_alive(server));
 
     inst.stop().await.expect("stop");
-    assert!(eventually(Duration::from_secs(5), || !is_alive(holder) && !is_alive(server)).await);
+    assert!(
+        eventually(Duration::from_secs(5), || !is_alive(holder)
+            && !is_alive(server))
+        .await
+    );
 }
 
 #[actix_rt::test]
@@ -349,8 +385,11 @@ async fn instances_cannot_see_each_others_files() {
     let f = fixture();
     let a = f.start("task-a").await;
     let b = f.start("task-b").await;
-    run(&*a, r#"echo secret-a > ~/a.txt; echo secret-a > "$TMPDIR/a.tmp"; echo secret-a > a.cwd"#)
-        .await;
+    run(
+        &*a,
+        r#"echo secret-a > ~/a.txt; echo secret-a > "$TMPDIR/a.tmp"; echo secret-a > a.cwd"#,
+    )
+    .await;
     let out = run(
         &*b,
         r#"ls -a ~ "$TMPDIR" .; cat ~/a.txt "$TMPDIR/a.tmp" a.cwd 2>/dev/null; pwd"#,
@@ -455,7 +494,10 @@ async fn parent_environment_never_reaches_a_command() {
         .filter_map(|l| l.split_once('=').map(|(k, _)| k.to_string()))
         .collect();
     for name in &names {
-        assert!(allowed.contains(&name.as_str()), "unexpected variable {name}");
+        assert!(
+            allowed.contains(&name.as_str()),
+            "unexpected variable {name}"
+        );
     }
     // The test process surely has variables of its own (cargo sets some).
     let parent: Vec<String> = std::env::vars_os()
@@ -479,9 +521,16 @@ const SECRET_PROBE_PASSED: &str = "secret-probe-passed";
 fn api_key_in_the_runtime_environment_never_reaches_a_command() {
     let secret = format!("sk-hecate-test-{:016x}", fastrand::u64(..));
     let exe = std::env::current_exe().expect("test binary");
+    // The test's path inside whichever binary this file was built into
+    // (`local_backend::secret_probe` in tests/tests.rs, or `secret_probe`
+    // when cargo builds this file as a test target of its own).
+    let probe = match module_path!().split_once("::") {
+        Some((_, module)) => format!("{module}::secret_probe"),
+        None => "secret_probe".to_string(),
+    };
     let out = std::process::Command::new(exe)
         .args([
-            "local_backend::secret_probe",
+            probe.as_str(),
             "--exact",
             "--ignored",
             "--nocapture",
@@ -508,7 +557,10 @@ async fn secret_probe() {
     let Ok(secret) = std::env::var(SECRET_PROBE_VAR) else {
         return;
     };
-    assert_eq!(std::env::var("MORPH_API_KEY").as_deref(), Ok(secret.as_str()));
+    assert_eq!(
+        std::env::var("MORPH_API_KEY").as_deref(),
+        Ok(secret.as_str())
+    );
     let f = fixture();
     let inst = f.start("t").await;
     let probe = "env; cat /proc/self/environ; set";
@@ -519,7 +571,9 @@ async fn secret_probe() {
     assert!(!text.contains("MORPH_API_KEY"));
     let job = inst.exec(bg(probe)).await.expect("job").job.expect("job");
     assert!(
-        eventually(Duration::from_secs(20), || Path::new(&job.exit_file).exists()).await,
+        eventually(Duration::from_secs(20), || Path::new(&job.exit_file)
+            .exists())
+        .await,
         "job finished"
     );
     let log = std::fs::read_to_string(&job.log_file).expect("log");
@@ -537,7 +591,11 @@ async fn stop_removes_the_dir_kills_jobs_and_is_idempotent() {
     let job = inst.exec(bg("sleep 1000")).await.expect("job");
     let pid = job.job.and_then(|j| j.pid).expect("pid");
     // Files the command made read-only do not stop the removal.
-    run(&*inst, "mkdir -p ro/sub && touch ro/sub/f && chmod -R a-w ro").await;
+    run(
+        &*inst,
+        "mkdir -p ro/sub && touch ro/sub/f && chmod -R a-w ro",
+    )
+    .await;
     assert!(dir.exists());
 
     inst.stop().await.expect("stop");
@@ -568,7 +626,11 @@ async fn dropping_an_instance_kills_its_processes() {
     run(&*inst, "setsid sleep 1000 > /dev/null 2>&1 &").await;
     assert!(is_alive(pid));
     drop(inst);
-    assert!(eventually(Duration::from_secs(5), || processes_with_env(&marker).is_empty()).await);
+    assert!(
+        eventually(Duration::from_secs(5), || processes_with_env(&marker)
+            .is_empty())
+        .await
+    );
     assert!(!is_alive(pid));
 }
 
@@ -597,7 +659,11 @@ async fn abandoned_exec_kills_its_process_tree() {
         } => marker,
     };
     // The exec future has been dropped by now: the runtime gave up on it.
-    assert!(eventually(Duration::from_secs(5), || processes_with_env(&marker).is_empty()).await);
+    assert!(
+        eventually(Duration::from_secs(5), || processes_with_env(&marker)
+            .is_empty())
+        .await
+    );
     assert_eq!(run(&*inst, "echo ok").await.stdout.to_text(), "ok\n");
     inst.stop().await.expect("stop");
 }

@@ -102,11 +102,7 @@ impl LocalProvider {
         let path_env = std::env::var_os("PATH")
             .filter(|p| !p.is_empty())
             .unwrap_or_else(|| OsString::from(DEFAULT_PATH));
-        log::debug!(
-            "local: root {} shell {}",
-            root.display(),
-            shell.display()
-        );
+        log::debug!("local: root {} shell {}", root.display(), shell.display());
         Ok(LocalProvider {
             root,
             kill_grace: config.local.kill_grace,
@@ -429,7 +425,10 @@ impl Inner {
             Some(libc::ENOENT) if !self.work.is_dir() => ErrorKind::InstanceGone,
             _ => ErrorKind::Internal,
         };
-        Error::new(kind, format!("local instance {}: cannot start command: {err}", self.id))
+        Error::new(
+            kind,
+            format!("local instance {}: cannot start command: {err}", self.id),
+        )
     }
 
     /// Records the process group led by `pid`; the returned flag is to be
@@ -511,8 +510,7 @@ impl Inner {
                     );
                     // The main process is not reaped yet, so its group id
                     // cannot have been reused: the group is ours.
-                    let killing =
-                        procs::kill_tree([pgid].into(), &exec_marker, self.kill_grace);
+                    let killing = procs::kill_tree([pgid].into(), &exec_marker, self.kill_grace);
                     tokio::pin!(killing);
                     let left = loop {
                         tokio::select! {
@@ -527,11 +525,16 @@ impl Inner {
                             self.id
                         );
                     }
-                    let status =
-                        match tokio::time::timeout(REAP_TIMEOUT, running.child.wait()).await {
-                            Ok(status) => Some(status),
-                            Err(_) => None,
-                        };
+                    let status = tokio::time::timeout(REAP_TIMEOUT, running.child.wait())
+                        .await
+                        .ok();
+                    if status.is_none() {
+                        log::warn!(
+                            "task={} vm={} exec={exec_id} main process not reaped after SIGKILL",
+                            self.log_task,
+                            self.id
+                        );
+                    }
                     running.disarm();
                     (status, true)
                 }
@@ -617,9 +620,7 @@ impl Inner {
                 .open(&log_path)
                 .map_err(|e| io_err("opening job log", e))?
         };
-        let log_err = log
-            .try_clone()
-            .map_err(|e| io_err("opening job log", e))?;
+        let log_err = log.try_clone().map_err(|e| io_err("opening job log", e))?;
         let mut cmd = self.shell_command(&exec_id);
         cmd.arg("-c")
             .arg(JOB_SCRIPT)
@@ -689,7 +690,11 @@ impl Inner {
             d.abort();
         }
         remove_dir(self.dir.clone()).await?;
-        log::info!("task={} vm={} local instance stopped", self.log_task, self.id);
+        log::info!(
+            "task={} vm={} local instance stopped",
+            self.log_task,
+            self.id
+        );
         Ok(())
     }
 }
@@ -777,11 +782,7 @@ fn exit_code(status: ExitStatus) -> i32 {
 /// whatever the task id is.
 fn new_instance_id() -> String {
     let n = INSTANCE_COUNTER.fetch_add(1, Ordering::Relaxed) + 1;
-    format!(
-        "local-{}-{n}-{:08x}",
-        std::process::id(),
-        fastrand::u32(..)
-    )
+    format!("local-{}-{n}-{:08x}", std::process::id(), fastrand::u32(..))
 }
 
 /// The task id escaped and cut for a log line (task ids are arbitrary text).
@@ -810,9 +811,7 @@ mod tests {
         assert_ne!(a, b);
         for id in [a, b] {
             assert!(id.starts_with(&format!("local-{}-", std::process::id())));
-            assert!(id
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-'));
+            assert!(id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
         }
     }
 

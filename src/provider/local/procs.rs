@@ -134,7 +134,10 @@ fn signal_all(groups: &BTreeSet<i32>, live: &[ProcEntry], signal: libc::c_int) {
             signal_group(g, libc::SIGCONT);
         }
     }
-    for p in live.iter().filter(|p| p.marked && !groups.contains(&p.pgid)) {
+    for p in live
+        .iter()
+        .filter(|p| p.marked && !groups.contains(&p.pgid))
+    {
         signal_pid(p.pid, signal);
         if signal != libc::SIGKILL {
             signal_pid(p.pid, libc::SIGCONT);
