@@ -491,6 +491,8 @@ impl Inner {
 
             let waited = loop {
                 tokio::select! {
+                    // A command that ends right at its deadline has ended.
+                    biased;
                     status = running.child.wait() => break Some(status),
                     () = &mut timer => break None,
                     () = &mut reading, if !drained => drained = true,
