@@ -1,1 +1,669 @@
-//! Integration tests: local_backend.
+//! Integration tests of the local backend: real shells, real processes, a
+//! temporary root per test. Processes are checked through this file's own
+//! `/proc` scan, independent of the backend's.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use hecate::provider::local::LocalProvider;
+use hecate::{Config, ErrorKind, ExecOutput, ExecSpec, Instance, Provider, StartSpec};
+use tempfile::TempDir;
+
+/// A temporary root (inside a parent directory, so that escapes show) and a
+/// provider on it.
+struct Fixture {
+    tmp: TempDir,
+    provider: LocalProvider,
+}
+
+fn fixture() -> Fixture {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut config = Config::default().with_local_root(tmp.path().join("root"));
+    config.local.kill_grace = Duration::from_millis(300);
+    let provider = LocalProvider::new(&config).expect("provider");
+    Fixture { tmp, provider }
+}
+
+impl Fixture {
+    async fn start(&self, task: &str) -> Box<dyn Instance> {
+        self.provider
+            .start(StartSpec {
+                task_id: task.to_string(),
+                ttl: None,
+                metadata: Default::default(),
+            })
+            .await
+            .expect("start")
+    }
+
+    fn root(&self) -> &Path {
+        self.provider.root()
+    }
+}
+
+fn fg(command: &str) -> ExecSpec {
+    ExecSpec {
+        command: command.to_string(),
+        background: false,
+        timeout: Duration::from_secs(60),
+        capture_bytes: 1024 * 1024,
+    }
+}
+
+fn bg(command: &str) -> ExecSpec {
+    ExecSpec {
+        background: true,
+        ..fg(command)
+    }
+}
+
+async fn run(instance: &dyn Instance, command: &str) -> ExecOutput {
+    instance.exec(fg(command)).await.expect("exec")
+}
+
+/// Live (not zombie) processes whose environment has exactly `entry`.
+fn processes_with_env(entry: &str) -> Vec<u32> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        if !is_alive(pid) {
+            continue;
+        }
+        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        if env.split(|b| *b == 0).any(|x| x == entry.as_bytes()) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// Whether `pid` exists and is not a zombie.
+fn is_alive(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let Some(close) = stat.rfind(')') else {
+        return false;
+    };
+    !matches!(
+        stat[close + 1..].trim_start().chars().next(),
+        Some('Z' | 'X') | None
+    )
+}
+
+/// Polls `cond` until it holds or `limit` passes; returns whether it held.
+async fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[actix_rt::test]
+async fn files_persist_across_calls_but_env_vars_and_cwd_do_not() {
+    let f = fixture();
+    let inst = f.start("t").await;
+    let out = run(&*inst, "echo hello > note.txt; export FOO=bar; cd /").await;
+    assert_eq!(out.exit_code, 0);
+    let out = run(&*inst, r#"cat note.txt; echo "FOO=${FOO:-unset}"; pwd"#).await;
+    let work = f.root().join(inst.id()).join("work");
+    assert_eq!(
+        out.stdout.to_text(),
+        format!("hello\nFOO=unset\n{}\n", work.display())
+    );
+    inst.stop().await.expect("stop");
+}
+
+#[actix_rt::test]
+async fn cwd_home_and_tmpdir_are_the_private_dirs() {
+    let f = fixture();
+    let inst = f.start("t").await;
+    let out = run(
+        &*inst,
+        r#"pwd; echo "$HOME"; echo "$TMPDIR"; echo "$HECATE_INSTANCE_ID""#,
+    )
+    .await;
+    let dir = f.root().join(inst.id());
+    let expected = format!(
+        "{}\n{}\n{}\n{}\n",
+        dir.join("work").display(),
+        dir.join("work").display(),
+        dir.join("tmp").display(),
+        inst.id()
+    );
+    assert_eq!(out.stdout.to_text(), expected);
+    inst.stop().await.expect("stop");
+}
+
+#[actix_rt::test]
+async fn stderr_is_captured_on_success_and_exit_codes_are_reported() {
+    let f = fixture();
+    let inst = f.start("t").await;
+    let out = run(&*inst, "echo out; echo err >&2").await;
+    assert_eq!(out.exit_code, 0);
+    assert_eq!(out.stdout.to_text(), "out\n");
+    assert_eq!(out.stderr.to_text(), "err\n");
+    assert!(!out.timed_out);
+    assert!(out.job.is_none());
+
+    let out = run(&*inst, "echo failing >&2; exit 3").await;
+    assert_eq!(out.exit_code, 3);
+    assert_eq!(out.stderr.to_text(), "failing\n");
+    inst.stop().await.expect("stop");
+}
+
+#[actix_rt::test]
+async fn death_by_signal_is_reported_as_128_plus_n() {
+    let f = fixture();
+    let inst = f.start("t").await;
+    assert_eq!(run(&*inst, "kill -TERM $$").await.exit_code, 128 + 15);
+    assert_eq!(run(&*inst, "kill -KILL $$").await.exit_code, 128 + 9);
+    assert_eq!(run(&*inst, "kill -HUP $$").await.exit_code, 128 + 1);
+    inst.stop().await.expect("stop");
+}
+
+#[actix_rt::test]
+async fn bad_commands_are_invalid_input_and_the_instance_survives() {
+    let f = fixture();
+    let inst = f.start("t").await;
+    let too_long = format!("echo {}", "x".repeat(200_000));
+    for command in ["", "   \n\t", "echo a\0b", too_long.as_str()] {
+        let err = inst.exec(fg(command)).await.expect_err("invalid");
+        assert_eq!(err.kind(), ErrorKind::InvalidInput, "{command:.20?}: {err}");
+        let err = inst.exec(bg(command)).await.expect_err("invalid");
+        assert_eq!(err.kind(), ErrorKind::InvalidInput, "{command:.20?}: {err}");
+    }
+    assert_eq!(run(&*inst, "echo ok").await.stdout.to_text(), "ok\n");
+    inst.stop().await.expect("stop");
+}
+
+#[actix_rt::test]
+async fn timeout_kills_whole_process_tree() {
+    let f = fixture();
+    let inst = f.start("t").await;
+    // A child in the group, a setsid escapee, a double-forked setsid
+    // escapee, and a main shell that ignores SIGTERM (so SIGKILL is needed).
+    let command = r#"echo "$HECATE_EXEC_ID"; echo partial >&2
+        sleep 1000 &
+        setsid sleep 1000 &
+        (setsid /bin/sh -c 'sleep 1000' &)
+        trap '' TERM
+        while :; do sleep 1; done"#;
+    let started = Instant::now();
+    let out = inst
+        .exec(ExecSpec {
+            timeout: Duration::from_secs(1),
+            ..fg(command)
+        })
+        .await
+        .expect("exec");
+    let took = started.elapsed();
+    assert!(out.timed_out);
+    assert_eq!(out.exit_code, 124);
+    assert!(took >= Duration::from_secs(1), "{took:?}");
+    assert!(took < Duration::from_secs(20), "{took:?}");
+    let exec_id = out.stdout.to_text().trim().to_string();
+    assert!(exec_id.starts_with(inst.id()), "{exec_id:?}");
+    assert_eq!(out.stderr.to_text(), "partial\n");
+    let left = processes_with_env(&format!("HECATE_EXEC_ID={exec_id}"));
+    assert!(left.is_empty(), "survivors: {left:?}");
+
+    let out = run(&*inst, "echo still here").await;
+    assert_eq!(out.stdout.to_text(), "still here\n");
+    inst.stop().await.expect("stop");
+}
+
+#[actix_rt::test]
+async fn huge_output_stays_bounded_and_the_call_returns() {
+    let f = fixture();
+    let inst = f.start("t").await;
+    let out = inst
+        .exec(ExecSpec {
+            capture_bytes: 4096,
+            ..fg("yes | head -c 200000000; head -c 50000000 /dev/zero >&2")
+        })
+        .await
+        .expect("exec");
+    assert_eq!(out.exit_code, 0);
+    let kept = out.stdout.head.len() + out.stdout.tail.len();
+    assert!(kept <= 4096, "{kept}");
+    assert_eq!(kept as u64 + out.stdout.dropped_bytes, 200_000_000);
+    assert!(out.stdout.head.starts_with("y\ny\n"));
+    let kept = out.stderr.head.len() + out.stderr.tail.len();
+    assert!(kept <= 4096, "{kept}");
+    assert_eq!(kept as u64 + out.stderr.dropped_bytes, 50_000_000);
+    inst.stop().await.expect("stop");
+}
+
+#[actix_rt::test]
+async fn binary_and_invalid_utf8_output_is_replaced() {
+    let f = fixture();
+    let inst = f.start("t").await;
+    let out = run(&*inst, r"printf 'a\377b\n'; printf 'caf\303\251\n' >&2").await;
+    assert_eq!(out.stdout.to_text(), "a\u{fffd}b\n");
+    assert_eq!(out.stderr.to_text(), "café\n");
+    let out = run(&*inst, "head -c 100000 /dev/urandom").await;
+    assert_eq!(out.exit_code, 0);
+    assert!(!out.stdout.head.is_empty());
+    inst.stop().await.expect("stop");
+}
+
+#[actix_rt::test]
+async fn background_job_returns_at_once_with_its_own_log_and_exit_file() {
+    let f = fixture();
+    let inst = f.start("t").await;
+    let started = Instant::now();
+    let first = inst
+        .exec(bg("echo one; echo err-one >&2; exit 3"))
+        .await
+        .expect("job 1");
+    let second = inst.exec(bg("echo two")).await.expect("job 2");
+    let slow = inst.exec(bg("sleep 30; echo late")).await.expect("job 3");
+    assert!(started.elapsed() < Duration::from_secs(5));
+
+    let jobs_dir = f.root().join(inst.id()).join("jobs");
+    for (n, out) in [(1, &first), (2, &second), (3, &slow)] {
+        let job = out.job.as_ref().expect("job info");
+        assert_eq!(out.exit_code, 0);
+        assert_eq!(job.id, n.to_string());
+        let pid = job.pid.expect("pid");
+        assert_eq!(
+            job.log_file,
+            jobs_dir.join(format!("{n}.log")).display().to_string()
+        );
+        assert_eq!(
+            job.exit_file,
+            jobs_dir.join(format!("{n}.exit")).display().to_string()
+        );
+        assert_eq!(
+            out.stdout.to_text(),
+            format!(
+                "started background job {n} (pid {pid}); log: {}\n",
+                job.log_file
+            )
+        );
+    }
+
+    let job1 = first.job.as_ref().expect("job");
+    let job2 = second.job.as_ref().expect("job");
+    let finished = |path: &str| {
+        std::fs::read_to_string(path)
+            .map(|s| s.ends_with('\n'))
+            .unwrap_or(false)
+    };
+    assert!(eventually(Duration::from_secs(20), || finished(&job1.exit_file)).await);
+    assert!(eventually(Duration::from_secs(20), || finished(&job2.exit_file)).await);
+    assert_eq!(
+        std::fs::read_to_string(&job1.exit_file).expect("exit"),
+        "3\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&job2.exit_file).expect("exit"),
+        "0\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&job1.log_file).expect("log"),
+        "one\nerr-one\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&job2.log_file).expect("log"),
+        "two\n"
+    );
+    // A finished job is reaped: not even a zombie is left.
+    let pid2 = job2.pid.expect("pid");
+    assert!(
+        eventually(Duration::from_secs(10), || !Path::new(&format!(
+            "/proc/{pid2}"
+        ))
+        .exists())
+        .await,
+        "job 2 (pid {pid2}) was not reaped"
+    );
+
+    // The slow job is still running, and has written nothing yet.
+    let job3 = slow.job.as_ref().expect("job");
+    assert!(is_alive(job3.pid.expect("pid")));
+    assert!(!Path::new(&job3.exit_file).exists());
+    inst.stop().await.expect("stop");
+}
+
+#[actix_rt::test]
+async fn background_job_keeps_running_after_the_call_until_stop() {
+    let f = fixture();
+    let inst = f.start("t").await;
+    let out = inst.exec(bg("exec sleep 1000")).await.expect("job");
+    let pid = out.job.as_ref().and_then(|j| j.pid).expect("pid");
+    let marker = format!("HECATE_INSTANCE_ID={}", inst.id());
+    // Other calls come and go; the job stays.
+    assert_eq!(run(&*inst, "echo busy").await.exit_code, 0);
+    assert!(is_alive(pid));
+    assert!(!processes_with_env(&marker).is_empty());
+
+    inst.stop().await.expect("stop");
+    assert!(eventually(Duration::from_secs(5), || !is_alive(pid)).await);
+    assert!(processes_with_env(&marker).is_empty());
+    assert!(!f.root().join(inst.id()).exists());
+}
+
+#[actix_rt::test]
+async fn leftover_child_holding_the_pipes_does_not_hang_the_call() {
+    let f = fixture();
+    let inst = f.start("t").await;
+    let started = Instant::now();
+    let out = run(&*inst, "sleep 100 & echo $!").await;
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(out.exit_code, 0);
+    let holder: u32 = out.stdout.to_text().trim().parse().expect("pid");
+
+    // A server started the usual way keeps running after the command ends.
+    let out = run(&*inst, "nohup sleep 1000 > server.log 2>&1 & echo $!").await;
+    let server: u32 = out.stdout.to_text().trim().parse().expect("pid");
+    assert_eq!(run(&*inst, "echo next").await.stdout.to_text(), "next\n");
+    assert!(is_alive(holder));
+    assert!(is_alive(server));
+
+    inst.stop().await.expect("stop");
+    assert!(
+        eventually(Duration::from_secs(5), || !is_alive(holder)
+            && !is_alive(server))
+        .await
+    );
+}
+
+#[actix_rt::test]
+async fn instances_cannot_see_each_others_files() {
+    let f = fixture();
+    let a = f.start("task-a").await;
+    let b = f.start("task-b").await;
+    run(
+        &*a,
+        r#"echo secret-a > ~/a.txt; echo secret-a > "$TMPDIR/a.tmp"; echo secret-a > a.cwd"#,
+    )
+    .await;
+    let out = run(
+        &*b,
+        r#"ls -a ~ "$TMPDIR" .; cat ~/a.txt "$TMPDIR/a.tmp" a.cwd 2>/dev/null; pwd"#,
+    )
+    .await;
+    let text = out.stdout.to_text();
+    assert!(!text.contains("secret-a"), "{text}");
+    assert!(!text.contains("a.txt") && !text.contains("a.tmp") && !text.contains("a.cwd"));
+    assert!(text.contains(b.id()), "{text}");
+    assert!(!text.contains(a.id()), "{text}");
+    // The instance directories are private to this user.
+    use std::os::unix::fs::PermissionsExt;
+    for inst in [&a, &b] {
+        let mode = std::fs::metadata(f.root().join(inst.id()))
+            .expect("dir")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "{mode:o}");
+    }
+    a.stop().await.expect("stop");
+    b.stop().await.expect("stop");
+}
+
+#[actix_rt::test]
+async fn weird_task_ids_never_create_anything_outside_the_root() {
+    let f = fixture();
+    let long = "x".repeat(10_000);
+    let ids = [
+        "../../etc",
+        "..",
+        "/",
+        "a/b",
+        "nul\0byte",
+        long.as_str(),
+        "héllo wörld 🦀/../..",
+        "",
+    ];
+    let mut instances = Vec::new();
+    for task in ids {
+        let inst = f.start(task).await;
+        assert!(inst.id().starts_with("local-"), "{}", inst.id());
+        let out = run(&*inst, "pwd").await;
+        assert_eq!(
+            out.stdout.to_text(),
+            format!("{}\n", f.root().join(inst.id()).join("work").display())
+        );
+        // The task id is kept as file content, for debugging.
+        let meta = std::fs::read(f.root().join(inst.id()).join("instance.json")).expect("meta");
+        let meta: serde_json::Value = serde_json::from_slice(&meta).expect("json");
+        assert_eq!(meta["task_id"], task);
+        instances.push(inst);
+    }
+    // Nothing but the root was made in its parent, and nothing but instance
+    // directories in the root.
+    let beside: Vec<_> = std::fs::read_dir(f.tmp.path())
+        .expect("read")
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(beside, ["root"]);
+    let inside: Vec<String> = std::fs::read_dir(f.root())
+        .expect("read")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(inside.len(), ids.len());
+    assert!(inside.iter().all(|n| n.starts_with("local-")), "{inside:?}");
+    for inst in instances {
+        inst.stop().await.expect("stop");
+    }
+    assert_eq!(std::fs::read_dir(f.root()).expect("read").count(), 0);
+}
+
+/// The parent environment's variables (other than those the backend sets
+/// itself) do not reach a command, foreground or background.
+#[actix_rt::test]
+async fn parent_environment_never_reaches_a_command() {
+    let allowed = [
+        "PATH",
+        "HOME",
+        "TMPDIR",
+        "LANG",
+        "LC_ALL",
+        "TERM",
+        "PAGER",
+        "GIT_PAGER",
+        "HECATE_INSTANCE_ID",
+        "HECATE_EXEC_ID",
+        // Set by the shell itself.
+        "PWD",
+        "SHLVL",
+        "_",
+        "OLDPWD",
+    ];
+    let f = fixture();
+    let inst = f.start("t").await;
+    let out = run(&*inst, "env").await;
+    let names: Vec<String> = out
+        .stdout
+        .to_text()
+        .lines()
+        .filter_map(|l| l.split_once('=').map(|(k, _)| k.to_string()))
+        .collect();
+    for name in &names {
+        assert!(
+            allowed.contains(&name.as_str()),
+            "unexpected variable {name}"
+        );
+    }
+    // The test process surely has variables of its own (cargo sets some).
+    let parent: Vec<String> = std::env::vars_os()
+        .filter_map(|(k, _)| k.into_string().ok())
+        .filter(|k| !allowed.contains(&k.as_str()))
+        .collect();
+    assert!(!parent.is_empty());
+    for name in &parent {
+        assert!(!names.contains(name), "{name} leaked");
+    }
+    inst.stop().await.expect("stop");
+}
+
+const SECRET_PROBE_VAR: &str = "HECATE_TEST_SECRET_PROBE";
+const SECRET_PROBE_PASSED: &str = "secret-probe-passed";
+
+/// Runs [`secret_probe`] in a child process of this test binary whose
+/// environment has `MORPH_API_KEY` (setting it here would race with other
+/// tests' threads).
+#[test]
+fn api_key_in_the_runtime_environment_never_reaches_a_command() {
+    let secret = format!("sk-hecate-test-{:016x}", fastrand::u64(..));
+    let exe = std::env::current_exe().expect("test binary");
+    // The test's path inside whichever binary this file was built into
+    // (`local_backend::secret_probe` in tests/tests.rs, or `secret_probe`
+    // when cargo builds this file as a test target of its own).
+    let probe = match module_path!().split_once("::") {
+        Some((_, module)) => format!("{module}::secret_probe"),
+        None => "secret_probe".to_string(),
+    };
+    let out = std::process::Command::new(exe)
+        .args([
+            probe.as_str(),
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("MORPH_API_KEY", &secret)
+        .env("HECATE_SECRET_PROBE_COPY", &secret)
+        .env(SECRET_PROBE_VAR, &secret)
+        .output()
+        .expect("run probe");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains(SECRET_PROBE_PASSED), "{stdout}");
+}
+
+/// Run only by [`api_key_in_the_runtime_environment_never_reaches_a_command`].
+#[actix_rt::test]
+#[ignore = "run in a child process by api_key_in_the_runtime_environment_never_reaches_a_command"]
+async fn secret_probe() {
+    let Ok(secret) = std::env::var(SECRET_PROBE_VAR) else {
+        return;
+    };
+    assert_eq!(
+        std::env::var("MORPH_API_KEY").as_deref(),
+        Ok(secret.as_str())
+    );
+    let f = fixture();
+    let inst = f.start("t").await;
+    let probe = "env; cat /proc/self/environ; set";
+    let out = run(&*inst, probe).await;
+    let text = out.stdout.to_text();
+    assert!(text.contains("HECATE_EXEC_ID="), "the probe ran: {text}");
+    assert!(!text.contains(&secret), "secret leaked into a command");
+    assert!(!text.contains("MORPH_API_KEY"));
+    let job = inst.exec(bg(probe)).await.expect("job").job.expect("job");
+    assert!(
+        eventually(Duration::from_secs(20), || Path::new(&job.exit_file)
+            .exists())
+        .await,
+        "job finished"
+    );
+    let log = std::fs::read_to_string(&job.log_file).expect("log");
+    assert!(log.contains("HECATE_EXEC_ID="));
+    assert!(!log.contains(&secret), "secret leaked into a job");
+    inst.stop().await.expect("stop");
+    println!("{SECRET_PROBE_PASSED}");
+}
+
+#[actix_rt::test]
+async fn stop_removes_the_dir_kills_jobs_and_is_idempotent() {
+    let f = fixture();
+    let inst = f.start("t").await;
+    let dir = f.root().join(inst.id());
+    let job = inst.exec(bg("sleep 1000")).await.expect("job");
+    let pid = job.job.and_then(|j| j.pid).expect("pid");
+    // Files the command made read-only do not stop the removal.
+    run(
+        &*inst,
+        "mkdir -p ro/sub && touch ro/sub/f && chmod -R a-w ro",
+    )
+    .await;
+    assert!(dir.exists());
+
+    inst.stop().await.expect("stop");
+    assert!(!dir.exists());
+    assert!(eventually(Duration::from_secs(5), || !is_alive(pid)).await);
+    inst.stop().await.expect("second stop");
+    let err = inst.exec(fg("echo hi")).await.expect_err("stopped");
+    assert_eq!(err.kind(), ErrorKind::InstanceGone);
+}
+
+#[actix_rt::test]
+async fn instance_whose_dir_vanished_is_gone_and_stops_cleanly() {
+    let f = fixture();
+    let inst = f.start("t").await;
+    std::fs::remove_dir_all(f.root().join(inst.id())).expect("rm");
+    let err = inst.exec(fg("echo hi")).await.expect_err("gone");
+    assert_eq!(err.kind(), ErrorKind::InstanceGone);
+    inst.stop().await.expect("stop");
+}
+
+#[actix_rt::test]
+async fn dropping_an_instance_kills_its_processes() {
+    let f = fixture();
+    let inst = f.start("t").await;
+    let marker = format!("HECATE_INSTANCE_ID={}", inst.id());
+    let out = inst.exec(bg("sleep 1000")).await.expect("job");
+    let pid = out.job.and_then(|j| j.pid).expect("pid");
+    run(&*inst, "setsid sleep 1000 > /dev/null 2>&1 &").await;
+    assert!(is_alive(pid));
+    drop(inst);
+    assert!(
+        eventually(Duration::from_secs(5), || processes_with_env(&marker)
+            .is_empty())
+        .await
+    );
+    assert!(!is_alive(pid));
+}
+
+#[actix_rt::test]
+async fn abandoned_exec_kills_its_process_tree() {
+    let f = fixture();
+    let inst = f.start("t").await;
+    let id_file = f.root().join(inst.id()).join("work").join("exec-id");
+    let exec = inst.exec(fg(
+        r#"echo "$HECATE_EXEC_ID" > exec-id; setsid sleep 1000 & sleep 1000"#,
+    ));
+    let marker = tokio::select! {
+        _ = exec => panic!("the command should still be running"),
+        marker = async {
+            loop {
+                if let Ok(id) = std::fs::read_to_string(&id_file) {
+                    if id.ends_with('\n') {
+                        let marker = format!("HECATE_EXEC_ID={}", id.trim());
+                        if processes_with_env(&marker).len() >= 2 {
+                            break marker;
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        } => marker,
+    };
+    // The exec future has been dropped by now: the runtime gave up on it.
+    assert!(
+        eventually(Duration::from_secs(5), || processes_with_env(&marker)
+            .is_empty())
+        .await
+    );
+    assert_eq!(run(&*inst, "echo ok").await.stdout.to_text(), "ok\n");
+    inst.stop().await.expect("stop");
+}
