@@ -26,14 +26,13 @@ use futures_util::future::LocalBoxFuture;
 use crate::config::{BackendKind, Config};
 use crate::error::{Error, Result};
 
-/// The provider the configuration names. Until a backend is built in, this
-/// says so.
+/// The provider the configuration names.
 pub fn from_config(config: &Config) -> Result<std::sync::Arc<dyn Provider>> {
     match config.backend {
-        BackendKind::Local | BackendKind::Morph => Err(Error::config(format!(
-            "backend {} is not available in this build yet",
-            config.backend.as_str()
-        ))),
+        BackendKind::Local => Ok(std::sync::Arc::new(local::LocalProvider::new(config)?)),
+        BackendKind::Morph => Err(Error::config(
+            "backend morph is not available in this build yet",
+        )),
     }
 }
 
