@@ -74,11 +74,14 @@ pub(crate) fn background(command: &str, job_id: u64) -> Result<Background> {
         "bash -c {}; echo $? > {exit_tmp} && mv -f {exit_tmp} {exit_file}",
         quote(command)?
     );
+    // A stale exit file (from a snapshot taken while jobs existed) would
+    // make a new job look finished, so it goes first.
     // `mkdir ... || exit` rather than `mkdir ... && nohup ... &`: the latter
     // would background the whole `&&` list in a subshell, and `$!` would be
     // the subshell's pid instead of the job's.
     let script = format!(
-        "mkdir -p {JOB_DIR} || exit 1; nohup setsid bash -c {} > {log_file} 2>&1 < /dev/null & echo $!",
+        "mkdir -p {JOB_DIR} || exit 1; rm -f {exit_file} {exit_tmp}; \
+         nohup setsid bash -c {} > {log_file} 2>&1 < /dev/null & echo $!",
         quote(&job_shell)?
     );
     Ok(Background {
