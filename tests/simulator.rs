@@ -972,3 +972,43 @@ async fn stop_kills_instance_processes_and_removes_dirs() {
     assert_no_processes_left(&id).await;
     assert!(!root.exists());
 }
+
+/// The official Python SDK (`morphcloud==0.1.116`) accepts the simulator.
+/// Runs only where a Python with `morphcloud` is found (`HECATE_SDK_PYTHON`,
+/// else `python3` on PATH); otherwise it says so and passes.
+#[actix_rt::test]
+async fn python_sdk_accepts_the_simulator() {
+    let python = std::env::var("HECATE_SDK_PYTHON").unwrap_or_else(|_| "python3".to_owned());
+    let has_sdk = std::process::Command::new(&python)
+        .args(["-c", "import morphcloud"])
+        .output()
+        .map(|out| out.status.success())
+        .unwrap_or(false);
+    if !has_sdk {
+        eprintln!("skipped: no Python with morphcloud ({python}); set HECATE_SDK_PYTHON");
+        return;
+    }
+    let sim = server(SimConfig::default()).await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk_driver.py");
+    let out = tokio::process::Command::new(&python)
+        .arg(script)
+        .env("MORPH_BASE_URL", sim.base_url())
+        .env("MORPH_API_KEY", "test-key")
+        .env("MORPH_CONFIG_PATH", "/nonexistent")
+        .env("MORPH_HTTP_TRANSPORT_SHARDS", "1")
+        .env_remove("MORPH_API_HOST")
+        .env_remove("MORPH_ENV")
+        .env_remove("MORPH_PROFILE")
+        .output()
+        .await
+        .expect("python runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains("SDK OK"),
+        "stdout: {stdout}\nstderr: {stderr}"
+    );
+    let stats = sim.stats();
+    assert_eq!((stats.starts, stats.stops, stats.live_instances), (2, 2, 0));
+    sim.stop().await;
+}

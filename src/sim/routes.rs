@@ -558,6 +558,14 @@ async fn begin_exec(
         return Err(drop_connection(req));
     }
     let started = match (shared.config.exec_mode, dir) {
+        (ExecMode::Echo, _) => Started::Echo(text.clone()),
+        (ExecMode::Bash, None) => {
+            log::warn!("sim vm={id} has no directory to run commands in");
+            return Err(Reject::detail(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "instance has no directory",
+            ));
+        }
         (ExecMode::Bash, Some(dir)) => match process::spawn(id, &dir, &text) {
             Ok(running) => {
                 if !shared.with(|state| state.add_pgid(id, running.pgid)) {
@@ -577,7 +585,6 @@ async fn begin_exec(
                 ));
             }
         },
-        _ => Started::Echo(text.clone()),
     };
     shared.with(|state| state.record_run(&text));
     log::debug!("sim vm={id} exec {} bytes of command", text.len());

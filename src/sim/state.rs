@@ -634,6 +634,14 @@ mod tests {
     }
 
     #[test]
+    fn server_handle_and_config_cross_threads() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<crate::sim::SimServer>();
+        assert_send_sync::<crate::sim::SimConfig>();
+        assert_send_sync::<Shared>();
+    }
+
+    #[test]
     fn instance_is_pending_until_boot_time_then_ready() {
         let mut st = state();
         let id = st
