@@ -5,11 +5,12 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
-use hecate::gc::{self, GcOptions};
+use hecate::gc::{self, GcArgs, GcOptions};
 use hecate::provider::morph::MorphProvider;
+use hecate::sim::{ExecMode, FaultConfig, SimConfig, SimServer};
 use hecate::{ApiKey, Config, ErrorKind, ExecSpec, Instance, Provider, StartSpec};
 
 const KEY: &str = "test-key";
@@ -50,11 +51,41 @@ fn exec_spec(command: &str) -> ExecSpec {
     }
 }
 
+async fn sim_with(config: SimConfig) -> SimServer {
+    SimServer::start(config).await.expect("simulator starts")
+}
+
+async fn sim() -> SimServer {
+    sim_with(SimConfig::default()).await
+}
+
+fn faults(f: impl FnOnce(&mut FaultConfig)) -> FaultConfig {
+    let mut config = FaultConfig::default();
+    f(&mut config);
+    config
+}
+
 async fn started(provider: &MorphProvider, task: &str) -> Box<dyn Instance> {
     provider
         .start(start_spec(task, "rt-test"))
         .await
         .expect("instance starts")
+}
+
+/// Live processes whose environment carries `marker` (the simulator marks
+/// every process of an instance with `SIM_INSTANCE_ID=<id>`).
+fn marked_processes(marker: &str) -> Vec<u32> {
+    let me = std::process::id();
+    std::fs::read_dir("/proc")
+        .expect("procfs")
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| *pid != me)
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .map(|env| env.split(|b| *b == 0).any(|v| v == marker.as_bytes()))
+                .unwrap_or(false)
+        })
+        .collect()
 }
 
 // ---------------------------------------------------------------------------
@@ -389,4 +420,497 @@ async fn missing_key_and_tls_urls_are_config_errors() {
         .await
         .expect_err("no key");
     assert_eq!(err.kind(), ErrorKind::Config);
+}
+
+// ---------------------------------------------------------------------------
+// Against the simulator.
+
+#[actix_rt::test]
+async fn start_exec_stop_round_trip_against_the_simulator() {
+    let sim = sim().await;
+    let provider = provider_for(&sim.base_url());
+    assert_eq!(provider.name(), "morph");
+    let vm = started(&provider, "round-trip").await;
+    assert_eq!(sim.instance_status(vm.id()).as_deref(), Some("ready"));
+
+    let out = vm
+        .exec(exec_spec("echo hello; echo oops >&2; exit 3"))
+        .await
+        .expect("exec");
+    assert_eq!(out.exit_code, 3);
+    assert_eq!(out.stdout.to_text(), "hello\n");
+    assert_eq!(out.stderr.to_text(), "oops\n");
+    assert!(!out.timed_out && out.job.is_none());
+
+    // The simulator saw the tags: a filtered list finds the instance.
+    let report = gc::gc(
+        &config_for(&sim.base_url(), KEY).morph,
+        GcOptions {
+            dry_run: true,
+            runtime_id: Some("rt-test".to_string()),
+            ..GcOptions::default()
+        },
+    )
+    .await
+    .expect("gc");
+    assert_eq!(report.found.len(), 1);
+    assert_eq!(report.found[0].task_id.as_deref(), Some("round-trip"));
+
+    vm.stop().await.expect("stop");
+    vm.stop().await.expect("second stop is fine");
+    let stats = sim.stats();
+    assert_eq!((stats.starts, stats.stops, stats.live_instances), (1, 1, 0));
+    sim.stop().await;
+}
+
+#[actix_rt::test]
+async fn start_polls_until_the_instance_has_booted() {
+    let sim = sim_with(SimConfig {
+        boot_time: Duration::from_millis(300),
+        ..SimConfig::default()
+    })
+    .await;
+    let provider = provider_for(&sim.base_url());
+    let t0 = Instant::now();
+    let vm = started(&provider, "boot").await;
+    assert!(
+        t0.elapsed() >= Duration::from_millis(300),
+        "{:?}",
+        t0.elapsed()
+    );
+    assert_eq!(sim.instance_status(vm.id()).as_deref(), Some("ready"));
+    assert_eq!(vm.exec(exec_spec("true")).await.expect("exec").exit_code, 0);
+    vm.stop().await.expect("stop");
+    sim.stop().await;
+}
+
+#[actix_rt::test]
+async fn a_start_that_never_gets_ready_times_out_and_deletes_the_instance() {
+    let sim = sim_with(SimConfig {
+        boot_time: Duration::from_secs(60),
+        ..SimConfig::default()
+    })
+    .await;
+    let mut config = config_for(&sim.base_url(), KEY);
+    config.morph.ready_timeout = Duration::from_millis(300);
+    let provider = MorphProvider::new(&config).expect("config");
+    let err = provider
+        .start(start_spec("slow", "r"))
+        .await
+        .err()
+        .expect("timeout");
+    assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+    let stats = sim.stats();
+    assert_eq!((stats.starts, stats.live_instances), (1, 0));
+    sim.stop().await;
+}
+
+#[actix_rt::test]
+async fn boot_error_fails_the_start_and_deletes_the_instance() {
+    let sim = sim_with(SimConfig {
+        faults: faults(|f| f.boot_error = 1.0),
+        ..SimConfig::default()
+    })
+    .await;
+    let provider = provider_for(&sim.base_url());
+    let err = provider
+        .start(start_spec("doomed", "r"))
+        .await
+        .err()
+        .expect("boot error");
+    assert_eq!(err.kind(), ErrorKind::Transient, "{err}");
+    assert!(err.message().contains("boot"), "{err}");
+    let stats = sim.stats();
+    assert_eq!((stats.starts, stats.stops, stats.live_instances), (1, 1, 0));
+    sim.stop().await;
+}
+
+#[actix_rt::test]
+async fn a_wrong_api_key_is_rejected_without_leaking_it() {
+    let sim = sim().await;
+    let secret = "sk-hecate-WRONG-KEY-9876";
+    let provider = MorphProvider::new(&config_for(&sim.base_url(), secret)).expect("config");
+    let err = provider
+        .start(start_spec("t", "r"))
+        .await
+        .err()
+        .expect("401");
+    assert_eq!(err.kind(), ErrorKind::Rejected, "{err}");
+    assert!(err.message().contains("MORPH_API_KEY"), "{err}");
+    assert!(err.message().contains("401"), "{err}");
+    assert!(!format!("{err} {err:?}").contains(secret), "{err:?}");
+    assert_eq!(sim.stats().starts, 0);
+    sim.stop().await;
+}
+
+#[actix_rt::test]
+async fn exec_after_the_ttl_stopped_the_instance_is_instance_gone() {
+    let sim = sim().await;
+    let provider = provider_for(&sim.base_url());
+    let vm = started(&provider, "ttl").await;
+    assert!(sim.expire(vm.id()));
+    let err = vm.exec(exec_spec("echo after")).await.expect_err("gone");
+    assert_eq!(err.kind(), ErrorKind::InstanceGone, "{err}");
+    assert!(err.message().contains("404"), "{err}");
+    assert_eq!(sim.command_runs_containing("echo after"), 0);
+    vm.stop().await.expect("stopping a gone instance succeeds");
+    sim.stop().await;
+}
+
+#[actix_rt::test]
+async fn rate_limits_and_unavailability_are_transient_with_retry_after() {
+    let sim = sim().await;
+    let provider = provider_for(&sim.base_url());
+    let vm = started(&provider, "limits").await;
+    for set in [
+        (|f: &mut FaultConfig| f.error_429 = 1.0) as fn(&mut FaultConfig),
+        |f| f.error_503 = 1.0,
+    ] {
+        sim.set_faults(faults(|f| {
+            set(f);
+            f.retry_after_secs = 3;
+        }));
+        let err = vm.exec(exec_spec("echo limited")).await.expect_err("fault");
+        assert_eq!(err.kind(), ErrorKind::Transient, "{err}");
+        assert_eq!(err.retry_after(), Some(Duration::from_secs(3)), "{err}");
+        let err = provider
+            .start(start_spec("t", "r"))
+            .await
+            .err()
+            .expect("fault");
+        assert_eq!(err.kind(), ErrorKind::Transient, "{err}");
+    }
+    assert_eq!(sim.command_runs_containing("echo limited"), 0);
+    sim.set_faults(FaultConfig::none());
+    vm.stop().await.expect("stop");
+    sim.stop().await;
+}
+
+#[actix_rt::test]
+async fn lost_exec_answers_are_indeterminate_and_never_resent() {
+    let sim = sim().await;
+    let provider = provider_for(&sim.base_url());
+    let vm = started(&provider, "lost").await;
+    // (fault, how often the simulator ran the command): 500/502 are
+    // injected before anything runs and drop_before drops before running,
+    // but the client cannot tell any of them from a failure after running.
+    type Case = (&'static str, fn(&mut FaultConfig), u64);
+    let cases: [Case; 4] = [
+        ("500", |f| f.error_500 = 1.0, 0),
+        ("502", |f| f.error_502 = 1.0, 0),
+        ("drop_before", |f| f.drop_before = 1.0, 0),
+        ("drop_after", |f| f.drop_after = 1.0, 1),
+    ];
+    for (name, set, runs) in cases {
+        sim.set_faults(faults(set));
+        let marker = format!("echo lost-{name}");
+        let err = vm.exec(exec_spec(&marker)).await.expect_err(name);
+        assert_eq!(err.kind(), ErrorKind::Indeterminate, "{name}: {err}");
+        assert!(err.message().contains("may have run"), "{name}: {err}");
+        assert_eq!(sim.command_runs_containing(&marker), runs, "{name}");
+    }
+    // The same failures on idempotent calls are transient.
+    sim.set_faults(faults(|f| f.error_500 = 1.0));
+    let err = vm.stop().await.expect_err("500 on stop");
+    assert_eq!(err.kind(), ErrorKind::Transient, "{err}");
+    let err = provider
+        .sweep_orphans("rt-test")
+        .await
+        .expect_err("500 on list");
+    assert_eq!(err.kind(), ErrorKind::Transient, "{err}");
+    sim.set_faults(FaultConfig::none());
+    vm.stop().await.expect("stop");
+    sim.stop().await;
+}
+
+#[actix_rt::test]
+async fn an_exec_past_the_client_deadline_is_indeterminate() {
+    let sim = sim().await;
+    let mut config = config_for(&sim.base_url(), KEY);
+    config.morph.kill_grace = Duration::from_millis(100);
+    config.morph.request_timeout = Duration::from_millis(300);
+    let provider = MorphProvider::new(&config).expect("config");
+    let vm = provider
+        .start(start_spec("deadline", "r"))
+        .await
+        .expect("start");
+    sim.set_faults(faults(|f| {
+        f.slow = 1.0;
+        f.slow_by = Duration::from_secs(3);
+    }));
+    let spec = ExecSpec {
+        timeout: Duration::from_millis(200),
+        ..exec_spec("echo late")
+    };
+    let t0 = Instant::now();
+    let err = vm.exec(spec).await.expect_err("deadline");
+    assert_eq!(err.kind(), ErrorKind::Indeterminate, "{err}");
+    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+    sim.set_faults(FaultConfig::none());
+    vm.stop().await.expect("stop");
+    sim.stop().await;
+}
+
+#[actix_rt::test]
+async fn a_refused_connection_is_transient() {
+    let sim = sim().await;
+    let url = sim.base_url();
+    let provider = provider_for(&url);
+    let vm = started(&provider, "refused").await;
+    sim.stop().await;
+    let err = provider
+        .start(start_spec("t", "r"))
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(err.kind(), ErrorKind::Transient, "{err}");
+    let err = vm.exec(exec_spec("true")).await.expect_err("refused");
+    assert_eq!(
+        err.kind(),
+        ErrorKind::Transient,
+        "a request never sent ran nothing: {err}"
+    );
+    let err = vm.stop().await.expect_err("refused");
+    assert_eq!(err.kind(), ErrorKind::Transient, "{err}");
+}
+
+#[actix_rt::test]
+async fn exec_timeout_kills_the_whole_process_tree_in_the_vm() {
+    let sim = sim_with(SimConfig {
+        exec_mode: ExecMode::Bash,
+        ..SimConfig::default()
+    })
+    .await;
+    let provider = provider_for(&sim.base_url());
+    let vm = started(&provider, "timeout").await;
+    let spec = ExecSpec {
+        timeout: Duration::from_secs(1),
+        ..exec_spec("echo started; sleep 1000 & sleep 1000")
+    };
+    let t0 = Instant::now();
+    let out = vm.exec(spec).await.expect("a timeout is a result");
+    let took = t0.elapsed();
+    assert!(out.timed_out, "{out:?}");
+    assert_eq!(out.exit_code, 124);
+    assert_eq!(out.stdout.to_text(), "started\n");
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_secs(8),
+        "{took:?}"
+    );
+
+    // Nothing of it is left: every process of the instance carries the
+    // simulator's marker; wait (bounded) for the killed ones to be reaped.
+    let marker = format!("SIM_INSTANCE_ID={}", vm.id());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !marked_processes(&marker).is_empty() && Instant::now() < deadline {
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(marked_processes(&marker), Vec::<u32>::new());
+
+    let out = vm
+        .exec(exec_spec("echo alive"))
+        .await
+        .expect("instance survives");
+    assert_eq!(
+        (out.exit_code, out.stdout.to_text().as_str()),
+        (0, "alive\n")
+    );
+    // A command that exits 124 on its own did not time out.
+    let out = vm.exec(exec_spec("exit 124")).await.expect("exec");
+    assert!(!out.timed_out);
+    vm.stop().await.expect("stop");
+    sim.stop().await;
+}
+
+#[actix_rt::test]
+async fn background_jobs_get_their_own_log_and_exit_file() {
+    let sim = sim().await;
+    let provider = provider_for(&sim.base_url());
+    let vm = started(&provider, "bg").await;
+    let t0 = Instant::now();
+    let spec = ExecSpec {
+        background: true,
+        ..exec_spec("echo \"out $((6*7))\"; echo err >&2; sleep 0.3; exit 3")
+    };
+    let out = vm.exec(spec.clone()).await.expect("background exec");
+    assert!(t0.elapsed() < Duration::from_millis(300), "returns at once");
+    assert_eq!(out.exit_code, 0);
+    let job = out.job.expect("a job");
+    assert_eq!(job.id, "1");
+    assert!(job.pid.is_some_and(|p| p > 1), "{job:?}");
+    assert_eq!(job.log_file, "/tmp/hecate/jobs/1.log");
+    assert_eq!(job.exit_file, "/tmp/hecate/jobs/1.exit");
+    let second = vm.exec(spec).await.expect("second job").job.expect("job");
+    assert_eq!(second.id, "2");
+
+    // Wait (bounded) for the job's exit file, reading it through the VM.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let exit = loop {
+        let out = vm
+            .exec(exec_spec(&format!("cat {} 2>/dev/null", job.exit_file)))
+            .await
+            .expect("exec");
+        if out.exit_code == 0 || Instant::now() > deadline {
+            break out.stdout.to_text();
+        }
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(exit.trim(), "3");
+    let log = vm
+        .exec(exec_spec(&format!("cat {}", job.log_file)))
+        .await
+        .expect("exec")
+        .stdout
+        .to_text();
+    assert!(log.contains("out 42") && log.contains("err"), "{log:?}");
+    vm.stop().await.expect("stop");
+    sim.stop().await;
+}
+
+#[actix_rt::test]
+async fn nasty_commands_run_verbatim() {
+    let sim = sim().await;
+    let provider = provider_for(&sim.base_url());
+    let vm = started(&provider, "quoting").await;
+    let nasty = [
+        r#"echo "it's" 'a "b"' \"c\""#,
+        "echo '$(echo not run)' \"$(echo run)\" `echo tick`",
+        "echo line1\necho line2 # comment\n",
+        r"printf '%s\n' 'back\slash' 'a\\b' \\n",
+        "echo 'ünïcødé ✓ 日本' ; echo $'tab\\there'",
+        "x=1; [ \"$x\" = 1 ] && echo ok || echo no; exit 5",
+        "echo ';' '&&' '|' '>' '<' '*' '?' '~' '!' '{' '}' '#'",
+    ];
+    for command in nasty {
+        let want = std::process::Command::new("/bin/bash")
+            .arg("-c")
+            .arg(command)
+            .env_clear()
+            .env("LANG", "C.UTF-8")
+            .output()
+            .expect("local bash");
+        let out = vm.exec(exec_spec(command)).await.expect("exec");
+        assert_eq!(
+            out.stdout.to_text(),
+            String::from_utf8_lossy(&want.stdout),
+            "{command:?}"
+        );
+        assert_eq!(Some(out.exit_code), want.status.code(), "{command:?}");
+    }
+    let execs = sim.stats().execs;
+    let err = vm.exec(exec_spec("echo a\0b")).await.expect_err("NUL");
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    assert_eq!(sim.stats().execs, execs, "nothing was sent");
+    vm.stop().await.expect("stop");
+    sim.stop().await;
+}
+
+#[actix_rt::test]
+async fn sweep_orphans_stops_only_this_runtimes_instances() {
+    let sim = sim().await;
+    let provider = provider_for(&sim.base_url());
+    let mine_a = provider.start(start_spec("a", "rt-mine")).await.expect("a");
+    let mine_b = provider.start(start_spec("b", "rt-mine")).await.expect("b");
+    let other = provider
+        .start(start_spec("c", "rt-other"))
+        .await
+        .expect("c");
+    let mut swept = provider.sweep_orphans("rt-mine").await.expect("sweep");
+    swept.sort();
+    let mut want = vec![mine_a.id().to_string(), mine_b.id().to_string()];
+    want.sort();
+    assert_eq!(swept, want);
+    assert_eq!(sim.stats().live_instances, 1);
+    assert!(sim.instance_status(other.id()).is_some());
+    assert!(provider
+        .sweep_orphans("rt-mine")
+        .await
+        .expect("again")
+        .is_empty());
+    other.stop().await.expect("stop");
+    sim.stop().await;
+}
+
+#[actix_rt::test]
+async fn gc_lists_in_a_dry_run_and_stops_orphans_with_yes() {
+    let sim = sim().await;
+    let config = config_for(&sim.base_url(), KEY);
+    // A "crashed" runtime: its instances are never stopped.
+    let crashed = MorphProvider::new(&config).expect("config");
+    let orphan_1 = crashed
+        .start(start_spec("o1", "rt-crashed"))
+        .await
+        .expect("o1");
+    let orphan_2 = crashed
+        .start(start_spec("o2", "rt-crashed"))
+        .await
+        .expect("o2");
+    let other = crashed.start(start_spec("x", "rt-alive")).await.expect("x");
+    // Not Hecate's: no created_by tag.
+    let foreign = crashed
+        .start(StartSpec {
+            task_id: "foreign".to_string(),
+            ttl: None,
+            metadata: BTreeMap::from([("owner".to_string(), "someone".to_string())]),
+        })
+        .await
+        .expect("foreign");
+
+    let dry = gc::gc(
+        &config.morph,
+        GcOptions {
+            dry_run: true,
+            ..GcOptions::default()
+        },
+    )
+    .await
+    .expect("dry run");
+    let mut ids: Vec<&str> = dry.found.iter().map(|i| i.id.as_str()).collect();
+    ids.sort_unstable();
+    let mut want = vec![orphan_1.id(), orphan_2.id(), other.id()];
+    want.sort_unstable();
+    assert_eq!(ids, want);
+    assert!(dry.stopped.is_empty() && dry.failed.is_empty());
+    assert!(dry
+        .found
+        .iter()
+        .all(|i| i.created > 0 && i.status == "ready"));
+    assert_eq!(sim.stats().live_instances, 4);
+
+    // Young instances are spared.
+    let young = gc::run_cli(
+        GcArgs {
+            yes: true,
+            older_than: Some(Duration::from_secs(3600)),
+            runtime_id: None,
+            json: true,
+        },
+        &config,
+    )
+    .await
+    .expect("gc");
+    assert!(young.found.is_empty() && young.stopped.is_empty());
+    assert_eq!(sim.stats().live_instances, 4);
+
+    let report = gc::run_cli(
+        GcArgs {
+            yes: true,
+            older_than: None,
+            runtime_id: Some("rt-crashed".to_string()),
+            json: false,
+        },
+        &config,
+    )
+    .await
+    .expect("gc --yes");
+    let mut stopped = report.stopped.clone();
+    stopped.sort();
+    let mut want = vec![orphan_1.id().to_string(), orphan_2.id().to_string()];
+    want.sort();
+    assert_eq!(stopped, want);
+    assert!(report.failed.is_empty());
+    assert_eq!(sim.stats().live_instances, 2);
+    assert!(sim.instance_status(other.id()).is_some());
+    assert!(sim.instance_status(foreign.id()).is_some());
+    sim.stop().await;
 }

@@ -348,6 +348,12 @@ impl Api {
             SendRequestError::Connect(ConnectError::SslIsNotSupported) => Error::config(format!(
                 "{what}: MORPH_BASE_URL needs TLS, which this build does not include"
             )),
+            // Despite its name, awc reports end-of-file while waiting for the
+            // answer (after the request was written) as `Disconnected`: the
+            // server may have acted on it.
+            SendRequestError::Connect(ConnectError::Disconnected) => call.lost(format!(
+                "{what}: the connection closed before an answer arrived: {err_text}"
+            )),
             SendRequestError::Connect(_) => Error::transient(format!(
                 "{what}: could not connect to the MorphCloud API at {}: {err_text}",
                 self.base_url
