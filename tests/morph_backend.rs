@@ -738,8 +738,9 @@ async fn background_jobs_get_their_own_log_and_exit_file() {
     let job = out.job.expect("a job");
     assert_eq!(job.id, "1");
     assert!(job.pid.is_some_and(|p| p > 1), "{job:?}");
-    assert_eq!(job.log_file, "/tmp/hecate/jobs/1.log");
-    assert_eq!(job.exit_file, "/tmp/hecate/jobs/1.exit");
+    let dir = format!("/tmp/hecate/jobs/{}", vm.id());
+    assert_eq!(job.log_file, format!("{dir}/1.log"));
+    assert_eq!(job.exit_file, format!("{dir}/1.exit"));
     let second = vm.exec(spec).await.expect("second job").job.expect("job");
     assert_eq!(second.id, "2");
 
@@ -764,6 +765,8 @@ async fn background_jobs_get_their_own_log_and_exit_file() {
         .to_text();
     assert!(log.contains("out 42") && log.contains("err"), "{log:?}");
     vm.stop().await.expect("stop");
+    // The simulator's instances share this host's /tmp.
+    let _ = std::fs::remove_dir_all(&dir);
     sim.stop().await;
 }
 

@@ -343,7 +343,7 @@ impl InstanceInner {
     }
 
     async fn exec_background(&self, spec: ExecSpec, job_id: u64) -> Result<ExecOutput> {
-        let bg = shell::background(&spec.command, job_id)?;
+        let bg = shell::background(&spec.command, &self.id, job_id)?;
         let reply = self
             .shared
             .api

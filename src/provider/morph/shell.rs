@@ -16,8 +16,34 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 use crate::provider::JobInfo;
 
-/// Where background jobs keep their logs and exit files inside the VM.
-pub(crate) const JOB_DIR: &str = "/tmp/hecate/jobs";
+/// Where background jobs keep their logs and exit files inside the VM, one
+/// directory per instance (`<JOB_ROOT>/<instance id>/`). On a real VM the
+/// instance level is redundant, but it keeps jobs of different instances
+/// apart wherever instances share a `/tmp` (the simulator runs them all on
+/// one host), and files left in a snapshot by another instance cannot be
+/// mistaken for this one's.
+pub(crate) const JOB_ROOT: &str = "/tmp/hecate/jobs";
+
+/// The job directory of an instance; characters other than
+/// `[A-Za-z0-9_.-]` in the id become `_`, so the id cannot leave the root.
+pub(crate) fn job_dir(instance_id: &str) -> String {
+    let safe: String = instance_id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let safe = if safe.is_empty() || safe.chars().all(|c| c == '.') {
+        format!("_{safe}")
+    } else {
+        safe
+    };
+    format!("{JOB_ROOT}/{safe}")
+}
 
 /// Quotes `text` as one shell word.
 pub(crate) fn quote(text: &str) -> Result<String> {
@@ -66,10 +92,11 @@ pub(crate) struct Background {
 /// The command runs in a `bash -c` of its own inside the job's shell, so that
 /// an `exit`, a trailing comment or an unfinished line in it cannot skip
 /// writing the exit file.
-pub(crate) fn background(command: &str, job_id: u64) -> Result<Background> {
-    let log_file = format!("{JOB_DIR}/{job_id}.log");
-    let exit_file = format!("{JOB_DIR}/{job_id}.exit");
-    let exit_tmp = format!("{JOB_DIR}/{job_id}.exit.tmp");
+pub(crate) fn background(command: &str, instance_id: &str, job_id: u64) -> Result<Background> {
+    let dir = job_dir(instance_id);
+    let log_file = format!("{dir}/{job_id}.log");
+    let exit_file = format!("{dir}/{job_id}.exit");
+    let exit_tmp = format!("{dir}/{job_id}.exit.tmp");
     let job_shell = format!(
         "bash -c {}; echo $? > {exit_tmp} && mv -f {exit_tmp} {exit_file}",
         quote(command)?
@@ -80,7 +107,7 @@ pub(crate) fn background(command: &str, job_id: u64) -> Result<Background> {
     // would background the whole `&&` list in a subshell, and `$!` would be
     // the subshell's pid instead of the job's.
     let script = format!(
-        "mkdir -p {JOB_DIR} || exit 1; rm -f {exit_file} {exit_tmp}; \
+        "mkdir -p {dir} || exit 1; rm -f {exit_file} {exit_tmp}; \
          nohup setsid bash -c {} > {log_file} 2>&1 < /dev/null & echo $!",
         quote(&job_shell)?
     );
@@ -158,11 +185,20 @@ mod tests {
     }
 
     #[test]
+    fn job_dirs_stay_under_the_root() {
+        assert_eq!(job_dir("morphvm_x-1.2"), "/tmp/hecate/jobs/morphvm_x-1.2");
+        assert_eq!(job_dir("../etc"), "/tmp/hecate/jobs/.._etc");
+        assert_eq!(job_dir(".."), "/tmp/hecate/jobs/_..");
+        assert_eq!(job_dir(""), "/tmp/hecate/jobs/_");
+        assert_eq!(job_dir("a b/$c"), "/tmp/hecate/jobs/a_b__c");
+    }
+
+    #[test]
     fn background_script_quotes_and_parses() {
-        let bg = background("echo \"$HOME\" 'x'; exit 3 # trailing", 7).expect("ok");
+        let bg = background("echo \"$HOME\" 'x'; exit 3 # trailing", "morphvm_a1", 7).expect("ok");
         assert_eq!(bg.job.id, "7");
-        assert_eq!(bg.job.log_file, "/tmp/hecate/jobs/7.log");
-        assert_eq!(bg.job.exit_file, "/tmp/hecate/jobs/7.exit");
+        assert_eq!(bg.job.log_file, "/tmp/hecate/jobs/morphvm_a1/7.log");
+        assert_eq!(bg.job.exit_file, "/tmp/hecate/jobs/morphvm_a1/7.exit");
         assert!(bg.script.contains("& echo $!"));
         assert_eq!(parse_pid("1234\n"), Some(1234));
         assert_eq!(parse_pid("noise\n 42 \n\n"), Some(42));
