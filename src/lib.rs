@@ -19,9 +19,14 @@ pub mod config;
 pub mod error;
 pub mod gc;
 pub mod provider;
+pub mod runtime;
 pub mod sim;
 pub mod tool;
 
 pub use config::{ApiKey, BackendKind, Config, RetryPolicy};
 pub use error::{Error, ErrorKind, Result};
 pub use provider::{Captured, ExecOutput, ExecSpec, Instance, JobInfo, Provider, StartSpec};
+pub use runtime::{
+    ExecOutcome, ExecRequest, Placement, RestartReason, Runtime, ShutdownReport, TaskInfo,
+    TaskState,
+};

@@ -23,7 +23,19 @@ use std::time::Duration;
 
 use futures_util::future::LocalBoxFuture;
 
-use crate::error::Result;
+use crate::config::{BackendKind, Config};
+use crate::error::{Error, Result};
+
+/// The provider the configuration names. Until a backend is built in, this
+/// says so.
+pub fn from_config(config: &Config) -> Result<std::sync::Arc<dyn Provider>> {
+    match config.backend {
+        BackendKind::Local | BackendKind::Morph => Err(Error::config(format!(
+            "backend {} is not available in this build yet",
+            config.backend.as_str()
+        ))),
+    }
+}
 
 /// A boxed future that need not be `Send`.
 pub type BoxFuture<T> = LocalBoxFuture<'static, T>;

@@ -1,2 +1,255 @@
-//! Helpers shared by the integration tests.
+//! Helpers shared by the integration tests: a scripted backend whose
+//! behaviour each command chooses, and runtime set-up on a paused clock.
 #![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hecate::provider::{BoxFuture, Captured, ExecOutput, ExecSpec, Instance, Provider, StartSpec};
+use hecate::{Config, Error, ErrorKind, Placement, Runtime};
+
+/// What the scripted backend saw, for assertions.
+#[derive(Default)]
+pub struct Journal {
+    pub starts: AtomicU64,
+    pub stops: AtomicU64,
+    pub live: AtomicU64,
+    /// (task id, command) in the order commands began.
+    pub ran: Mutex<Vec<(String, String)>>,
+    /// Start failures still to inject, front first.
+    pub start_failures: Mutex<Vec<Error>>,
+    /// Per-key failure counters for `fail:` commands.
+    pub fail_counts: Mutex<HashMap<String, u32>>,
+    pub start_delay: Mutex<Duration>,
+    pub start_hangs: Mutex<bool>,
+    pub start_panics: Mutex<bool>,
+    pub metadata: Mutex<Vec<std::collections::BTreeMap<String, String>>>,
+}
+
+impl Journal {
+    pub fn ran(&self) -> Vec<(String, String)> {
+        self.ran.lock().unwrap().clone()
+    }
+    pub fn starts(&self) -> u64 {
+        self.starts.load(Ordering::SeqCst)
+    }
+    pub fn stops(&self) -> u64 {
+        self.stops.load(Ordering::SeqCst)
+    }
+    pub fn live(&self) -> u64 {
+        self.live.load(Ordering::SeqCst)
+    }
+    pub fn runs_of(&self, command: &str) -> usize {
+        self.ran().iter().filter(|(_, c)| c == command).count()
+    }
+}
+
+/// A backend driven by the command text:
+/// `sleep:MS` sleeps (tokio clock) then prints `slept`; `echo:TEXT` prints
+/// TEXT; `exit:N` exits N; `panic` panics; `hang` never answers;
+/// `fail:KIND:N:KEY` fails N times with KIND (transient, indeterminate,
+/// rejected, gone) then succeeds; anything else prints itself.
+pub struct Scripted {
+    pub journal: Arc<Journal>,
+    next: AtomicU64,
+}
+
+impl Scripted {
+    pub fn new() -> (Arc<Scripted>, Arc<Journal>) {
+        let journal = Arc::new(Journal::default());
+        (
+            Arc::new(Scripted {
+                journal: journal.clone(),
+                next: AtomicU64::new(0),
+            }),
+            journal,
+        )
+    }
+}
+
+impl Provider for Scripted {
+    fn name(&self) -> &'static str {
+        "scripted"
+    }
+
+    fn start(&self, spec: StartSpec) -> BoxFuture<hecate::Result<Box<dyn Instance>>> {
+        let journal = self.journal.clone();
+        let n = self.next.fetch_add(1, Ordering::SeqCst) + 1;
+        Box::pin(async move {
+            journal.metadata.lock().unwrap().push(spec.metadata.clone());
+            let delay = *journal.start_delay.lock().unwrap();
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            if *journal.start_hangs.lock().unwrap() {
+                std::future::pending::<()>().await;
+            }
+            if *journal.start_panics.lock().unwrap() {
+                panic!("scripted start panic");
+            }
+            let failure = {
+                let mut f = journal.start_failures.lock().unwrap();
+                if f.is_empty() {
+                    None
+                } else {
+                    Some(f.remove(0))
+                }
+            };
+            if let Some(err) = failure {
+                return Err(err);
+            }
+            journal.starts.fetch_add(1, Ordering::SeqCst);
+            journal.live.fetch_add(1, Ordering::SeqCst);
+            let instance: Box<dyn Instance> = Box::new(ScriptedInstance {
+                id: format!("scripted-{n}"),
+                task_id: spec.task_id,
+                journal,
+                stopped: Arc::new(Mutex::new(false)),
+                stop_signal: Arc::new(tokio::sync::Notify::new()),
+            });
+            Ok(instance)
+        })
+    }
+}
+
+struct ScriptedInstance {
+    id: String,
+    task_id: String,
+    journal: Arc<Journal>,
+    stopped: Arc<Mutex<bool>>,
+    stop_signal: Arc<tokio::sync::Notify>,
+}
+
+fn kind_of(name: &str) -> ErrorKind {
+    match name {
+        "transient" => ErrorKind::Transient,
+        "indeterminate" => ErrorKind::Indeterminate,
+        "rejected" => ErrorKind::Rejected,
+        "gone" => ErrorKind::InstanceGone,
+        _ => ErrorKind::Internal,
+    }
+}
+
+impl Instance for ScriptedInstance {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn exec(&self, spec: ExecSpec) -> BoxFuture<hecate::Result<ExecOutput>> {
+        let journal = self.journal.clone();
+        let task_id = self.task_id.clone();
+        let stopped = self.stopped.clone();
+        let stop_signal = self.stop_signal.clone();
+        Box::pin(async move {
+            let cmd = spec.command.clone();
+            if *stopped.lock().unwrap() {
+                return Err(Error::new(
+                    ErrorKind::InstanceGone,
+                    "instance not found (404)",
+                ));
+            }
+            if let Some(rest) = cmd.strip_prefix("fail:") {
+                let mut parts = rest.splitn(3, ':');
+                let kind = parts.next().unwrap_or("");
+                let times: u32 = parts.next().and_then(|n| n.parse().ok()).unwrap_or(1);
+                let key = parts.next().unwrap_or("").to_string();
+                let mut counts = journal.fail_counts.lock().unwrap();
+                let seen = counts.entry(key).or_insert(0);
+                if *seen < times {
+                    *seen += 1;
+                    // Indeterminate failures count as a run: the command may
+                    // have reached the instance.
+                    if kind == "indeterminate" {
+                        journal
+                            .ran
+                            .lock()
+                            .unwrap()
+                            .push((task_id.clone(), cmd.clone()));
+                    }
+                    return Err(Error::new(kind_of(kind), format!("scripted {kind}")));
+                }
+            }
+            journal.ran.lock().unwrap().push((task_id, cmd.clone()));
+            let mut out = ExecOutput::default();
+            if let Some(ms) = cmd.strip_prefix("sleep:") {
+                let ms: u64 = ms.parse().unwrap_or(0);
+                let wanted = Duration::from_millis(ms);
+                if !spec.background && wanted > spec.timeout {
+                    tokio::time::sleep(spec.timeout).await;
+                    out.exit_code = 124;
+                    out.timed_out = true;
+                    return Ok(out);
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(wanted) => {}
+                    _ = stop_signal.notified() => {
+                        // Killed with the instance.
+                        out.exit_code = 137;
+                        return Ok(out);
+                    }
+                }
+                out.stdout = Captured::from_text("slept", spec.capture_bytes);
+            } else if let Some(text) = cmd.strip_prefix("echo:") {
+                out.stdout = Captured::from_text(text, spec.capture_bytes);
+            } else if let Some(n) = cmd.strip_prefix("exit:") {
+                out.exit_code = n.parse().unwrap_or(1);
+            } else if cmd == "panic" {
+                panic!("scripted exec panic");
+            } else if cmd == "hang" {
+                std::future::pending::<()>().await;
+            } else {
+                out.stdout = Captured::from_text(&cmd, spec.capture_bytes);
+            }
+            Ok(out)
+        })
+    }
+
+    fn stop(&self) -> BoxFuture<hecate::Result<()>> {
+        let journal = self.journal.clone();
+        let stopped = self.stopped.clone();
+        self.stop_signal.notify_waiters();
+        Box::pin(async move {
+            let mut s = stopped.lock().unwrap();
+            if !*s {
+                *s = true;
+                journal.stops.fetch_add(1, Ordering::SeqCst);
+                journal.live.fetch_sub(1, Ordering::SeqCst);
+            }
+            Ok(())
+        })
+    }
+}
+
+/// A config for scripted tests: small, explicit numbers.
+pub fn test_config() -> Config {
+    Config {
+        idle_lifetime: Duration::from_secs(300),
+        vm_ttl: Duration::from_secs(1200),
+        command_timeout: Duration::from_secs(120),
+        ..Config::default()
+    }
+}
+
+/// A runtime over the scripted backend on the current thread, so a paused
+/// tokio clock drives every timer.
+pub fn scripted_runtime(config: Config) -> (Runtime, Arc<Journal>) {
+    let (provider, journal) = Scripted::new();
+    let rt = Runtime::start_with(config, provider, Placement::CurrentThread).expect("start");
+    (rt, journal)
+}
+
+/// Lets every ready actor message and timer run without moving the paused
+/// clock by more than `d`.
+pub async fn advance(d: Duration) {
+    tokio::time::advance(d).await;
+    settle().await;
+}
+
+/// Yields until queued actor messages have been handled.
+pub async fn settle() {
+    for _ in 0..50 {
+        tokio::task::yield_now().await;
+    }
+}

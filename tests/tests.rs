@@ -3,4 +3,5 @@
 mod helper;
 mod local_backend;
 mod morph_backend;
+mod runtime;
 mod simulator;

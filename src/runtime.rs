@@ -1,0 +1,416 @@
+//! The runtime: the public [`Runtime`] handle and the actors behind it.
+//!
+//! ```text
+//!  Runtime (Clone) ──Exec──▶ TaskRegistry ──(first use)──▶ TaskSupervisor
+//!                             │  HashMap<task, Addr>          │ spawns on worker arbiters
+//!                             ▼                               ▼
+//!                         VmActor (one per task) ◀─────────────┘
+//!                           queue · instance · idle timer · TTL · retry
+//!                             │ reply (oneshot, straight to the caller)
+//!                             ▼
+//!                          Provider / Instance (local dir, MorphCloud VM)
+//! ```
+//!
+//! The [`TaskRegistry`] routes each request by task id to that task's
+//! [`VmActor`], asking the [`TaskSupervisor`] for a new actor on first use.
+//! The supervisor spreads actors over worker arbiters (one per core) and
+//! owns the caps on live instances and concurrent starts. A `VmActor` owns
+//! its task's instance lifecycle, command queue, idle timer, TTL and retries;
+//! when it retires (idle, TTL, eviction, failure) it tells the registry,
+//! which forgets it, and hands back any request that reached it late, so
+//! nothing is lost.
+
+mod messages;
+mod registry;
+mod supervisor;
+mod vm_actor;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use tokio::sync::oneshot;
+
+pub use messages::{EvictTask, Exec, ListTasks, RunCommand, ShutdownRuntime, TaskId};
+pub use registry::TaskRegistry;
+pub use supervisor::TaskSupervisor;
+pub use vm_actor::VmActor;
+
+use crate::config::Config;
+use crate::error::{Error, ErrorKind, Result};
+use crate::provider::{Captured, JobInfo, Provider};
+
+/// Longest command text accepted, in bytes. Linux refuses a single
+/// argument longer than 128 KiB (`MAX_ARG_STRLEN`); longer scripts belong
+/// in a file.
+pub const MAX_COMMAND_BYTES: usize = 128 * 1024 - 1;
+
+/// Longest task id accepted, in bytes.
+pub const MAX_TASK_ID_BYTES: usize = 1024;
+
+/// One command to run for a task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecRequest {
+    /// Shell command text (run with `bash -c`).
+    pub command: String,
+    /// Return as soon as the command has started; its output goes to a
+    /// log file of its own.
+    pub background: bool,
+    /// Kill the command after this long; `None`: the configured default.
+    pub timeout: Option<Duration>,
+}
+
+impl ExecRequest {
+    /// A foreground command with the default timeout.
+    pub fn new(command: impl Into<String>) -> Self {
+        ExecRequest {
+            command: command.into(),
+            background: false,
+            timeout: None,
+        }
+    }
+
+    /// Runs the command in the background.
+    #[must_use]
+    pub fn background(mut self) -> Self {
+        self.background = true;
+        self
+    }
+
+    /// Sets the command's timeout.
+    #[must_use]
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Checks the request against the limits, naming what is wrong.
+    pub fn validate(&self, config: &Config) -> Result<()> {
+        if self.command.trim().is_empty() {
+            return Err(Error::invalid_input("command is empty"));
+        }
+        if self.command.len() > MAX_COMMAND_BYTES {
+            return Err(Error::invalid_input(format!(
+                "command is {} bytes long; the limit is {MAX_COMMAND_BYTES} bytes \
+                 (write a long script to a file and run the file)",
+                self.command.len()
+            )));
+        }
+        if self.command.contains('\0') {
+            return Err(Error::invalid_input("command contains a NUL byte"));
+        }
+        if let Some(t) = self.timeout {
+            if t.is_zero() {
+                return Err(Error::invalid_input("timeout must be greater than 0"));
+            }
+            if t > config.max_command_timeout {
+                return Err(Error::invalid_input(format!(
+                    "timeout of {} s exceeds the maximum of {} s",
+                    t.as_secs(),
+                    config.max_command_timeout.as_secs()
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Checks a task id: not empty, at most [`MAX_TASK_ID_BYTES`], no control
+/// characters. Any other text (`/`, `..`, non-ASCII) is fine: backends never
+/// use it as a path.
+pub fn validate_task_id(task_id: &str) -> Result<()> {
+    if task_id.trim().is_empty() {
+        return Err(Error::invalid_input("task_id is empty"));
+    }
+    if task_id.len() > MAX_TASK_ID_BYTES {
+        return Err(Error::invalid_input(format!(
+            "task_id is {} bytes long; the limit is {MAX_TASK_ID_BYTES}",
+            task_id.len()
+        )));
+    }
+    if task_id.chars().any(char::is_control) {
+        return Err(Error::invalid_input(
+            "task_id contains a control character (NUL, newline, ...)",
+        ));
+    }
+    Ok(())
+}
+
+/// Why a task's command runs on a fresh instance rather than the one it had.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RestartReason {
+    /// The instance reached its TTL and was stopped.
+    Ttl,
+    /// The instance was idle too long and was stopped.
+    Idle,
+    /// The instance disappeared (stopped elsewhere, or by its backend TTL).
+    Vanished,
+    /// The task was evicted by the caller.
+    Evicted,
+    /// The task's actor failed (a backend panic or a failed start).
+    Failed,
+}
+
+impl RestartReason {
+    /// A sentence for the agent about what happened.
+    pub fn notice(self) -> &'static str {
+        match self {
+            RestartReason::Ttl => "the previous instance reached its TTL and was stopped",
+            RestartReason::Idle => "the previous instance was idle too long and was stopped",
+            RestartReason::Vanished => "the previous instance disappeared",
+            RestartReason::Evicted => "the previous instance was evicted",
+            RestartReason::Failed => "the previous instance failed",
+        }
+    }
+}
+
+/// The result of a command that ran. A non-zero exit code is a normal
+/// outcome, not an error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecOutcome {
+    /// The task the command ran for.
+    pub task_id: String,
+    /// The instance it ran on.
+    pub instance_id: String,
+    /// The command's exit code (124 on timeout).
+    pub exit_code: i32,
+    /// Captured stdout (bounded).
+    pub stdout: Captured,
+    /// Captured stderr (bounded).
+    pub stderr: Captured,
+    /// The command was killed at its timeout.
+    pub timed_out: bool,
+    /// The background job started, for background commands.
+    pub job: Option<JobInfo>,
+    /// Set when the command ran on a fresh instance because the task's
+    /// previous one ended: files and processes from before are gone.
+    pub instance_restarted: Option<RestartReason>,
+    /// This call started the instance it ran on.
+    pub instance_started: bool,
+    /// Time from arrival until the command began (queue, slot, start).
+    pub queued: Duration,
+    /// Part of `queued` spent waiting for an instance slot (`max_instances`).
+    pub slot_wait: Duration,
+    /// The command's own run time.
+    pub duration: Duration,
+    /// Backend attempts made for the command (1 without retries).
+    pub attempts: u32,
+}
+
+/// The state of a task's actor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskState {
+    /// No instance yet (or the last one ended).
+    NoInstance,
+    /// An instance is starting.
+    Starting,
+    /// The instance is ready.
+    Ready,
+    /// The instance is being stopped.
+    Stopping,
+    /// The instance is stopped; the actor is going away.
+    Gone,
+}
+
+/// A live task, as [`Runtime::tasks`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TaskInfo {
+    /// The task id.
+    pub task_id: String,
+    /// Its actor's state.
+    pub state: TaskState,
+    /// Its instance, when it has one.
+    pub instance_id: Option<String>,
+    /// How long it has been idle (nothing running or queued).
+    #[serde(with = "duration_ms_opt")]
+    pub idle_for: Option<Duration>,
+    /// A command is running.
+    pub running: bool,
+    /// Commands waiting behind the running one.
+    pub queued: usize,
+}
+
+mod duration_ms_opt {
+    use std::time::Duration;
+    pub fn serialize<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&(d.as_millis() as u64)),
+            None => s.serialize_none(),
+        }
+    }
+}
+
+/// What a graceful shutdown did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Instances stopped.
+    pub stopped: Vec<String>,
+    /// Instances that could not be stopped: (task id, instance id, error).
+    pub failed: Vec<(String, Option<String>, String)>,
+    /// Instances found by the backend's tag sweep and stopped (half-started
+    /// instances the runtime never learnt of).
+    pub swept: Vec<String>,
+}
+
+impl ShutdownReport {
+    /// Whether every instance was stopped.
+    pub fn is_clean(&self) -> bool {
+        self.failed.is_empty()
+    }
+}
+
+/// The public handle to a running Hecate runtime. Cheap to clone; every
+/// clone talks to the same actors. Each request gets exactly one answer.
+#[derive(Clone)]
+pub struct Runtime {
+    registry: Addr<TaskRegistry>,
+    config: Arc<Config>,
+    runtime_id: Arc<str>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("runtime_id", &self.runtime_id)
+            .field("backend", &self.config.backend)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where the task actors run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// Spread over `config.workers` new arbiter threads (the default).
+    Workers,
+    /// Everything on the current arbiter: one thread, and timers that
+    /// follow a paused tokio clock (for tests and single-threaded embedding).
+    CurrentThread,
+}
+
+impl Runtime {
+    /// Starts a runtime with the backend the configuration names. Must be
+    /// called inside a running actix `System`.
+    pub fn start(config: Config) -> Result<Runtime> {
+        let provider = crate::provider::from_config(&config)?;
+        Self::start_with(config, provider, Placement::Workers)
+    }
+
+    /// Starts a runtime over the given provider.
+    pub fn start_with(
+        config: Config,
+        provider: Arc<dyn Provider>,
+        placement: Placement,
+    ) -> Result<Runtime> {
+        config.validate()?;
+        let config = Arc::new(config);
+        let runtime_id: Arc<str> = new_runtime_id().into();
+        let supervisor =
+            TaskSupervisor::new(config.clone(), provider, runtime_id.clone(), placement).start();
+        let registry = TaskRegistry::new(config.clone(), supervisor).start();
+        log::info!(
+            "runtime={runtime_id} started (backend {}, {placement:?})",
+            config.backend.as_str()
+        );
+        Ok(Runtime {
+            registry,
+            config,
+            runtime_id,
+        })
+    }
+
+    /// Runs a command for a task, starting the task's instance if needed.
+    /// Commands of one task run one at a time in arrival order.
+    pub async fn exec(
+        &self,
+        task_id: impl Into<String>,
+        request: ExecRequest,
+    ) -> Result<ExecOutcome> {
+        let task_id: String = task_id.into();
+        validate_task_id(&task_id)?;
+        request.validate(&self.config)?;
+        let (tx, rx) = oneshot::channel();
+        let msg = Exec::new(task_id, request, tx);
+        if let Err(err) = self.registry.try_send(msg) {
+            match err {
+                SendError::Full(msg) => self.registry.do_send(msg),
+                SendError::Closed(_) => {
+                    return Err(Error::new(
+                        ErrorKind::ShuttingDown,
+                        "the runtime has shut down",
+                    ))
+                }
+            }
+        }
+        rx.await.unwrap_or_else(|_| {
+            Err(Error::new(
+                ErrorKind::ActorDied,
+                "the task's actor stopped before answering; the next call gets a fresh one",
+            ))
+        })
+    }
+
+    /// Stops a task's instance and forgets the task. Returns whether the
+    /// task was live.
+    pub async fn evict(&self, task_id: impl Into<String>) -> Result<bool> {
+        self.registry
+            .send(EvictTask {
+                task_id: task_id.into(),
+            })
+            .await
+            .map_err(mailbox_error)?
+    }
+
+    /// The live tasks.
+    pub async fn tasks(&self) -> Result<Vec<TaskInfo>> {
+        self.registry.send(ListTasks).await.map_err(mailbox_error)
+    }
+
+    /// Stops taking work, lets running commands finish for up to `grace`,
+    /// stops every instance, and reports any that could not be stopped.
+    pub async fn shutdown(&self, grace: Duration) -> Result<ShutdownReport> {
+        self.registry
+            .send(ShutdownRuntime { grace })
+            .await
+            .map_err(mailbox_error)
+    }
+
+    /// The registry's address, for orchestrators that speak actix messages
+    /// ([`RunCommand`], [`EvictTask`], [`ListTasks`], [`ShutdownRuntime`]).
+    pub fn registry(&self) -> Addr<TaskRegistry> {
+        self.registry.clone()
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// This runtime's id, attached to every instance as `hecate_runtime_id`.
+    pub fn runtime_id(&self) -> &str {
+        &self.runtime_id
+    }
+}
+
+fn mailbox_error(_: MailboxError) -> Error {
+    Error::new(ErrorKind::ShuttingDown, "the runtime has shut down")
+}
+
+/// A new id for this runtime: unique enough across processes and restarts.
+fn new_runtime_id() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    format!(
+        "hr-{secs:x}-{}-{:08x}",
+        std::process::id(),
+        fastrand::u32(..)
+    )
+}
+
+/// Mailbox capacity of the registry and task actors: they queue requests
+/// themselves, so the mailbox is only a hand-off and should not push back.
+/// (actix's own maximum is `usize::MAX >> 1`; this stays well below it.)
+pub(crate) const MAILBOX_CAPACITY: usize = 1 << 24;
