@@ -1,1 +1,268 @@
 //! `hecate gc`: find and stop MorphCloud instances tagged by Hecate.
+//!
+//! A runtime that crashed (or was killed) cannot stop its VMs; they live on
+//! until their server-side TTL. This module owns finding such instances by
+//! their tags (`created_by=hecate`, optionally one `hecate_runtime_id`),
+//! sparing young ones if asked, and stopping them — or, by default, only
+//! listing them (a dry run). [`gc`] is the library call; [`GcArgs`] and
+//! [`run_cli`] are the command-line front end. Like every MorphCloud call,
+//! they must run inside an actix system (awc needs its arbiter).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::config::MorphConfig;
+use crate::error::Result;
+use crate::provider::morph::api::Api;
+use crate::provider::morph::stop_all;
+
+/// What [`gc`] should do.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GcOptions {
+    /// Only list what would be stopped.
+    pub dry_run: bool,
+    /// Spare instances younger than this (by their `created` time). An
+    /// instance whose creation time is unknown is spared too.
+    pub older_than: Option<Duration>,
+    /// Only instances of this runtime (`hecate_runtime_id` tag).
+    pub runtime_id: Option<String>,
+}
+
+/// What [`gc`] found and did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct GcReport {
+    /// The instances selected (tagged, and old enough if `older_than` was
+    /// given).
+    pub found: Vec<GcInstance>,
+    /// Ids of the instances stopped (empty in a dry run). An instance that
+    /// was already gone counts as stopped.
+    pub stopped: Vec<String>,
+    /// Instances that could not be stopped, with the reason.
+    pub failed: Vec<(String, String)>,
+}
+
+/// One instance found by [`gc`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct GcInstance {
+    /// The MorphCloud instance id.
+    pub id: String,
+    /// Its `hecate_task_id` tag.
+    pub task_id: Option<String>,
+    /// Its `hecate_runtime_id` tag.
+    pub runtime_id: Option<String>,
+    /// Creation time, Unix seconds (0 if the server did not say).
+    pub created: i64,
+    /// Its status as the server reported it.
+    pub status: String,
+}
+
+/// Lists the instances tagged `created_by=hecate` (and
+/// `hecate_runtime_id=…` if given), keeps those older than
+/// `opts.older_than`, and stops them unless `opts.dry_run`.
+///
+/// Fails only if the instances cannot be listed; failures to stop single
+/// instances are reported in [`GcReport::failed`].
+pub async fn gc(config: &MorphConfig, opts: GcOptions) -> Result<GcReport> {
+    let api = Api::new(config)?;
+    let mut tags = vec![("created_by", "hecate")];
+    if let Some(runtime) = &opts.runtime_id {
+        tags.push(("hecate_runtime_id", runtime.as_str()));
+    }
+    let listed = api.list_tagged(&tags).await?;
+    let now = unix_now();
+    let mut found = Vec::new();
+    for info in listed {
+        if let Some(min_age) = opts.older_than {
+            let old_enough = info
+                .created
+                .is_some_and(|created| now.saturating_sub(created) >= min_age.as_secs() as i64);
+            if !old_enough {
+                log::debug!("gc: vm={} spared (younger than {min_age:?})", info.id);
+                continue;
+            }
+        }
+        found.push(GcInstance {
+            task_id: info.metadata.get("hecate_task_id").cloned(),
+            runtime_id: info.metadata.get("hecate_runtime_id").cloned(),
+            created: info.created.unwrap_or(0),
+            status: info.status.to_string(),
+            id: info.id,
+        });
+    }
+    let mut report = GcReport {
+        found,
+        ..GcReport::default()
+    };
+    if opts.dry_run {
+        return Ok(report);
+    }
+    let ids: Vec<String> = report.found.iter().map(|i| i.id.clone()).collect();
+    let (stopped, failed) = stop_all(&api, &ids).await;
+    for id in &stopped {
+        log::info!("gc: vm={id} stopped");
+    }
+    report.stopped = stopped;
+    report.failed = failed
+        .into_iter()
+        .map(|(id, err)| (id, err.to_string()))
+        .collect();
+    Ok(report)
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// Arguments of `hecate gc`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct GcArgs {
+    /// Stop the instances found (without it, only list them: a dry run).
+    #[arg(long)]
+    pub yes: bool,
+    /// Spare instances younger than this, e.g. `90s`, `30m`, `2h`, `1d`
+    /// (a bare number is seconds).
+    #[arg(long, value_name = "AGE", value_parser = parse_age)]
+    pub older_than: Option<Duration>,
+    /// Only instances started by this runtime id.
+    #[arg(long, value_name = "ID")]
+    pub runtime_id: Option<String>,
+    /// Print JSON lines instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Parses an age like `90s`, `30m`, `2h`, `1d` or `45` (seconds).
+pub fn parse_age(text: &str) -> std::result::Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not an age like 90s, 30m, 2h or 1d"))?;
+    let unit_secs = match unit.trim() {
+        "" | "s" | "sec" | "secs" => 1,
+        "m" | "min" | "mins" => 60,
+        "h" | "hour" | "hours" => 3600,
+        "d" | "day" | "days" => 86_400,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {text:?} (use s, m, h or d)"
+            ))
+        }
+    };
+    n.checked_mul(unit_secs)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("{text:?} is too long"))
+}
+
+/// Runs `hecate gc` with `config.morph` and prints the result to stdout:
+/// a table, or with `--json` one JSON object per instance (with an
+/// `action` of `would_stop`, `stopped` or `failed`). Returns the report;
+/// the caller decides the exit code (for example non-zero if any failed).
+pub async fn run_cli(args: GcArgs, config: &crate::Config) -> Result<GcReport> {
+    let opts = GcOptions {
+        dry_run: !args.yes,
+        older_than: args.older_than,
+        runtime_id: args.runtime_id.clone(),
+    };
+    let report = gc(&config.morph, opts).await?;
+    let now = unix_now();
+    let action = |id: &str| -> (&'static str, Option<&str>) {
+        if let Some((_, why)) = report.failed.iter().find(|(f, _)| f == id) {
+            ("failed", Some(why.as_str()))
+        } else if report.stopped.iter().any(|s| s == id) {
+            ("stopped", None)
+        } else {
+            ("would_stop", None)
+        }
+    };
+    if args.json {
+        for inst in &report.found {
+            let (act, error) = action(&inst.id);
+            let line = serde_json::json!({
+                "id": inst.id,
+                "task_id": inst.task_id,
+                "runtime_id": inst.runtime_id,
+                "created": inst.created,
+                "status": inst.status,
+                "action": act,
+                "error": error,
+            });
+            println!("{line}");
+        }
+        return Ok(report);
+    }
+    println!(
+        "{:<24} {:<24} {:<24} {:>8} {:<10} ACTION",
+        "ID", "TASK", "RUNTIME", "AGE", "STATUS"
+    );
+    for inst in &report.found {
+        let (act, error) = action(&inst.id);
+        let age = if inst.created > 0 {
+            format_age(now.saturating_sub(inst.created))
+        } else {
+            "?".to_string()
+        };
+        println!(
+            "{:<24} {:<24} {:<24} {:>8} {:<10} {}{}",
+            inst.id,
+            inst.task_id.as_deref().unwrap_or("-"),
+            inst.runtime_id.as_deref().unwrap_or("-"),
+            age,
+            inst.status,
+            act,
+            error.map_or(String::new(), |e| format!(": {e}"))
+        );
+    }
+    if args.yes {
+        println!(
+            "{} found, {} stopped, {} failed",
+            report.found.len(),
+            report.stopped.len(),
+            report.failed.len()
+        );
+    } else {
+        println!(
+            "{} found (dry run: nothing stopped; pass --yes to stop them)",
+            report.found.len()
+        );
+    }
+    Ok(report)
+}
+
+fn format_age(secs: i64) -> String {
+    match secs {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s if s < 172_800 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86_400),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_parse_with_units() {
+        assert_eq!(parse_age("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_age("30m"), Ok(Duration::from_secs(1800)));
+        assert_eq!(parse_age("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_age("1d"), Ok(Duration::from_secs(86_400)));
+        assert_eq!(parse_age("45"), Ok(Duration::from_secs(45)));
+        for bad in ["", "m", "5x", "-3m", "1.5h", "99999999999999999999d"] {
+            assert!(parse_age(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ages_print_compactly() {
+        assert_eq!(format_age(59), "59s");
+        assert_eq!(format_age(600), "10m");
+        assert_eq!(format_age(3 * 3600), "3h");
+        assert_eq!(format_age(3 * 86_400), "3d");
+    }
+}

@@ -1,1 +1,383 @@
-//! The MorphCloud backend over awc.
+//! The MorphCloud backend: one MorphCloud VM per task, over the MorphCloud
+//! instance HTTP API (awc).
+//!
+//! This module owns the instance lifecycle on MorphCloud: [`MorphProvider`]
+//! creates a VM from a snapshot with the runtime's tags and a server-side TTL,
+//! polls it until ready (deleting it again if it never gets there), and
+//! sweeps tagged orphans; [`MorphInstance`] runs commands in the VM and
+//! deletes it. The wire contract is `shared/reference/morphcloud-api.md`. The
+//! API's exec has no timeout or background mode, so commands are wrapped in
+//! shell text that the VM runs (`shell`); HTTP and failure classification
+//! live in `api`, JSON parsing in `wire`.
+//!
+//! Futures are not `Send` and run on the arbiter that owns the instance; the
+//! provider itself is `Send + Sync` and shared.
+
+pub(crate) mod api;
+mod shell;
+pub(crate) mod wire;
+
+use std::cell::Cell;
+use std::fmt;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_rt::time::{sleep, Instant};
+
+use self::api::Api;
+use self::wire::{InstanceInfo, InstanceStatus};
+use crate::config::{Config, MorphConfig};
+use crate::error::{Error, ErrorKind, Result};
+use crate::provider::{BoxFuture, Captured, ExecOutput, ExecSpec, Instance, Provider, StartSpec};
+
+/// At most this long, on top of a command's timeout and kill grace, is
+/// allowed for the exec round trip itself (capped by `request_timeout`).
+const EXEC_MARGIN: Duration = Duration::from_secs(5);
+
+/// Starts MorphCloud VMs from a snapshot; see the [module docs](self).
+#[derive(Debug)]
+pub struct MorphProvider {
+    shared: Arc<Shared>,
+}
+
+/// What the provider and its instances share.
+#[derive(Debug)]
+struct Shared {
+    api: Api,
+    snapshot_id: String,
+    poll_interval: Duration,
+    ready_timeout: Duration,
+    kill_grace: Duration,
+}
+
+impl MorphProvider {
+    /// A provider using `config.morph`: base URL (a trailing `/` is ignored;
+    /// plain `http://` is allowed), API key (required: a
+    /// [`Config`](ErrorKind::Config) error naming `MORPH_API_KEY` if absent),
+    /// snapshot, poll interval, ready timeout, request timeout, kill grace
+    /// and body limit. Sends no request.
+    pub fn new(config: &Config) -> Result<Self> {
+        Self::from_morph_config(&config.morph)
+    }
+
+    /// Like [`MorphProvider::new`], from the morph settings alone.
+    pub fn from_morph_config(config: &MorphConfig) -> Result<Self> {
+        if config.snapshot_id.trim().is_empty() {
+            return Err(Error::config(
+                "HECATE_DEFAULT_SNAPSHOT_ID: must not be empty",
+            ));
+        }
+        Ok(MorphProvider {
+            shared: Arc::new(Shared {
+                api: Api::new(config)?,
+                snapshot_id: config.snapshot_id.clone(),
+                poll_interval: config.poll_interval,
+                ready_timeout: config.ready_timeout,
+                kill_grace: config.kill_grace,
+            }),
+        })
+    }
+}
+
+impl Provider for MorphProvider {
+    fn name(&self) -> &'static str {
+        "morph"
+    }
+
+    fn start(&self, spec: StartSpec) -> BoxFuture<Result<Box<dyn Instance>>> {
+        let shared = Arc::clone(&self.shared);
+        Box::pin(async move {
+            let task = spec.task_id.clone();
+            let ttl_seconds = spec
+                .ttl
+                .map(|ttl| ttl.as_nanos().div_ceil(1_000_000_000).max(1));
+            let ttl_seconds = ttl_seconds.map(|s| u64::try_from(s).unwrap_or(u64::MAX));
+            let info = shared
+                .api
+                .create_instance(&shared.snapshot_id, &spec.metadata, ttl_seconds)
+                .await
+                .map_err(|e| e.context(format!("task={task}: starting a MorphCloud instance")))?;
+            log::info!(
+                "task={task} vm={} created from {} (status {})",
+                info.id,
+                shared.snapshot_id,
+                info.status
+            );
+            if let Err(err) = wait_ready(&shared, &task, &info).await {
+                // Like the official SDK: a start that fails after the
+                // instance exists deletes it. Best effort: if this fails too,
+                // the instance carries the runtime's tags, so the shutdown
+                // sweep (or `hecate gc`) finds it, and its TTL ends it.
+                match shared.api.delete_instance(&info.id).await {
+                    Ok(_) => log::info!("task={task} vm={} deleted after a failed start", info.id),
+                    Err(del) => log::warn!(
+                        "task={task} vm={} could not be deleted after a failed start: {del}",
+                        info.id
+                    ),
+                }
+                return Err(err);
+            }
+            log::info!("task={task} vm={} ready", info.id);
+            Ok(Box::new(MorphInstance {
+                inner: Rc::new(InstanceInner {
+                    shared,
+                    id: info.id,
+                    task_id: task,
+                }),
+                next_job: Cell::new(1),
+            }) as Box<dyn Instance>)
+        })
+    }
+
+    fn sweep_orphans(&self, runtime_id: &str) -> BoxFuture<Result<Vec<String>>> {
+        let shared = Arc::clone(&self.shared);
+        let runtime_id = runtime_id.to_string();
+        Box::pin(async move {
+            let found = shared
+                .api
+                .list_tagged(&[("hecate_runtime_id", &runtime_id)])
+                .await?;
+            let ids: Vec<String> = found.into_iter().map(|i| i.id).collect();
+            let (stopped, failed) = stop_all(&shared.api, &ids).await;
+            for id in &stopped {
+                log::info!("runtime={runtime_id} vm={id} orphan stopped");
+            }
+            if let Some(err) = summarise_failures(&failed, &stopped) {
+                return Err(err);
+            }
+            Ok(stopped)
+        })
+    }
+}
+
+/// Deletes each instance in turn; returns the stopped ids and the failures.
+/// An instance that was already gone counts as stopped.
+pub(crate) async fn stop_all(api: &Api, ids: &[String]) -> (Vec<String>, Vec<(String, Error)>) {
+    let mut stopped = Vec::new();
+    let mut failed = Vec::new();
+    for id in ids {
+        match api.delete_instance(id).await {
+            Ok(_) => stopped.push(id.clone()),
+            Err(err) => {
+                log::warn!("vm={id} could not be stopped: {err}");
+                failed.push((id.clone(), err));
+            }
+        }
+    }
+    (stopped, failed)
+}
+
+/// One error for a sweep that could not stop everything: transient only if
+/// every failure was.
+fn summarise_failures(failed: &[(String, Error)], stopped: &[String]) -> Option<Error> {
+    let (_, first) = failed.first()?;
+    let kind = if failed.iter().all(|(_, e)| e.is_transient()) {
+        ErrorKind::Transient
+    } else {
+        first.kind()
+    };
+    let ids: Vec<&str> = failed.iter().map(|(id, _)| id.as_str()).collect();
+    Some(Error::new(
+        kind,
+        format!(
+            "stopped {} orphaned instance(s) but could not stop {}: {first}",
+            stopped.len(),
+            ids.join(", ")
+        ),
+    ))
+}
+
+/// Polls the instance until it is ready, within `ready_timeout`. Transient
+/// failures of a poll are ridden out until the deadline.
+async fn wait_ready(shared: &Shared, task: &str, created: &InstanceInfo) -> Result<()> {
+    let id = created.id.as_str();
+    let deadline = Instant::now() + shared.ready_timeout;
+    let mut status = created.status.clone();
+    let mut last_error: Option<Error> = None;
+    loop {
+        match status {
+            InstanceStatus::Ready => return Ok(()),
+            // Boot failures are usually the cloud's, not the request's, and
+            // the instance is deleted before this is returned, so another
+            // attempt is safe.
+            InstanceStatus::Error => {
+                return Err(Error::transient(format!(
+                    "task={task} vm={id}: the instance failed to boot (status \"error\")"
+                )))
+            }
+            _ => {}
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            let why = last_error.map_or(String::new(), |e| format!("; last poll: {e}"));
+            return Err(Error::new(
+                ErrorKind::Timeout,
+                format!(
+                    "task={task} vm={id}: not ready within {:?} (status \"{status}\"{why})",
+                    shared.ready_timeout
+                ),
+            ));
+        }
+        sleep(shared.poll_interval.min(deadline - now)).await;
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let timeout = shared
+            .api
+            .request_timeout()
+            .min(remaining)
+            .max(Duration::from_millis(100));
+        match shared.api.get_instance(id, timeout).await {
+            Ok(info) => {
+                if info.status != status {
+                    log::debug!("task={task} vm={id} status {}", info.status);
+                }
+                status = info.status;
+            }
+            Err(err) if err.is_transient() => {
+                log::debug!("task={task} vm={id} readiness poll failed, will retry: {err}");
+                last_error = Some(err);
+            }
+            // Vanished while booting: a fresh start may well succeed.
+            Err(err) if err.kind() == ErrorKind::InstanceGone => {
+                return Err(Error::transient(format!(
+                    "task={task} vm={id}: the instance disappeared while booting: {err}"
+                )))
+            }
+            Err(err) => return Err(err.context(format!("task={task} vm={id}: readiness poll"))),
+        }
+    }
+}
+
+/// A running MorphCloud VM; see the [module docs](self).
+pub struct MorphInstance {
+    inner: Rc<InstanceInner>,
+    /// The id of the next background job in this VM.
+    next_job: Cell<u64>,
+}
+
+struct InstanceInner {
+    shared: Arc<Shared>,
+    id: String,
+    task_id: String,
+}
+
+impl fmt::Debug for MorphInstance {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MorphInstance")
+            .field("id", &self.inner.id)
+            .field("task_id", &self.inner.task_id)
+            .finish()
+    }
+}
+
+impl Instance for MorphInstance {
+    fn id(&self) -> &str {
+        &self.inner.id
+    }
+
+    fn exec(&self, spec: ExecSpec) -> BoxFuture<Result<ExecOutput>> {
+        let inner = Rc::clone(&self.inner);
+        if spec.background {
+            let job_id = self.next_job.get();
+            self.next_job.set(job_id + 1);
+            return Box::pin(async move { inner.exec_background(spec, job_id).await });
+        }
+        Box::pin(async move { inner.exec_foreground(spec).await })
+    }
+
+    fn stop(&self) -> BoxFuture<Result<()>> {
+        let inner = Rc::clone(&self.inner);
+        Box::pin(async move {
+            let existed = inner.shared.api.delete_instance(&inner.id).await?;
+            log::info!(
+                "task={} vm={} {}",
+                inner.task_id,
+                inner.id,
+                if existed {
+                    "stopped"
+                } else {
+                    "was already gone"
+                }
+            );
+            Ok(())
+        })
+    }
+}
+
+impl InstanceInner {
+    async fn exec_foreground(&self, spec: ExecSpec) -> Result<ExecOutput> {
+        let kill_grace = self.shared.kill_grace;
+        let wrapped = shell::with_timeout(&spec.command, spec.timeout, kill_grace)?;
+        // The VM enforces the timeout; the client waits for that plus the
+        // grace plus a round trip, and only then gives up on the answer.
+        let deadline =
+            spec.timeout + kill_grace + EXEC_MARGIN.min(self.shared.api.request_timeout());
+        log::debug!(
+            "task={} vm={} exec ({} bytes, timeout {:?})",
+            self.task_id,
+            self.id,
+            spec.command.len(),
+            spec.timeout
+        );
+        let started = Instant::now();
+        let reply = self.shared.api.exec(&self.id, &wrapped, deadline).await?;
+        let elapsed = started.elapsed();
+        // `timeout` exits 124 after TERM, 137 after KILL; a command that
+        // exits 124 on its own before the deadline did not time out.
+        let timed_out = matches!(reply.exit_code, 124 | 137) && elapsed >= spec.timeout;
+        if timed_out {
+            log::info!(
+                "task={} vm={} command timed out after {:?}",
+                self.task_id,
+                self.id,
+                spec.timeout
+            );
+        }
+        Ok(ExecOutput {
+            exit_code: if timed_out { 124 } else { reply.exit_code },
+            stdout: Captured::from_text(&reply.stdout, spec.capture_bytes),
+            stderr: Captured::from_text(&reply.stderr, spec.capture_bytes),
+            timed_out,
+            job: None,
+        })
+    }
+
+    async fn exec_background(&self, spec: ExecSpec, job_id: u64) -> Result<ExecOutput> {
+        let bg = shell::background(&spec.command, &self.id, job_id)?;
+        let reply = self
+            .shared
+            .api
+            .exec(&self.id, &bg.script, self.shared.api.request_timeout())
+            .await?;
+        let mut job = bg.job;
+        job.pid = shell::parse_pid(&reply.stdout);
+        if reply.exit_code == 0 && job.pid.is_none() {
+            log::warn!(
+                "task={} vm={} job {} started but printed no pid",
+                self.task_id,
+                self.id,
+                job.id
+            );
+        }
+        // A launcher that failed (say, `mkdir` could not create the job
+        // directory) started no job: that is the command's result, not a
+        // backend failure.
+        let job = (reply.exit_code == 0).then_some(job);
+        if let Some(job) = &job {
+            log::info!(
+                "task={} vm={} job {} started (pid {:?})",
+                self.task_id,
+                self.id,
+                job.id,
+                job.pid
+            );
+        }
+        Ok(ExecOutput {
+            exit_code: reply.exit_code,
+            stdout: Captured::from_text(&reply.stdout, spec.capture_bytes),
+            stderr: Captured::from_text(&reply.stderr, spec.capture_bytes),
+            timed_out: false,
+            job,
+        })
+    }
+}
