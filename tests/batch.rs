@@ -431,3 +431,36 @@ fn batch_args_parse_from_a_command_line() {
     );
     assert!(cli.batch.no_progress);
 }
+
+#[test]
+fn example_batch_file_is_valid_and_varied() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/tasks.jsonl");
+    let text = std::fs::read_to_string(path).expect("examples/tasks.jsonl");
+    let tasks: Vec<_> = parse_tasks(text.as_bytes(), MAX_TIMEOUT)
+        .expect("read")
+        .into_iter()
+        .map(|t| t.unwrap_or_else(|e| panic!("{e}")))
+        .collect();
+    assert!(tasks.len() >= 20, "{} tasks", tasks.len());
+    let commands = || tasks.iter().flat_map(|t| &t.commands);
+    assert!(commands().any(|c| c.background), "a background job");
+    assert!(
+        commands()
+            .any(|c| c.timeout == Some(Duration::from_secs(2)) && c.command.contains("sleep 30")),
+        "a command that times out"
+    );
+    // Servers of concurrent tasks must not share a port.
+    let mut port_owner = std::collections::HashMap::new();
+    for task in &tasks {
+        for c in &task.commands {
+            for (at, _) in c.command.match_indices("180") {
+                let port = &c.command[at..(at + 5).min(c.command.len())];
+                if port.chars().all(|ch| ch.is_ascii_digit()) && port.len() == 5 {
+                    let owner = port_owner.entry(port.to_string()).or_insert(&task.task_id);
+                    assert_eq!(*owner, &task.task_id, "port {port} is used by two tasks");
+                }
+            }
+        }
+    }
+    assert!(port_owner.len() >= 2, "{port_owner:?}");
+}
