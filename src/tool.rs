@@ -19,7 +19,7 @@ use serde_json::{json, Map, Value};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::provider::JobInfo;
-use crate::runtime::{validate_task_id, ExecOutcome, ExecRequest, Runtime};
+use crate::runtime::{validate_task_id, ExecOutcome, ExecRequest, Runtime, MAX_COMMAND_BYTES};
 
 /// The tool's name, as the model calls it.
 pub const TOOL_NAME: &str = "terminal";
@@ -77,7 +77,8 @@ impl ToolArgs {
 
     /// Parses already-decoded JSON arguments; see [`from_json`](Self::from_json).
     ///
-    /// `command` must be a non-empty string; `background` a boolean;
+    /// `command` must be a non-empty string without NUL characters and at
+    /// most [`MAX_COMMAND_BYTES`] long; `background` a boolean;
     /// `timeout` a positive number of seconds (an integer, a float, or a
     /// numeric string such as `"30"`, which models often send); `task_id` a
     /// valid task id. `null` counts as absent for the optional fields.
@@ -104,6 +105,16 @@ impl ToolArgs {
             }
             Some(Value::String(s)) if s.trim().is_empty() => {
                 return Err(Error::invalid_input("command is empty"))
+            }
+            Some(Value::String(s)) if s.len() > MAX_COMMAND_BYTES => {
+                return Err(Error::invalid_input(format!(
+                    "command is {} bytes long; the limit is {MAX_COMMAND_BYTES} bytes \
+                     (write a long script to a file and run the file)",
+                    s.len()
+                )))
+            }
+            Some(Value::String(s)) if s.contains('\0') => {
+                return Err(Error::invalid_input("command contains a NUL character"))
             }
             Some(Value::String(s)) => s.clone(),
             Some(other) => {

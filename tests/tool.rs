@@ -32,6 +32,7 @@ fn bad_arguments_name_the_problem() {
         ("{\"command\": \"\"}", "command is empty"),
         ("{\"command\": \"  \\n \"}", "command is empty"),
         ("{\"command\": 5}", "command must be a string, not a number"),
+        ("{\"command\": \"ls\\u0000x\"}", "NUL"),
         (
             "{\"command\": [\"ls\"]}",
             "command must be a string, not an array",
@@ -111,6 +112,19 @@ fn bad_arguments_name_the_problem() {
             err.message()
         );
     }
+}
+
+#[test]
+fn overlong_command_is_refused_with_its_size() {
+    let long = "x".repeat(hecate::runtime::MAX_COMMAND_BYTES + 1);
+    let err = ToolArgs::from_value(&json!({ "command": long })).expect_err("too long");
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    assert!(
+        err.message().contains("write a long script to a file"),
+        "{err}"
+    );
+    let fits = "x".repeat(hecate::runtime::MAX_COMMAND_BYTES);
+    assert!(ToolArgs::from_value(&json!({ "command": fits })).is_ok());
 }
 
 #[test]
