@@ -335,7 +335,9 @@ pub fn error_result(err: &Error) -> ToolResult {
 /// Turns a command's outcome (or the failure to run it) into the tool's
 /// result, with `output` at most `max_chars` characters. The timeout notice
 /// states the command's measured run time; [`terminal`] states the timeout
-/// it asked for instead.
+/// it asked for instead. For a started background job the backend's
+/// launcher stdout is replaced by the job's description (the command's own
+/// output goes to the job log); stderr is kept.
 pub fn render(result: Result<ExecOutcome>, max_chars: usize) -> ToolResult {
     render_with_timeout(result, max_chars, None)
 }
@@ -350,7 +352,14 @@ pub(crate) fn render_with_timeout(
         Ok(outcome) => outcome,
         Err(err) => return error_result(&err),
     };
-    let mut body = outcome.stdout.to_text();
+    // A background start's stdout is the backend launcher's own report
+    // (pid, log path; the command's output goes to the job log), which
+    // the job text below states uniformly for every backend.
+    let mut body = if outcome.job.is_some() {
+        String::new()
+    } else {
+        outcome.stdout.to_text()
+    };
     let stderr = outcome.stderr.to_text();
     if !stderr.is_empty() {
         if !body.is_empty() && !body.ends_with('\n') {

@@ -309,6 +309,32 @@ fn background_job_says_how_to_follow_it() {
 }
 
 #[test]
+fn background_launcher_stdout_gives_way_to_the_job_text() {
+    let mut o = outcome("started background job 1 (pid 7); log: /j/1.log\n", "", 0);
+    o.job = Some(JobInfo {
+        id: "1".into(),
+        pid: Some(7),
+        log_file: "/j/1.log".into(),
+        exit_file: "/j/1.exit".into(),
+    });
+    let r = render(Ok(o), 50_000);
+    assert!(
+        r.output.starts_with("Background job 1 started (pid 7)."),
+        "{}",
+        r.output
+    );
+    assert_eq!(r.output.matches("/j/1.log").count(), 2, "{}", r.output);
+
+    // A launcher that failed started no job: its output is the result.
+    let r = render(
+        Ok(outcome("", "mkdir: cannot create directory\n", 1)),
+        50_000,
+    );
+    assert_eq!(r.output, "mkdir: cannot create directory");
+    assert_eq!(r.job, None);
+}
+
+#[test]
 fn background_paths_with_spaces_are_quoted_in_hints() {
     let mut o = outcome("", "", 0);
     o.job = Some(JobInfo {
