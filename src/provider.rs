@@ -24,15 +24,13 @@ use std::time::Duration;
 use futures_util::future::LocalBoxFuture;
 
 use crate::config::{BackendKind, Config};
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// The provider the configuration names.
 pub fn from_config(config: &Config) -> Result<std::sync::Arc<dyn Provider>> {
     match config.backend {
         BackendKind::Local => Ok(std::sync::Arc::new(local::LocalProvider::new(config)?)),
-        BackendKind::Morph => Err(Error::config(
-            "backend morph is not available in this build yet",
-        )),
+        BackendKind::Morph => Ok(std::sync::Arc::new(morph::MorphProvider::new(config)?)),
     }
 }
 

@@ -149,18 +149,15 @@ impl Api {
         })?;
         auth.set_sensitive(true);
         let base_url = config.base_url.trim().trim_end_matches('/').to_string();
-        if base_url.starts_with("https://") {
-            // awc is built without a TLS feature (see Cargo.toml), so an
-            // https URL would fail on every request; say so once, up front.
+        // awc's rustls connector takes the process-wide crypto provider;
+        // install ring's unless the embedding program chose one already.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let rest = base_url
+            .strip_prefix("https://")
+            .or_else(|| base_url.strip_prefix("http://"));
+        if rest.is_none_or(str::is_empty) {
             return Err(Error::config(format!(
-                "MORPH_BASE_URL: {base_url:?} needs TLS, which this build of hecate does not \
-                 include (awc is built without a TLS feature); use an http:// URL \
-                 (e.g. a local proxy) or enable TLS in the build"
-            )));
-        }
-        if !base_url.starts_with("http://") || base_url.len() <= "http://".len() {
-            return Err(Error::config(format!(
-                "MORPH_BASE_URL: {base_url:?} is not an http:// URL"
+                "MORPH_BASE_URL: {base_url:?} is not an http:// or https:// URL"
             )));
         }
         Ok(Api {
