@@ -28,7 +28,8 @@ use crate::error::{Error, ErrorKind, Result};
 /// How many ended tasks the registry remembers for their next request.
 const MAX_REMEMBERED_ENDINGS: usize = 1 << 20;
 
-/// Routes requests to task actors. See the [module docs](self).
+/// Routes requests to task actors: one entry per live task, a fresh actor on
+/// a task's first request, and the graceful shutdown.
 pub struct TaskRegistry {
     config: Arc<Config>,
     supervisor: Addr<TaskSupervisor>,
