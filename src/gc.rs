@@ -1,4 +1,6 @@
-//! `hecate gc`: find and stop MorphCloud instances tagged by Hecate.
+//! `hecate gc`: find and stop instances a crashed runtime left behind —
+//! MorphCloud VMs tagged by Hecate ([`gc`]), or local instance directories
+//! whose runtime process is gone ([`gc_local`]).
 //!
 //! A runtime that crashed (or was killed) cannot stop its VMs; they live on
 //! until their server-side TTL. This module owns finding such instances by
@@ -158,7 +160,47 @@ pub fn parse_age(text: &str) -> std::result::Result<Duration, String> {
         .ok_or_else(|| format!("{text:?} is too long"))
 }
 
-/// Runs `hecate gc` with `config.morph` and prints the result to stdout:
+/// Finds local instances whose runtime process is gone (see
+/// [`LocalProvider::abandoned`](crate::provider::local::LocalProvider::abandoned)),
+/// keeps those matching `opts`, and kills their processes and removes their
+/// directories unless `opts.dry_run`.
+pub async fn gc_local(config: &crate::Config, opts: GcOptions) -> Result<GcReport> {
+    let provider = crate::provider::local::LocalProvider::new(config)?;
+    let now = unix_now();
+    let found: Vec<GcInstance> = provider
+        .abandoned()
+        .into_iter()
+        .filter(|a| opts.runtime_id.is_none() || a.runtime_id == opts.runtime_id)
+        .filter(|a| {
+            opts.older_than.is_none_or(|min| {
+                a.created > 0 && now.saturating_sub(a.created) >= min.as_secs() as i64
+            })
+        })
+        .map(|a| GcInstance {
+            id: a.id,
+            task_id: a.task_id,
+            runtime_id: a.runtime_id,
+            created: a.created,
+            status: "abandoned".to_string(),
+        })
+        .collect();
+    let mut report = GcReport {
+        found,
+        ..GcReport::default()
+    };
+    if opts.dry_run {
+        return Ok(report);
+    }
+    for inst in &report.found {
+        match provider.remove_abandoned(&inst.id).await {
+            Ok(()) => report.stopped.push(inst.id.clone()),
+            Err(err) => report.failed.push((inst.id.clone(), err.to_string())),
+        }
+    }
+    Ok(report)
+}
+
+/// Runs `hecate gc` on the configured backend and prints the result to stdout:
 /// a table, or with `--json` one JSON object per instance (with an
 /// `action` of `would_stop`, `stopped` or `failed`). Returns the report;
 /// the caller decides the exit code (for example non-zero if any failed).
@@ -168,7 +210,10 @@ pub async fn run_cli(args: GcArgs, config: &crate::Config) -> Result<GcReport> {
         older_than: args.older_than,
         runtime_id: args.runtime_id.clone(),
     };
-    let report = gc(&config.morph, opts).await?;
+    let report = match config.backend {
+        crate::BackendKind::Morph => gc(&config.morph, opts).await?,
+        crate::BackendKind::Local => gc_local(config, opts).await?,
+    };
     let now = unix_now();
     let action = |id: &str| -> (&'static str, Option<&str>) {
         if let Some((_, why)) = report.failed.iter().find(|(f, _)| f == id) {

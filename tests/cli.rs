@@ -180,3 +180,84 @@ fn configuration_errors_name_the_variable() {
         .contains("MORPH_API_KEY"));
     assert_eq!(v["exit_code"], -1);
 }
+
+/// Pids of live processes whose environment holds `needle`.
+fn processes_with(needle: &str) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(env) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        if env.split(|b| *b == 0).any(|v| v == needle.as_bytes()) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+#[test]
+fn gc_cleans_up_after_a_killed_runtime_on_the_local_backend() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let mut child = hecate(root.path())
+        .args(["exec", "--timeout", "600", "--", "sleep 600"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    // Wait (bounded) until the command runs in its instance.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let instance = loop {
+        let dirs: Vec<String> = std::fs::read_dir(root.path())
+            .expect("root")
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("local-"))
+            .collect();
+        if let Some(id) = dirs.first() {
+            if !processes_with(&format!("HECATE_INSTANCE_ID={id}")).is_empty() {
+                break id.clone();
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the command never started"
+        );
+        // A poll interval for a real child process, not a synchronisation.
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    child.kill().expect("kill -9");
+    child.wait().expect("reap");
+    let marker = format!("HECATE_INSTANCE_ID={instance}");
+    assert!(
+        !processes_with(&marker).is_empty(),
+        "the orphan outlives its runtime"
+    );
+
+    let dry = hecate(root.path())
+        .args(["gc", "--json"])
+        .output()
+        .expect("gc");
+    assert!(dry.status.success());
+    let listed = json_lines(&text(&dry).0);
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["id"], instance.as_str());
+    assert_eq!(listed[0]["action"], "would_stop");
+    assert!(
+        root.path().join(&instance).exists(),
+        "a dry run changes nothing"
+    );
+
+    let real = hecate(root.path())
+        .args(["gc", "--yes", "--json"])
+        .output()
+        .expect("gc");
+    assert!(real.status.success());
+    assert_eq!(json_lines(&text(&real).0)[0]["action"], "stopped");
+    assert!(processes_with(&marker).is_empty(), "gc killed the orphan");
+    assert!(
+        !root.path().join(&instance).exists(),
+        "gc removed the directory"
+    );
+}

@@ -45,8 +45,9 @@ enum Command {
     },
     /// Run a MorphCloud simulator on 127.0.0.1 (for tests and dry runs).
     Sim(SimArgs),
-    /// Find MorphCloud instances tagged by Hecate and stop them (a dry run
-    /// unless --yes).
+    /// Find instances a crashed runtime left behind and stop them (a dry run
+    /// unless --yes): MorphCloud VMs tagged by Hecate with the morph backend,
+    /// instance directories of dead runtimes with the local one.
     Gc(GcArgs),
 }
 
@@ -80,15 +81,15 @@ async fn run(cli: Cli) -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Sim(args) => report(hecate::sim::run_cli(args).await),
-        Command::Gc(args) => match config(cli.backend.as_deref(), true) {
+        Command::Gc(args) => match config(cli.backend.as_deref()) {
             Ok(config) => report(hecate::gc::run_cli(args, &config).await.map(|_| ())),
             Err(err) => fail(&err),
         },
-        Command::Batch(args) => match config(cli.backend.as_deref(), false) {
+        Command::Batch(args) => match config(cli.backend.as_deref()) {
             Ok(config) => batch(args, config).await,
             Err(err) => fail(&err),
         },
-        Command::Exec(args) => match config(cli.backend.as_deref(), false) {
+        Command::Exec(args) => match config(cli.backend.as_deref()) {
             Ok(config) => exec(args, config).await,
             Err(err) => {
                 // The seed's contract: a missing key is a result, not a crash.
@@ -99,15 +100,11 @@ async fn run(cli: Cli) -> ExitCode {
     }
 }
 
-/// The configuration from the environment; `force_morph` for commands that
-/// only make sense against MorphCloud.
-fn config(backend: Option<&str>, force_morph: bool) -> hecate::Result<Config> {
+/// The configuration from the environment, with `--backend` on top.
+fn config(backend: Option<&str>) -> hecate::Result<Config> {
     let mut config = Config::from_env()?;
     if let Some(name) = backend {
-        config.backend = name.parse()?;
-    }
-    if force_morph {
-        config.backend = BackendKind::Morph;
+        config.backend = name.parse::<BackendKind>()?;
     }
     config.validate()?;
     Ok(config)

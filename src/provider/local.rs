@@ -199,6 +199,96 @@ impl LocalProvider {
     }
 }
 
+/// An instance directory whose runtime process is gone (crashed or killed
+/// before it could stop its instances), as `hecate gc` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Abandoned {
+    /// The instance id (its directory name).
+    pub id: String,
+    /// The task it served.
+    pub task_id: Option<String>,
+    /// The `hecate_runtime_id` of the runtime that started it.
+    pub runtime_id: Option<String>,
+    /// When it was created, Unix seconds (0 if unknown).
+    pub created: i64,
+}
+
+impl LocalProvider {
+    /// Instances under the root whose runtime process no longer exists. An
+    /// instance whose recorded pid is alive (even if the pid was reused) is
+    /// left alone.
+    pub fn abandoned(&self) -> Vec<Abandoned> {
+        let Ok(entries) = std::fs::read_dir(&self.root) else {
+            return Vec::new();
+        };
+        let mut found = Vec::new();
+        for entry in entries.flatten() {
+            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            if !name.starts_with("local-") {
+                continue;
+            }
+            let meta = std::fs::read(entry.path().join(META_FILE))
+                .ok()
+                .and_then(|text| serde_json::from_slice::<serde_json::Value>(&text).ok());
+            let pid = meta
+                .as_ref()
+                .and_then(|m| m.get("runtime_pid"))
+                .and_then(serde_json::Value::as_u64)
+                .and_then(|p| i32::try_from(p).ok());
+            if pid.is_some_and(process_exists) {
+                continue;
+            }
+            let created = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_secs() as i64);
+            let text = |key: &str| {
+                meta.as_ref()
+                    .and_then(|m| m.get(key).or_else(|| m.get("metadata")?.get(key)))
+                    .and_then(|v| v.as_str())
+                    .map(str::to_owned)
+            };
+            found.push(Abandoned {
+                task_id: text("task_id"),
+                runtime_id: text(RUNTIME_ID_KEY),
+                created,
+                id: name,
+            });
+        }
+        found
+    }
+
+    /// Kills every process of an abandoned instance and removes its
+    /// directory. The id must name a directory directly under the root.
+    pub async fn remove_abandoned(&self, id: &str) -> Result<()> {
+        if !id.starts_with("local-") || id.contains('/') || id.contains("..") {
+            return Err(Error::invalid_input(format!(
+                "{id:?} is not a local instance id"
+            )));
+        }
+        let marker = procs::marker("HECATE_INSTANCE_ID", id);
+        let left = procs::kill_tree(BTreeSet::new(), &marker, self.kill_grace).await;
+        if left > 0 {
+            log::warn!("vm={id} {left} processes survived SIGKILL");
+        }
+        remove_dir(self.root.join(id)).await
+    }
+}
+
+/// Whether a process with this pid exists (EPERM: it exists, not ours).
+fn process_exists(pid: i32) -> bool {
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: kill with signal 0 only checks for existence and permission.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
 impl Provider for LocalProvider {
     fn name(&self) -> &'static str {
         "local"
