@@ -285,6 +285,10 @@ pub struct ToolResult {
     /// Time of the call in milliseconds, including waiting for the
     /// environment to start; 0 when the tool failed.
     pub duration_ms: u64,
+    /// The part of `duration_ms` spent before the command began: waiting
+    /// behind the task's earlier commands, for an instance slot
+    /// (`max_instances`), and for the instance to start.
+    pub queued_ms: u64,
     /// The job a background command started.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub job: Option<JobInfo>,
@@ -328,6 +332,7 @@ pub fn error_result(err: &Error) -> ToolResult {
         truncated: false,
         instance_restarted: false,
         duration_ms: 0,
+        queued_ms: 0,
         job: None,
     }
 }
@@ -403,6 +408,7 @@ pub(crate) fn render_with_timeout(
         instance_restarted: outcome.instance_restarted.is_some(),
         duration_ms: u64::try_from((outcome.queued + outcome.duration).as_millis())
             .unwrap_or(u64::MAX),
+        queued_ms: u64::try_from(outcome.queued.as_millis()).unwrap_or(u64::MAX),
         job: outcome.job,
     }
 }
@@ -593,7 +599,8 @@ instead of ending a command with `&`.
 
 Result (JSON): `output` (stdout, then stderr, then notices), `exit_code`, `error` (set only when \
 the tool itself failed, never just because your command exited non-zero), `timed_out`, \
-`truncated`, `instance_restarted`, `duration_ms`, and `job` for background commands. Output \
+`truncated`, `instance_restarted`, `duration_ms`, `queued_ms` (time waiting before the command \
+began), and `job` for background commands. Output \
 longer than the limit (50,000 characters by default) keeps its beginning and end, with a notice \
 of how many characters were cut from the middle: for big output, write it to a file and use \
 grep, head or tail.
