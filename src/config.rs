@@ -457,9 +457,10 @@ impl Config {
         self
     }
 
-    /// Sets the MorphCloud base URL and API key.
+    /// Selects the MorphCloud backend with this base URL and API key.
     #[must_use]
     pub fn with_morph(mut self, base_url: impl Into<String>, api_key: ApiKey) -> Self {
+        self.backend = BackendKind::Morph;
         self.morph.base_url = base_url.into();
         self.morph.api_key = Some(api_key);
         self
