@@ -306,9 +306,19 @@ impl Runtime {
         config.validate()?;
         let config = Arc::new(config);
         let runtime_id: Arc<str> = new_runtime_id().into();
-        let supervisor =
-            TaskSupervisor::new(config.clone(), provider, runtime_id.clone(), placement).start();
-        let registry = TaskRegistry::new(config.clone(), supervisor).start();
+        // The registry's address exists before the registry runs, so the
+        // supervisor can hand it to every task actor once, shared.
+        let registry_ctx = Context::<TaskRegistry>::new();
+        let registry = registry_ctx.address();
+        let supervisor = TaskSupervisor::new(
+            config.clone(),
+            provider,
+            runtime_id.clone(),
+            placement,
+            registry.clone(),
+        )
+        .start();
+        registry_ctx.run(TaskRegistry::new(config.clone(), supervisor));
         log::info!(
             "runtime={runtime_id} started (backend {}, {placement:?})",
             config.backend.as_str()

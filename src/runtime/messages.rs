@@ -122,7 +122,6 @@ impl Message for ShutdownRuntime {
 /// Registry → supervisor: create the actor for a task.
 pub(crate) struct SpawnVm {
     pub task_id: TaskId,
-    pub registry: Addr<super::TaskRegistry>,
 }
 
 impl Message for SpawnVm {

@@ -89,7 +89,6 @@ impl TaskRegistry {
         }
         let spawn = self.supervisor.send(SpawnVm {
             task_id: exec.task_id.clone(),
-            registry: ctx.address(),
         });
         // Waiting here keeps later requests for the same task behind this
         // one, so the actor exists before they are routed (FIFO per task).

@@ -9,6 +9,7 @@ use tokio::sync::Semaphore;
 
 use super::messages::{SpawnVm, SweepOrphans, TaskId};
 use super::vm_actor::{Shared, VmActor};
+use super::TaskRegistry;
 use super::{Placement, MAILBOX_CAPACITY};
 use crate::config::Config;
 use crate::error::Result;
@@ -30,6 +31,7 @@ impl TaskSupervisor {
         provider: Arc<dyn Provider>,
         runtime_id: Arc<str>,
         placement: Placement,
+        registry: Addr<TaskRegistry>,
     ) -> Self {
         let (owned, workers): (Vec<Arbiter>, Vec<ArbiterHandle>) = match placement {
             Placement::CurrentThread => (Vec::new(), vec![Arbiter::current()]),
@@ -45,6 +47,7 @@ impl TaskSupervisor {
             config,
             provider,
             runtime_id,
+            registry,
         });
         TaskSupervisor {
             shared,
@@ -77,11 +80,10 @@ impl Handler<SpawnVm> for TaskSupervisor {
         self.next_worker = self.next_worker.wrapping_add(1);
         let shared = self.shared.clone();
         let task_id: TaskId = msg.task_id;
-        let registry = msg.registry;
         let addr = VmActor::start_in_arbiter(worker, move |ctx| {
             // The actor queues requests itself; the mailbox is only a hand-off.
             ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
-            VmActor::new(task_id, generation, shared, registry)
+            VmActor::new(task_id, generation, shared)
         });
         MessageResult((addr, generation))
     }

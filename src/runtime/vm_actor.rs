@@ -37,6 +37,9 @@ pub(crate) struct Shared {
     pub slots: Arc<Semaphore>,
     /// One permit per start in flight (`max_concurrent_starts`); FIFO.
     pub starts: Arc<Semaphore>,
+    /// Where task actors report. Shared rather than one clone per actor:
+    /// each actix address clone costs two allocations.
+    pub registry: Addr<TaskRegistry>,
 }
 
 /// A ready instance and the slot it holds.
@@ -71,7 +74,6 @@ pub struct VmActor {
     task_id: TaskId,
     generation: u64,
     shared: Arc<Shared>,
-    registry: Addr<TaskRegistry>,
     state: VmState,
     queue: VecDeque<Exec>,
     /// A backend call (start or exec) is in flight.
@@ -91,23 +93,25 @@ pub struct VmActor {
     retired: Option<RestartReason>,
     /// The start that the next command reports.
     start_report: Option<StartReport>,
-    /// How stopping the instance went; `None` until it is stopped.
-    stop_result: Option<std::result::Result<(), Box<Error>>>,
-    stop_waiters: Vec<oneshot::Sender<StopResult>>,
+    /// Who waits for the instance to stop, and how it went; boxed because
+    /// an idle actor never needs it.
+    stopping: Option<Box<StopState>>,
+}
+
+/// The stop of a task's instance, as its waiters see it.
+#[derive(Default)]
+struct StopState {
+    /// `None` until the instance is stopped (or could not be).
+    result: Option<Result<()>>,
+    waiters: Vec<oneshot::Sender<StopResult>>,
 }
 
 impl VmActor {
-    pub(crate) fn new(
-        task_id: TaskId,
-        generation: u64,
-        shared: Arc<Shared>,
-        registry: Addr<TaskRegistry>,
-    ) -> Self {
+    pub(crate) fn new(task_id: TaskId, generation: u64, shared: Arc<Shared>) -> Self {
         VmActor {
             task_id,
             generation,
             shared,
-            registry,
             state: VmState::NoInstance,
             queue: VecDeque::new(),
             busy: false,
@@ -118,8 +122,7 @@ impl VmActor {
             shutdown_requested: false,
             retired: None,
             start_report: None,
-            stop_result: None,
-            stop_waiters: Vec::new(),
+            stopping: None,
         }
     }
 
@@ -138,10 +141,14 @@ impl VmActor {
     }
 
     fn stop_result(&self) -> Result<()> {
-        match &self.stop_result {
-            Some(Err(err)) => Err((**err).clone()),
+        match self.stopping.as_ref().and_then(|s| s.result.as_ref()) {
+            Some(Err(err)) => Err(err.clone()),
             _ => Ok(()),
         }
+    }
+
+    fn stop_state(&mut self) -> &mut StopState {
+        self.stopping.get_or_insert_with(Box::default)
     }
 
     fn is_retiring(&self) -> bool {
@@ -386,7 +393,7 @@ impl VmActor {
         self.state = VmState::Stopping {
             instance_id: live.as_ref().map(|l| l.id().to_string()),
         };
-        self.registry.do_send(VmRetired {
+        self.shared.registry.do_send(VmRetired {
             task_id: self.task_id.clone(),
             generation: self.generation,
             reason,
@@ -398,10 +405,10 @@ impl VmActor {
                     exec.restart = reason;
                 }
             }
-            self.registry.do_send(Reroute { execs: late });
+            self.shared.registry.do_send(Reroute { execs: late });
         }
         let Some(live) = live else {
-            self.stop_result = Some(Ok(()));
+            self.stop_state().result = Some(Ok(()));
             self.mark_gone(ctx);
             return;
         };
@@ -433,7 +440,7 @@ impl VmActor {
                         act.instance_id().unwrap_or_default()
                     );
                 }
-                act.stop_result = Some(result.map_err(Box::new));
+                act.stop_state().result = Some(result);
                 act.mark_gone(ctx);
             }),
         );
@@ -445,7 +452,8 @@ impl VmActor {
             instance_id: instance_id.clone(),
         };
         let result = self.stop_result();
-        for waiter in self.stop_waiters.drain(..) {
+        let waiters = std::mem::take(&mut self.stop_state().waiters);
+        for waiter in waiters {
             let _ = waiter.send(StopResult {
                 instance_id: instance_id.clone(),
                 result: result.clone(),
@@ -470,7 +478,7 @@ impl Actor for VmActor {
         // Best effort only: the registry learnt of the retirement through
         // VmRetired; this covers an actor stopped any other way.
         if !matches!(self.state, VmState::Gone { .. }) {
-            self.registry.do_send(VmRetired {
+            self.shared.registry.do_send(VmRetired {
                 task_id: self.task_id.clone(),
                 generation: self.generation,
                 reason: Some(RestartReason::Failed),
@@ -488,7 +496,7 @@ impl Handler<Exec> for VmActor {
             if exec.restart.is_none() {
                 exec.restart = self.retired;
             }
-            self.registry.do_send(Reroute { execs: vec![exec] });
+            self.shared.registry.do_send(Reroute { execs: vec![exec] });
             return;
         }
         self.queue.push_back(exec);
@@ -507,7 +515,7 @@ impl Handler<StopVm> for VmActor {
                 result: self.stop_result(),
             });
         } else {
-            self.stop_waiters.push(tx);
+            self.stop_state().waiters.push(tx);
         }
         match msg.cause {
             StopCause::Evicted => self.retire(Some(RestartReason::Evicted), ctx),
