@@ -4,6 +4,7 @@ mod batch;
 mod helper;
 mod local_backend;
 mod morph_backend;
+mod reliability;
 mod runtime;
 mod simulator;
 mod tool;
