@@ -95,7 +95,11 @@ async fn assert_instances_clean(root: &Path, ids: &[String]) {
             "processes of {id} survived: {:?}",
             instance_processes(id)
         );
-        assert!(!root.join(id).exists(), "directory of {id} survived");
+        let dir = root.join(id);
+        assert!(
+            eventually(Duration::from_secs(10), || !dir.exists()).await,
+            "directory of {id} survived"
+        );
     }
 }
 
@@ -335,4 +339,328 @@ async fn load_probe() {
     );
     sim.stop().await;
     println!("{LOAD_PASSED}");
+}
+
+// ---------------------------------------------------------------------------
+// 2. Races on real backends.
+
+/// A local runtime on worker threads with the given changes to its config.
+fn local_runtime(dir: &Path, tweak: impl FnOnce(&mut Config)) -> Runtime {
+    let mut config = local_config(dir);
+    tweak(&mut config);
+    Runtime::start(config).expect("runtime")
+}
+
+#[actix_rt::test]
+async fn ttl_expiry_while_a_command_runs_on_the_local_backend_loses_no_reply() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let rt = local_runtime(tmp.path(), |c| c.vm_ttl = secs(1.0));
+    let root = rt.config().local.root.clone();
+    // The command outlives the TTL and leaves an escapee behind.
+    let running = rt.exec(
+        "t",
+        ExecRequest::new("setsid sleep 1000 >/dev/null 2>&1 & sleep 2; echo done"),
+    );
+    let queued = async {
+        // Queued behind the running command (FIFO), so it meets the TTL.
+        rt.exec("t", ExecRequest::new("echo second")).await
+    };
+    let (first, second) = futures_util::join!(running, queued);
+    let first = first.expect("the running command is answered");
+    assert_eq!(first.stdout.to_text(), "done\n");
+    assert_eq!(first.exit_code, 0);
+    let second = second.expect("the queued command is answered");
+    assert_eq!(second.stdout.to_text(), "second\n");
+    assert_eq!(second.instance_restarted, Some(hecate::RestartReason::Ttl));
+    assert_ne!(second.instance_id, first.instance_id);
+    assert_instances_clean(&root, &[first.instance_id.clone()]).await;
+    let report = rt.shutdown(secs(5.0)).await.expect("shutdown");
+    assert!(report.is_clean(), "{report:?}");
+    assert_instances_clean(&root, &[second.instance_id]).await;
+}
+
+/// Live processes of a simulated instance (marked `SIM_INSTANCE_ID=<id>`).
+fn sim_instance_processes(id: &str) -> Vec<u32> {
+    processes_with_env(&format!("SIM_INSTANCE_ID={id}"))
+}
+
+#[actix_rt::test]
+async fn ttl_expiry_while_a_command_runs_on_the_simulator_loses_no_reply() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let sim = SimServer::start(SimConfig {
+        root: tmp.path().to_path_buf(),
+        ..SimConfig::default()
+    })
+    .await
+    .expect("sim");
+    let mut config = sim_config(&sim);
+    config.vm_ttl = secs(1.0);
+    let rt = Runtime::start(config).expect("runtime");
+    // The runtime's TTL passes while the command runs.
+    let (first, second) = futures_util::join!(
+        rt.exec("t", ExecRequest::new("sleep 2; echo done")),
+        rt.exec("t", ExecRequest::new("echo second"))
+    );
+    let first = first.expect("answered");
+    assert_eq!(first.stdout.to_text(), "done\n");
+    let second = second.expect("answered");
+    assert_eq!(second.instance_restarted, Some(hecate::RestartReason::Ttl));
+    assert_eq!(sim.instance_status(&first.instance_id), None, "stopped");
+
+    // The backend's own TTL (or anyone) stops the instance under a running
+    // command: the call is answered, never lost, and nothing is left.
+    let id = second.instance_id.clone();
+    let running = rt.exec("t", ExecRequest::new("sleep 30; echo never"));
+    let expire = async {
+        assert!(
+            eventually(Duration::from_secs(10), || !sim_instance_processes(&id).is_empty()).await
+        );
+        assert!(sim.expire(&id));
+    };
+    let (answer, ()) = futures_util::join!(
+        actix_rt::time::timeout(Duration::from_secs(20), running),
+        expire
+    );
+    match answer.expect("answered well before the command's end") {
+        Ok(o) => assert_ne!(o.exit_code, 0, "killed: {o:?}"),
+        Err(e) => assert!(
+            matches!(e.kind(), ErrorKind::InstanceGone | ErrorKind::Indeterminate),
+            "{e}"
+        ),
+    }
+    assert!(sim_instance_processes(&id).is_empty());
+    assert_eq!(sim.command_runs_containing("echo never"), 1, "never re-run");
+    let next = rt.exec("t", ExecRequest::new("echo fresh")).await.expect("fresh");
+    assert_ne!(next.instance_id, id);
+    let report = rt.shutdown(secs(5.0)).await.expect("shutdown");
+    assert!(report.is_clean(), "{report:?}");
+    assert_eq!(sim.stats().live_instances, 0);
+    sim.stop().await;
+}
+
+/// Starts `n` tasks whose commands leave a background job, an escapee and
+/// a long foreground command running; returns their instance ids once every
+/// process is up, and the pending calls.
+async fn busy_tasks(
+    rt: &Runtime,
+    n: usize,
+) -> (
+    Vec<String>,
+    Vec<futures_util::future::LocalBoxFuture<'static, hecate::Result<hecate::ExecOutcome>>>,
+) {
+    let mut ids = Vec::new();
+    let mut pending = Vec::new();
+    for i in 0..n {
+        let task = format!("busy-{i}");
+        let job = rt
+            .exec(task.as_str(), ExecRequest::new("sleep 1000").background())
+            .await
+            .expect("job");
+        assert!(job.job.is_some());
+        ids.push(job.instance_id.clone());
+        let rt = rt.clone();
+        pending.push(Box::pin(async move {
+            rt.exec(
+                task,
+                ExecRequest::new("setsid sleep 1000 >/dev/null 2>&1 & sleep 1000")
+                    .timeout(secs(600.0)),
+            )
+            .await
+        }) as futures_util::future::LocalBoxFuture<'static, _>);
+    }
+    (ids, pending)
+}
+
+#[actix_rt::test]
+async fn shutdown_while_commands_run_on_the_local_backend_leaves_no_process() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let rt = local_runtime(tmp.path(), |_| {});
+    let root = rt.config().local.root.clone();
+    let (ids, pending) = busy_tasks(&rt, 4).await;
+    let calls = actix_rt::spawn(join_all(pending));
+    // Every instance has its job, its escapee, its command and its shell.
+    for id in &ids {
+        assert!(
+            eventually(Duration::from_secs(10), || instance_processes(id).len() >= 4).await,
+            "{id}: {:?}",
+            instance_processes(id)
+        );
+    }
+    let began = Instant::now();
+    let report = rt.shutdown(secs(0.3)).await.expect("shutdown");
+    assert!(report.is_clean(), "{report:?}");
+    let mut stopped = report.stopped.clone();
+    stopped.sort();
+    let mut want = ids.clone();
+    want.sort();
+    assert_eq!(stopped, want);
+    let answers = actix_rt::time::timeout(Duration::from_secs(10), calls)
+        .await
+        .expect("every running call answered")
+        .expect("join");
+    for answer in answers {
+        match answer {
+            Ok(o) => assert_ne!(o.exit_code, 0, "killed"),
+            Err(e) => assert!(
+                matches!(e.kind(), ErrorKind::InstanceGone | ErrorKind::ShuttingDown),
+                "{e}"
+            ),
+        }
+    }
+    assert!(began.elapsed() < Duration::from_secs(10));
+    assert_instances_clean(&root, &ids).await;
+    assert!(instance_dirs(&root).is_empty(), "{:?}", instance_dirs(&root));
+}
+
+#[actix_rt::test]
+async fn one_task_hammered_by_100_callers_keeps_fifo_on_the_local_backend() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let rt = local_runtime(tmp.path(), |_| {});
+    // Submitted in index order: each call is sent on its first poll, and
+    // join_all polls them in order.
+    let calls = (0..100).map(|i| rt.exec("hammered", ExecRequest::new(format!("echo {i} >> order"))));
+    let answers = join_all(calls).await;
+    let instance = answers[0].as_ref().expect("ok").instance_id.clone();
+    for a in &answers {
+        let a = a.as_ref().expect("every call succeeds");
+        assert_eq!(a.exit_code, 0);
+        assert_eq!(a.instance_id, instance, "one instance for the task");
+    }
+    let order = rt
+        .exec("hammered", ExecRequest::new("cat order"))
+        .await
+        .expect("cat")
+        .stdout
+        .to_text();
+    let got: Vec<usize> = order.lines().map(|l| l.parse().expect("number")).collect();
+    assert_eq!(got, (0..100).collect::<Vec<_>>());
+    assert!(rt.shutdown(secs(5.0)).await.expect("shutdown").is_clean());
+}
+
+// ---------------------------------------------------------------------------
+// 3. Failure isolation: a provider that routes tasks named `hung-*` to a
+// MorphCloud server whose exec never answers, and every other task to the
+// local backend.
+
+struct Routed {
+    hung: MorphProvider,
+    local: LocalProvider,
+}
+
+impl Provider for Routed {
+    fn name(&self) -> &'static str {
+        "routed"
+    }
+
+    fn start(&self, spec: StartSpec) -> BoxFuture<hecate::Result<Box<dyn Instance>>> {
+        if spec.task_id.starts_with("hung-") {
+            self.hung.start(spec)
+        } else {
+            self.local.start(spec)
+        }
+    }
+}
+
+/// A MorphCloud API that boots instances at once, deletes them, and never
+/// answers an exec.
+async fn hanging_server() -> (String, actix_web::dev::ServerHandle) {
+    use actix_web::{web, App, HttpResponse, HttpServer};
+    let instance = |id: &str| {
+        serde_json::json!({
+            "id": id, "object": "instance", "created": 1_795_796_926, "status": "ready",
+            "spec": {"vcpus": 1, "memory": 1024, "disk_size": 10240},
+            "refs": {"snapshot_id": "snap", "image_id": "img"},
+            "networking": {"internal_ip": "10.0.0.2", "http_services": []},
+            "metadata": {}
+        })
+    };
+    let server = HttpServer::new(move || {
+        App::new()
+            .route(
+                "/api/instance",
+                web::post().to(move || async move { HttpResponse::Ok().json(instance("morphvm_hung")) }),
+            )
+            .route(
+                "/api/instance/{id}",
+                web::get().to(move || async move { HttpResponse::Ok().json(instance("morphvm_hung")) }),
+            )
+            .route(
+                "/api/instance/{id}",
+                web::delete().to(|| async { HttpResponse::Ok().json(serde_json::json!({})) }),
+            )
+            .route(
+                "/api/instance/{id}/exec",
+                web::post().to(|| async {
+                    std::future::pending::<()>().await;
+                    HttpResponse::Ok().finish()
+                }),
+            )
+    })
+    .workers(1)
+    .bind(("127.0.0.1", 0))
+    .expect("bind");
+    let addr = server.addrs()[0];
+    let server = server.run();
+    let handle = server.handle();
+    actix_rt::spawn(server);
+    (format!("http://{addr}/api"), handle)
+}
+
+#[actix_rt::test]
+async fn a_hung_backend_call_ends_at_its_deadline_and_other_tasks_keep_working() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (url, server) = hanging_server().await;
+    let mut config = local_config(tmp.path());
+    config.exec_grace = secs(0.5);
+    let mut morph = config.clone().with_morph(url, ApiKey::new("k"));
+    morph.morph.request_timeout = secs(30.0);
+    morph.morph.kill_grace = secs(5.0);
+    let provider = Routed {
+        hung: MorphProvider::new(&morph).expect("morph"),
+        local: LocalProvider::new(&config).expect("local"),
+    };
+    let rt = Runtime::start_with(config, Arc::new(provider), Placement::Workers).expect("rt");
+    let root = rt.config().local.root.clone();
+
+    let began = Instant::now();
+    let hung = async {
+        let r = rt
+            .exec("hung-1", ExecRequest::new("true").timeout(secs(1.0)))
+            .await;
+        (r, began.elapsed())
+    };
+    let others = join_all((0..5).map(|i| {
+        let rt = rt.clone();
+        async move {
+            let mut outs = Vec::new();
+            for c in 0..3 {
+                let o = rt
+                    .exec(format!("ok-{i}"), ExecRequest::new(format!("echo {i}-{c}")))
+                    .await
+                    .expect("other tasks work");
+                outs.push((o.stdout.to_text(), began.elapsed()));
+            }
+            outs
+        }
+    }));
+    let ((hung, took), others) = futures_util::join!(hung, others);
+    let err = hung.expect_err("the hung call fails");
+    assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+    // Its deadline: the 1 s timeout plus the 0.5 s exec grace.
+    assert!(
+        took >= secs(1.4) && took < secs(5.0),
+        "the hung call ended after {took:?}"
+    );
+    for (i, outs) in others.iter().enumerate() {
+        for (c, (text, at)) in outs.iter().enumerate() {
+            assert_eq!(text, &format!("{i}-{c}\n"));
+            // They did not wait for the hung call.
+            assert!(*at < secs(1.4), "task ok-{i} command {c} at {at:?}");
+        }
+    }
+    // The hung task's instance is still there, and is stopped.
+    let report = rt.shutdown(secs(1.0)).await.expect("shutdown");
+    assert!(report.is_clean(), "{report:?}");
+    assert!(instance_dirs(&root).is_empty());
+    server.stop(false).await;
 }
