@@ -664,3 +664,170 @@ async fn a_hung_backend_call_ends_at_its_deadline_and_other_tasks_keep_working()
     assert!(instance_dirs(&root).is_empty());
     server.stop(false).await;
 }
+
+// ---------------------------------------------------------------------------
+// 6. Process hygiene on the local backend, checked by marker and by process
+// group.
+
+/// Reads a file a command wrote in its instance's work directory.
+fn work_file(root: &Path, instance: &str, name: &str) -> String {
+    std::fs::read_to_string(root.join(instance).join("work").join(name))
+        .expect("file written by the command")
+        .trim()
+        .to_string()
+}
+
+#[actix_rt::test]
+async fn timeout_kills_the_whole_command_through_the_runtime() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let rt = local_runtime(tmp.path(), |_| {});
+    let root = rt.config().local.root.clone();
+    let o = rt
+        .exec(
+            "t",
+            ExecRequest::new(
+                "echo $$ > pgid; echo $HECATE_EXEC_ID > exec; \
+                 (sleep 1000 &); setsid sleep 1000 >/dev/null 2>&1 & sleep 1000",
+            )
+            .timeout(secs(1.0)),
+        )
+        .await
+        .expect("a timeout is a result");
+    assert!(o.timed_out);
+    assert_eq!(o.exit_code, 124);
+    let pgid: u32 = work_file(&root, &o.instance_id, "pgid").parse().expect("pgid");
+    let exec = work_file(&root, &o.instance_id, "exec");
+    assert!(eventually(secs(10.0), || processes_in_group(pgid).is_empty()).await);
+    let marker = format!("HECATE_EXEC_ID={exec}");
+    assert!(eventually(secs(10.0), || processes_with_env(&marker).is_empty()).await);
+    // The instance lives on and works.
+    let next = rt.exec("t", ExecRequest::new("echo ok")).await.expect("ok");
+    assert_eq!(next.instance_id, o.instance_id);
+    assert!(rt.shutdown(secs(5.0)).await.expect("shutdown").is_clean());
+    assert_instances_clean(&root, &[o.instance_id]).await;
+}
+
+#[actix_rt::test]
+async fn evict_while_running_kills_every_process_and_background_job() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let rt = local_runtime(tmp.path(), |_| {});
+    let root = rt.config().local.root.clone();
+    let (ids, pending) = busy_tasks(&rt, 2).await;
+    let calls = actix_rt::spawn(join_all(pending));
+    for id in &ids {
+        assert!(eventually(secs(10.0), || instance_processes(id).len() >= 4).await);
+    }
+    let pgids: Vec<u32> = ids
+        .iter()
+        .flat_map(|id| instance_processes(id))
+        .filter_map(helper::pgid_of)
+        .collect();
+    assert!(rt.evict("busy-0").await.expect("evict"));
+    assert!(rt.evict("busy-1").await.expect("evict"));
+    let answers = actix_rt::time::timeout(secs(10.0), calls)
+        .await
+        .expect("the running calls are answered")
+        .expect("join");
+    for answer in answers {
+        match answer {
+            Ok(o) => assert_ne!(o.exit_code, 0),
+            Err(e) => assert_eq!(e.kind(), ErrorKind::InstanceGone, "{e}"),
+        }
+    }
+    assert_instances_clean(&root, &ids).await;
+    for pgid in pgids {
+        assert!(processes_in_group(pgid).is_empty(), "group {pgid} survived");
+    }
+    assert!(rt.tasks().await.expect("tasks").is_empty());
+    assert!(rt.shutdown(secs(1.0)).await.expect("shutdown").is_clean());
+}
+
+#[actix_rt::test]
+async fn idle_stop_kills_background_jobs_and_escapees() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let rt = local_runtime(tmp.path(), |c| c.idle_lifetime = secs(1.0));
+    let root = rt.config().local.root.clone();
+    let job = rt
+        .exec("t", ExecRequest::new("sleep 1000").background())
+        .await
+        .expect("job");
+    let pid = job.job.as_ref().and_then(|j| j.pid).expect("pid");
+    rt.exec(
+        "t",
+        ExecRequest::new("setsid sleep 1000 >/dev/null 2>&1 & (sleep 1000 &)"),
+    )
+    .await
+    .expect("escapees");
+    let id = job.instance_id.clone();
+    assert!(instance_processes(&id).len() >= 3);
+    assert!(helper::pid_alive(pid));
+    // Idle for a second: the instance is stopped with everything in it.
+    assert_instances_clean(&root, &[id.clone()]).await;
+    assert!(!helper::pid_alive(pid));
+    assert!(processes_in_group(pid).is_empty());
+    let next = rt.exec("t", ExecRequest::new("true")).await.expect("fresh");
+    assert_eq!(next.instance_restarted, Some(hecate::RestartReason::Idle));
+    assert!(rt.shutdown(secs(1.0)).await.expect("shutdown").is_clean());
+    assert!(instance_dirs(&root).is_empty());
+}
+
+/// The `hecate` binary with a clean environment (PATH only) plus `env`.
+fn hecate_cli(env: &[(&str, &str)]) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_hecate"));
+    cmd.env_clear();
+    cmd.env("PATH", std::env::var_os("PATH").unwrap_or_default());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+#[actix_rt::test]
+async fn sigterm_to_hecate_batch_stops_every_instance_and_process() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = tmp.path().join("root");
+    let file = tmp.path().join("tasks.jsonl");
+    let line = |t: &str| {
+        serde_json::json!({"task_id": t, "commands": [
+            {"command": "sleep 1000", "background": true},
+            "setsid sleep 1000 >/dev/null 2>&1 &",
+            "sleep 1000"
+        ]})
+        .to_string()
+    };
+    std::fs::write(&file, format!("{}\n{}\n{}\n", line("a"), line("b"), line("c"))).expect("write");
+    let mut child = hecate_cli(&[
+        ("HECATE_LOCAL_ROOT", root.to_str().expect("utf-8")),
+        ("HECATE_BACKEND", "local"),
+    ])
+    .args(["batch", "--no-progress", "--shutdown-grace-secs", "1"])
+    .arg(&file)
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .expect("spawn hecate");
+    // Wait until all three tasks run their last command.
+    let busy = || {
+        let ids = instance_dirs(&root);
+        ids.len() == 3 && ids.iter().all(|id| instance_processes(id).len() >= 4)
+    };
+    assert!(eventually(secs(20.0), busy).await, "{:?}", instance_dirs(&root));
+    let ids = instance_dirs(&root);
+    // SAFETY: kill has no memory preconditions; the pid is our child's.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let began = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(began.elapsed() < secs(20.0), "hecate batch did not stop");
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    };
+    let out = child.wait_with_output().expect("output");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_instances_clean(&root, &ids).await;
+    assert!(instance_dirs(&root).is_empty());
+}
