@@ -831,3 +831,275 @@ async fn sigterm_to_hecate_batch_stops_every_instance_and_process() {
     assert_instances_clean(&root, &ids).await;
     assert!(instance_dirs(&root).is_empty());
 }
+
+// ---------------------------------------------------------------------------
+// 4. Bad input, end to end.
+
+fn parse_result(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+#[actix_rt::test]
+async fn bad_tool_arguments_get_clear_errors_and_never_escape_the_root() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let rt = local_runtime(tmp.path(), |_| {});
+    let root = rt.config().local.root.clone();
+    let huge = serde_json::json!({ "command": "x".repeat(10 * 1024 * 1024) }).to_string();
+    let long_task = serde_json::json!({"command": "pwd", "task_id": "t".repeat(10_000)}).to_string();
+    let refused: Vec<(&str, String)> = vec![
+        ("empty command", r#"{"command": ""}"#.into()),
+        ("whitespace command", r#"{"command": " \n\t "}"#.into()),
+        ("10 MB command", huge),
+        ("NUL in command", r#"{"command": "echo a\u0000b"}"#.into()),
+        ("empty task id", r#"{"command": "pwd", "task_id": ""}"#.into()),
+        ("long task id", long_task),
+        ("NUL in task id", r#"{"command": "pwd", "task_id": "a\u0000b"}"#.into()),
+        ("timeout 0", r#"{"command": "pwd", "timeout": 0}"#.into()),
+        ("negative timeout", r#"{"command": "pwd", "timeout": -5}"#.into()),
+        ("huge timeout", r#"{"command": "pwd", "timeout": 1e300}"#.into()),
+        ("timeout not a number", r#"{"command": "pwd", "timeout": "soon"}"#.into()),
+        ("malformed JSON", r#"{"command": "pwd""#.into()),
+        ("not an object", r#"["pwd"]"#.into()),
+        ("unknown field", r#"{"command": "pwd", "cwd": "/"}"#.into()),
+        ("command of the wrong type", r#"{"command": ["pwd"]}"#.into()),
+    ];
+    for (what, args) in &refused {
+        let result = parse_result(&tool_json(&rt, args).await);
+        let error = result["error"].as_str().unwrap_or_else(|| panic!("{what}: {result}"));
+        assert!(!error.is_empty(), "{what}");
+        assert_eq!(result["error_kind"], "invalid_input", "{what}: {result}");
+        assert_eq!(result["exit_code"], -1, "{what}");
+    }
+    // Nothing ran for them.
+    assert!(instance_dirs(&root).is_empty());
+
+    // Odd but valid task ids run, each in a directory of its own inside the
+    // root, never a path made from the id.
+    for task in ["/", "..", "../../etc", "a/b/../../c", "héllo wörld 🦀"] {
+        let args = serde_json::json!({"command": "pwd; touch made-here", "task_id": task});
+        let result = parse_result(&tool_json(&rt, &args.to_string()).await);
+        assert!(result["error"].is_null(), "{task}: {result}");
+        let pwd = result["output"].as_str().expect("output").trim().to_string();
+        let pwd = Path::new(&pwd);
+        assert!(pwd.starts_with(&root), "{task}: ran in {}", pwd.display());
+        assert!(pwd.ends_with("work"));
+    }
+    let beside: Vec<_> = std::fs::read_dir(tmp.path())
+        .expect("read")
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(beside, ["root"], "nothing was made outside the root");
+    assert_eq!(instance_dirs(&root).len(), 5);
+    assert!(instance_dirs(&root).iter().all(|d| d.starts_with("local-")));
+
+    // Invalid UTF-8 output becomes replacement characters in valid JSON.
+    let result = parse_result(
+        &tool_json(&rt, r#"{"command": "printf 'a\\377\\376b'; printf '\\300' >&2"}"#).await,
+    );
+    assert!(result["error"].is_null(), "{result}");
+    let output = result["output"].as_str().expect("output");
+    assert!(output.contains("a\u{fffd}\u{fffd}b"), "{output:?}");
+    assert!(rt.shutdown(secs(5.0)).await.expect("shutdown").is_clean());
+    assert!(instance_dirs(&root).is_empty());
+}
+
+async fn tool_json(rt: &Runtime, args: &str) -> String {
+    hecate::tool::terminal_json(rt, args).await
+}
+
+/// Runs the CLI to completion without blocking the test's arbiter (servers
+/// of the test may run on it).
+async fn run_cli(mut cmd: std::process::Command) -> (Option<i32>, String, String) {
+    cmd.stdin(std::process::Stdio::null());
+    let out = tokio::process::Command::from(cmd)
+        .output()
+        .await
+        .expect("run hecate");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !stderr.contains("panicked") && !stdout.contains("panicked"),
+        "the CLI panicked:\n{stdout}\n{stderr}"
+    );
+    (out.status.code(), stdout, stderr)
+}
+
+#[actix_rt::test]
+async fn the_cli_refuses_bad_input_and_misconfiguration_clearly() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = tmp.path().join("root");
+    let root_env = root.to_str().expect("utf-8").to_string();
+    let local = [("HECATE_LOCAL_ROOT", root_env.as_str())];
+
+    // Bad arguments: an error result or a usage error, never a crash.
+    for args in [
+        vec!["exec", "--", "   "],
+        vec!["exec", "--timeout", "0", "--", "pwd"],
+        vec!["exec", "--timeout=-5", "--", "pwd"],
+        vec!["exec", "--timeout", "soon", "--", "pwd"],
+        vec!["exec", "--timeout", "1e300", "--", "pwd"],
+        vec!["exec", "--task-id", "", "--", "pwd"],
+    ] {
+        let (code, stdout, stderr) = run_cli({
+            let mut c = hecate_cli(&local);
+            c.args(&args);
+            c
+        })
+        .await;
+        assert_ne!(code, Some(0), "{args:?}: {stdout}");
+        assert!(code.is_some(), "{args:?} exited by a signal");
+        assert!(!(stdout.trim().is_empty() && stderr.trim().is_empty()), "{args:?}: silent");
+    }
+    // A task id that looks like a path stays inside the root.
+    let (code, stdout, _) = run_cli({
+        let mut c = hecate_cli(&local);
+        c.args(["exec", "--task-id", "../../escape", "--", "pwd"]);
+        c
+    })
+    .await;
+    assert_eq!(code, Some(0), "{stdout}");
+    let result = parse_result(&stdout);
+    assert!(result["output"].as_str().expect("output").starts_with(&root_env), "{result}");
+    let beside: Vec<_> = std::fs::read_dir(tmp.path())
+        .expect("read")
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(beside, ["root"]);
+
+    // Misconfiguration: a clear error naming the variable, non-zero exit.
+    for (env, names) in [
+        (vec![("HECATE_VM_TTL_SECONDS", "soon")], "HECATE_VM_TTL_SECONDS"),
+        (vec![("HECATE_MAX_INSTANCES", "-1")], "HECATE_MAX_INSTANCES"),
+        (vec![("HECATE_BACKEND", "docker")], "HECATE_BACKEND"),
+        (vec![("HECATE_BACKEND", "morph")], "MORPH_API_KEY"),
+        (
+            vec![("HECATE_BACKEND", "morph"), ("MORPH_API_KEY", "k"), ("MORPH_BASE_URL", "not a url")],
+            "MORPH_BASE_URL",
+        ),
+    ] {
+        for sub in [&["exec", "--", "pwd"][..], &["batch", "-"][..], &["gc"][..]] {
+            let (code, stdout, stderr) = run_cli({
+                let mut c = hecate_cli(&local);
+                c.envs(env.iter().copied()).args(sub);
+                c
+            })
+            .await;
+            assert_ne!(code, Some(0), "{env:?} {sub:?}");
+            let text = format!("{stdout}{stderr}");
+            if sub[0] == "gc" && env[0].0 != "HECATE_BACKEND" && names != "MORPH_API_KEY" {
+                // gc needs morph settings first; it still names a variable.
+                assert!(text.contains("MORPH_") || text.contains(names), "{sub:?}: {text}");
+            } else if sub[0] == "gc" {
+                assert!(text.contains("MORPH_") || text.contains(names), "{sub:?}: {text}");
+            } else {
+                assert!(text.contains(names), "{env:?} {sub:?}: {text}");
+            }
+        }
+    }
+}
+
+#[actix_rt::test]
+async fn malformed_batch_lines_are_reported_and_good_tasks_still_run() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = tmp.path().join("root");
+    let file = tmp.path().join("tasks.jsonl");
+    let mut input = Vec::new();
+    for line in [
+        &b"this is not json"[..],
+        br#"{"task_id": "no-commands"}"#,
+        br#"[1, 2, 3]"#,
+        br#"{"task_id": "good", "commands": ["echo good"]}"#,
+        b"{\"task_id\": \"bad-utf8-\xff\", \"commands\": [\"true\"]}",
+        br#"{"task_id": "empty-cmd", "commands": [""]}"#,
+        br#"{"task_id": "", "commands": ["true"]}"#,
+        br#"{"task_id": "extra", "commands": ["true"], "surprise": 1}"#,
+        br#"{"task_id": "bad-timeout", "commands": [{"command": "true", "timeout": -1}]}"#,
+        br#"{"task_id": "good", "commands": ["echo duplicate"]}"#,
+    ] {
+        input.extend_from_slice(line);
+        input.push(b'\n');
+    }
+    std::fs::write(&file, input).expect("write");
+    let (code, stdout, stderr) = run_cli({
+        let mut c = hecate_cli(&[("HECATE_LOCAL_ROOT", root.to_str().expect("utf-8"))]);
+        c.args(["batch", "--no-progress"]).arg(&file);
+        c
+    })
+    .await;
+    assert_eq!(code, Some(1), "bad lines make the batch unclean: {stderr}");
+    let lines: Vec<serde_json::Value> = stdout.lines().map(parse_result).collect();
+    let mut bad: Vec<u64> = lines
+        .iter()
+        .filter_map(|l| {
+            assert!(l.get("error").is_none() || l["error"].as_str().is_some_and(|e| !e.is_empty()));
+            l.get("line").and_then(|n| n.as_u64())
+        })
+        .collect();
+    bad.sort_unstable();
+    assert_eq!(bad, [1, 2, 3, 5, 6, 7, 8, 9, 10], "{stdout}");
+    let good: Vec<_> = lines.iter().filter(|l| l["task_id"] == "good").collect();
+    assert_eq!(good.len(), 1, "{stdout}");
+    assert_eq!(good[0]["ok"], true);
+    assert_eq!(good[0]["results"][0]["output"], "good");
+    assert!(instance_dirs(&root).is_empty());
+}
+
+/// A MorphCloud API that answers every request with 200 and `body`.
+async fn garbage_server(body: &'static str) -> (String, actix_web::dev::ServerHandle) {
+    use actix_web::{web, App, HttpResponse, HttpServer};
+    let server = HttpServer::new(move || {
+        App::new().default_service(web::to(move || async move {
+            HttpResponse::Ok().content_type("application/json").body(body)
+        }))
+    })
+    .workers(1)
+    .bind(("127.0.0.1", 0))
+    .expect("bind");
+    let addr = server.addrs()[0];
+    let server = server.run();
+    let handle = server.handle();
+    actix_rt::spawn(server);
+    (format!("http://{addr}/api"), handle)
+}
+
+#[actix_rt::test]
+async fn a_server_answering_malformed_json_or_wrong_types_is_a_clear_error() {
+    for body in [
+        "<html>oops</html>",
+        r#"{"id": 42, "status": "ready"}"#,
+        r#"{"id": "morphvm_x", "status": ["ready"]}"#,
+        r#"[]"#,
+        "",
+    ] {
+        let (url, server) = garbage_server(body).await;
+        let (code, stdout, stderr) = run_cli({
+            let mut c = hecate_cli(&[
+                ("HECATE_BACKEND", "morph"),
+                ("MORPH_API_KEY", "k"),
+                ("MORPH_BASE_URL", url.as_str()),
+                ("HECATE_RETRIES", "1"),
+                ("HECATE_RETRY_BASE_MS", "1"),
+                ("HECATE_MORPH_READY_TIMEOUT_SECONDS", "2"),
+                ("HECATE_MORPH_POLL_MS", "10"),
+            ]);
+            c.args(["exec", "--", "echo hi"]);
+            c
+        })
+        .await;
+        assert_eq!(code, Some(1), "{body}: {stdout} {stderr}");
+        let result = parse_result(stdout.trim());
+        assert!(result["error"].as_str().is_some_and(|e| !e.is_empty()), "{body}: {result}");
+        if body.contains(r#"["ready"]"#) {
+            // By design the wire parser keeps an unknown status as text
+            // rather than refusing it, so the start waits for "ready" until
+            // its deadline and then says what status it saw.
+            assert_eq!(result["error_kind"], "timeout", "{body}: {result}");
+            assert!(result["error"].as_str().is_some_and(|e| e.contains("ready")));
+        } else {
+            assert_eq!(result["error_kind"], "protocol", "{body}: {result}");
+        }
+        server.stop(false).await;
+    }
+}
