@@ -361,7 +361,13 @@ pub async fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool
 pub fn run_probe(test: &str, env: &[(&str, &str)], marker: &str) -> String {
     let exe = std::env::current_exe().expect("test binary");
     let mut cmd = std::process::Command::new(exe);
-    cmd.args([test, "--exact", "--ignored", "--nocapture", "--test-threads=1"]);
+    cmd.args([
+        test,
+        "--exact",
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ]);
     for (k, v) in env {
         cmd.env(k, v);
     }

@@ -12,14 +12,14 @@
 //! binary ([`helper::run_probe`]).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 use hecate::provider::local::LocalProvider;
 use hecate::provider::morph::MorphProvider;
-use hecate::provider::{BoxFuture, ExecOutput, ExecSpec, Instance, Provider, StartSpec};
+use hecate::provider::{BoxFuture, Instance, Provider, StartSpec};
 use hecate::sim::{ExecMode, FaultConfig, SimConfig, SimServer};
 use hecate::{
     ApiKey, BackendKind, Config, ErrorKind, ExecRequest, Placement, RetryPolicy, Runtime,
@@ -91,7 +91,9 @@ fn instance_processes(id: &str) -> Vec<u32> {
 async fn assert_instances_clean(root: &Path, ids: &[String]) {
     for id in ids {
         assert!(
-            eventually(Duration::from_secs(10), || instance_processes(id).is_empty()).await,
+            eventually(Duration::from_secs(10), || instance_processes(id)
+                .is_empty())
+            .await,
             "processes of {id} survived: {:?}",
             instance_processes(id)
         );
@@ -150,7 +152,10 @@ async fn run_load(rt: &Runtime, sim: &SimServer, first: usize, tasks: usize) -> 
             for c in 0..LOAD_COMMANDS {
                 let cmd = load_command(t, c);
                 let answer = rt
-                    .exec(format!("load-{t}"), ExecRequest::new(cmd).timeout(secs(30.0)))
+                    .exec(
+                        format!("load-{t}"),
+                        ExecRequest::new(cmd).timeout(secs(30.0)),
+                    )
                     .await;
                 answers.push(answer);
             }
@@ -186,7 +191,9 @@ async fn run_load(rt: &Runtime, sim: &SimServer, first: usize, tasks: usize) -> 
                     tally.retried.push((t, c));
                 }
                 Err(e) => {
-                    tally.other.push(format!("task {t} command {c}: {}: {e}", e.kind()));
+                    tally
+                        .other
+                        .push(format!("task {t} command {c}: {}: {e}", e.kind()));
                     tally.retried.push((t, c));
                 }
             }
@@ -251,13 +258,15 @@ async fn load_probe() {
     let stats_before = sim.stats();
     assert_eq!(stats_before.live_instances, 0);
 
-    sim.set_faults(FaultConfig {
-        slow_by: Duration::from_millis(20),
-        retry_after_secs: 0,
-        seed: 5,
-        ..FaultConfig::default()
-    }
-    .spread(0.1));
+    sim.set_faults(
+        FaultConfig {
+            slow_by: Duration::from_millis(20),
+            retry_after_secs: 0,
+            seed: 5,
+            ..FaultConfig::default()
+        }
+        .spread(0.1),
+    );
     let rt = Runtime::start_with(
         config.clone(),
         Arc::new(MorphProvider::new(&config).expect("provider")),
@@ -265,9 +274,10 @@ async fn load_probe() {
     )
     .expect("runtime");
     let load_began = Instant::now();
-    let tally = actix_rt::time::timeout(Duration::from_secs(50), run_load(&rt, &sim, 0, LOAD_TASKS))
-        .await
-        .expect("the load finished: no call hung");
+    let tally =
+        actix_rt::time::timeout(Duration::from_secs(50), run_load(&rt, &sim, 0, LOAD_TASKS))
+            .await
+            .expect("the load finished: no call hung");
     let load_took = load_began.elapsed();
     let rss_peak = helper::rss_kib();
     let stats = sim.stats();
@@ -287,7 +297,11 @@ async fn load_probe() {
         report.swept.len(),
         report.failed
     );
-    assert!(tally.other.is_empty(), "unexpected failures: {:#?}", tally.other);
+    assert!(
+        tally.other.is_empty(),
+        "unexpected failures: {:#?}",
+        tally.other
+    );
     // Every kind of fault happened.
     for (kind, n) in [
         ("500", f.error_500),
@@ -373,7 +387,7 @@ async fn ttl_expiry_while_a_command_runs_on_the_local_backend_loses_no_reply() {
     assert_eq!(second.stdout.to_text(), "second\n");
     assert_eq!(second.instance_restarted, Some(hecate::RestartReason::Ttl));
     assert_ne!(second.instance_id, first.instance_id);
-    assert_instances_clean(&root, &[first.instance_id.clone()]).await;
+    assert_instances_clean(&root, std::slice::from_ref(&first.instance_id)).await;
     let report = rt.shutdown(secs(5.0)).await.expect("shutdown");
     assert!(report.is_clean(), "{report:?}");
     assert_instances_clean(&root, &[second.instance_id]).await;
@@ -413,7 +427,9 @@ async fn ttl_expiry_while_a_command_runs_on_the_simulator_loses_no_reply() {
     let running = rt.exec("t", ExecRequest::new("sleep 30; echo never"));
     let expire = async {
         assert!(
-            eventually(Duration::from_secs(10), || !sim_instance_processes(&id).is_empty()).await
+            eventually(Duration::from_secs(10), || !sim_instance_processes(&id)
+                .is_empty())
+            .await
         );
         assert!(sim.expire(&id));
     };
@@ -430,7 +446,10 @@ async fn ttl_expiry_while_a_command_runs_on_the_simulator_loses_no_reply() {
     }
     assert!(sim_instance_processes(&id).is_empty());
     assert_eq!(sim.command_runs_containing("echo never"), 1, "never re-run");
-    let next = rt.exec("t", ExecRequest::new("echo fresh")).await.expect("fresh");
+    let next = rt
+        .exec("t", ExecRequest::new("echo fresh"))
+        .await
+        .expect("fresh");
     assert_ne!(next.instance_id, id);
     let report = rt.shutdown(secs(5.0)).await.expect("shutdown");
     assert!(report.is_clean(), "{report:?}");
@@ -466,7 +485,8 @@ async fn busy_tasks(
                     .timeout(secs(600.0)),
             )
             .await
-        }) as futures_util::future::LocalBoxFuture<'static, _>);
+        })
+            as futures_util::future::LocalBoxFuture<'static, _>);
     }
     (ids, pending)
 }
@@ -481,7 +501,9 @@ async fn shutdown_while_commands_run_on_the_local_backend_leaves_no_process() {
     // Every instance has its job, its escapee, its command and its shell.
     for id in &ids {
         assert!(
-            eventually(Duration::from_secs(10), || instance_processes(id).len() >= 4).await,
+            eventually(Duration::from_secs(10), || instance_processes(id).len()
+                >= 4)
+            .await,
             "{id}: {:?}",
             instance_processes(id)
         );
@@ -509,7 +531,11 @@ async fn shutdown_while_commands_run_on_the_local_backend_leaves_no_process() {
     }
     assert!(began.elapsed() < Duration::from_secs(10));
     assert_instances_clean(&root, &ids).await;
-    assert!(instance_dirs(&root).is_empty(), "{:?}", instance_dirs(&root));
+    assert!(
+        instance_dirs(&root).is_empty(),
+        "{:?}",
+        instance_dirs(&root)
+    );
 }
 
 #[actix_rt::test]
@@ -518,7 +544,8 @@ async fn one_task_hammered_by_100_callers_keeps_fifo_on_the_local_backend() {
     let rt = local_runtime(tmp.path(), |_| {});
     // Submitted in index order: each call is sent on its first poll, and
     // join_all polls them in order.
-    let calls = (0..100).map(|i| rt.exec("hammered", ExecRequest::new(format!("echo {i} >> order"))));
+    let calls =
+        (0..100).map(|i| rt.exec("hammered", ExecRequest::new(format!("echo {i} >> order"))));
     let answers = join_all(calls).await;
     let instance = answers[0].as_ref().expect("ok").instance_id.clone();
     for a in &answers {
@@ -578,11 +605,13 @@ async fn hanging_server() -> (String, actix_web::dev::ServerHandle) {
         App::new()
             .route(
                 "/api/instance",
-                web::post().to(move || async move { HttpResponse::Ok().json(instance("morphvm_hung")) }),
+                web::post()
+                    .to(move || async move { HttpResponse::Ok().json(instance("morphvm_hung")) }),
             )
             .route(
                 "/api/instance/{id}",
-                web::get().to(move || async move { HttpResponse::Ok().json(instance("morphvm_hung")) }),
+                web::get()
+                    .to(move || async move { HttpResponse::Ok().json(instance("morphvm_hung")) }),
             )
             .route(
                 "/api/instance/{id}",
@@ -695,7 +724,9 @@ async fn timeout_kills_the_whole_command_through_the_runtime() {
         .expect("a timeout is a result");
     assert!(o.timed_out);
     assert_eq!(o.exit_code, 124);
-    let pgid: u32 = work_file(&root, &o.instance_id, "pgid").parse().expect("pgid");
+    let pgid: u32 = work_file(&root, &o.instance_id, "pgid")
+        .parse()
+        .expect("pgid");
     let exec = work_file(&root, &o.instance_id, "exec");
     assert!(eventually(secs(10.0), || processes_in_group(pgid).is_empty()).await);
     let marker = format!("HECATE_EXEC_ID={exec}");
@@ -762,7 +793,7 @@ async fn idle_stop_kills_background_jobs_and_escapees() {
     assert!(instance_processes(&id).len() >= 3);
     assert!(helper::pid_alive(pid));
     // Idle for a second: the instance is stopped with everything in it.
-    assert_instances_clean(&root, &[id.clone()]).await;
+    assert_instances_clean(&root, std::slice::from_ref(&id)).await;
     assert!(!helper::pid_alive(pid));
     assert!(processes_in_group(pid).is_empty());
     let next = rt.exec("t", ExecRequest::new("true")).await.expect("fresh");
@@ -795,7 +826,11 @@ async fn sigterm_to_hecate_batch_stops_every_instance_and_process() {
         ]})
         .to_string()
     };
-    std::fs::write(&file, format!("{}\n{}\n{}\n", line("a"), line("b"), line("c"))).expect("write");
+    std::fs::write(
+        &file,
+        format!("{}\n{}\n{}\n", line("a"), line("b"), line("c")),
+    )
+    .expect("write");
     let mut child = hecate_cli(&[
         ("HECATE_LOCAL_ROOT", root.to_str().expect("utf-8")),
         ("HECATE_BACKEND", "local"),
@@ -811,7 +846,11 @@ async fn sigterm_to_hecate_batch_stops_every_instance_and_process() {
         let ids = instance_dirs(&root);
         ids.len() == 3 && ids.iter().all(|id| instance_processes(id).len() >= 4)
     };
-    assert!(eventually(secs(20.0), busy).await, "{:?}", instance_dirs(&root));
+    assert!(
+        eventually(secs(20.0), busy).await,
+        "{:?}",
+        instance_dirs(&root)
+    );
     let ids = instance_dirs(&root);
     // SAFETY: kill has no memory preconditions; the pid is our child's.
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
@@ -845,27 +884,48 @@ async fn bad_tool_arguments_get_clear_errors_and_never_escape_the_root() {
     let rt = local_runtime(tmp.path(), |_| {});
     let root = rt.config().local.root.clone();
     let huge = serde_json::json!({ "command": "x".repeat(10 * 1024 * 1024) }).to_string();
-    let long_task = serde_json::json!({"command": "pwd", "task_id": "t".repeat(10_000)}).to_string();
+    let long_task =
+        serde_json::json!({"command": "pwd", "task_id": "t".repeat(10_000)}).to_string();
     let refused: Vec<(&str, String)> = vec![
         ("empty command", r#"{"command": ""}"#.into()),
         ("whitespace command", r#"{"command": " \n\t "}"#.into()),
         ("10 MB command", huge),
         ("NUL in command", r#"{"command": "echo a\u0000b"}"#.into()),
-        ("empty task id", r#"{"command": "pwd", "task_id": ""}"#.into()),
+        (
+            "empty task id",
+            r#"{"command": "pwd", "task_id": ""}"#.into(),
+        ),
         ("long task id", long_task),
-        ("NUL in task id", r#"{"command": "pwd", "task_id": "a\u0000b"}"#.into()),
+        (
+            "NUL in task id",
+            r#"{"command": "pwd", "task_id": "a\u0000b"}"#.into(),
+        ),
         ("timeout 0", r#"{"command": "pwd", "timeout": 0}"#.into()),
-        ("negative timeout", r#"{"command": "pwd", "timeout": -5}"#.into()),
-        ("huge timeout", r#"{"command": "pwd", "timeout": 1e300}"#.into()),
-        ("timeout not a number", r#"{"command": "pwd", "timeout": "soon"}"#.into()),
+        (
+            "negative timeout",
+            r#"{"command": "pwd", "timeout": -5}"#.into(),
+        ),
+        (
+            "huge timeout",
+            r#"{"command": "pwd", "timeout": 1e300}"#.into(),
+        ),
+        (
+            "timeout not a number",
+            r#"{"command": "pwd", "timeout": "soon"}"#.into(),
+        ),
         ("malformed JSON", r#"{"command": "pwd""#.into()),
         ("not an object", r#"["pwd"]"#.into()),
         ("unknown field", r#"{"command": "pwd", "cwd": "/"}"#.into()),
-        ("command of the wrong type", r#"{"command": ["pwd"]}"#.into()),
+        (
+            "command of the wrong type",
+            r#"{"command": ["pwd"]}"#.into(),
+        ),
     ];
     for (what, args) in &refused {
         let result = parse_result(&tool_json(&rt, args).await);
-        let error = result["error"].as_str().unwrap_or_else(|| panic!("{what}: {result}"));
+        let error = result["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{what}: {result}"));
         assert!(!error.is_empty(), "{what}");
         assert_eq!(result["error_kind"], "invalid_input", "{what}: {result}");
         assert_eq!(result["exit_code"], -1, "{what}");
@@ -879,7 +939,11 @@ async fn bad_tool_arguments_get_clear_errors_and_never_escape_the_root() {
         let args = serde_json::json!({"command": "pwd; touch made-here", "task_id": task});
         let result = parse_result(&tool_json(&rt, &args.to_string()).await);
         assert!(result["error"].is_null(), "{task}: {result}");
-        let pwd = result["output"].as_str().expect("output").trim().to_string();
+        let pwd = result["output"]
+            .as_str()
+            .expect("output")
+            .trim()
+            .to_string();
         let pwd = Path::new(&pwd);
         assert!(pwd.starts_with(&root), "{task}: ran in {}", pwd.display());
         assert!(pwd.ends_with("work"));
@@ -895,7 +959,11 @@ async fn bad_tool_arguments_get_clear_errors_and_never_escape_the_root() {
 
     // Invalid UTF-8 output becomes replacement characters in valid JSON.
     let result = parse_result(
-        &tool_json(&rt, r#"{"command": "printf 'a\\377\\376b'; printf '\\300' >&2"}"#).await,
+        &tool_json(
+            &rt,
+            r#"{"command": "printf 'a\\377\\376b'; printf '\\300' >&2"}"#,
+        )
+        .await,
     );
     assert!(result["error"].is_null(), "{result}");
     let output = result["output"].as_str().expect("output");
@@ -949,7 +1017,10 @@ async fn the_cli_refuses_bad_input_and_misconfiguration_clearly() {
         .await;
         assert_ne!(code, Some(0), "{args:?}: {stdout}");
         assert!(code.is_some(), "{args:?} exited by a signal");
-        assert!(!(stdout.trim().is_empty() && stderr.trim().is_empty()), "{args:?}: silent");
+        assert!(
+            !(stdout.trim().is_empty() && stderr.trim().is_empty()),
+            "{args:?}: silent"
+        );
     }
     // A task id that looks like a path stays inside the root.
     let (code, stdout, _) = run_cli({
@@ -960,7 +1031,13 @@ async fn the_cli_refuses_bad_input_and_misconfiguration_clearly() {
     .await;
     assert_eq!(code, Some(0), "{stdout}");
     let result = parse_result(&stdout);
-    assert!(result["output"].as_str().expect("output").starts_with(&root_env), "{result}");
+    assert!(
+        result["output"]
+            .as_str()
+            .expect("output")
+            .starts_with(&root_env),
+        "{result}"
+    );
     let beside: Vec<_> = std::fs::read_dir(tmp.path())
         .expect("read")
         .flatten()
@@ -970,12 +1047,19 @@ async fn the_cli_refuses_bad_input_and_misconfiguration_clearly() {
 
     // Misconfiguration: a clear error naming the variable, non-zero exit.
     for (env, names) in [
-        (vec![("HECATE_VM_TTL_SECONDS", "soon")], "HECATE_VM_TTL_SECONDS"),
+        (
+            vec![("HECATE_VM_TTL_SECONDS", "soon")],
+            "HECATE_VM_TTL_SECONDS",
+        ),
         (vec![("HECATE_MAX_INSTANCES", "-1")], "HECATE_MAX_INSTANCES"),
         (vec![("HECATE_BACKEND", "docker")], "HECATE_BACKEND"),
         (vec![("HECATE_BACKEND", "morph")], "MORPH_API_KEY"),
         (
-            vec![("HECATE_BACKEND", "morph"), ("MORPH_API_KEY", "k"), ("MORPH_BASE_URL", "not a url")],
+            vec![
+                ("HECATE_BACKEND", "morph"),
+                ("MORPH_API_KEY", "k"),
+                ("MORPH_BASE_URL", "not a url"),
+            ],
             "MORPH_BASE_URL",
         ),
     ] {
@@ -1044,7 +1128,9 @@ async fn garbage_server(body: &'static str) -> (String, actix_web::dev::ServerHa
     use actix_web::{web, App, HttpResponse, HttpServer};
     let server = HttpServer::new(move || {
         App::new().default_service(web::to(move || async move {
-            HttpResponse::Ok().content_type("application/json").body(body)
+            HttpResponse::Ok()
+                .content_type("application/json")
+                .body(body)
         }))
     })
     .workers(1)
@@ -1083,16 +1169,160 @@ async fn a_server_answering_malformed_json_or_wrong_types_is_a_clear_error() {
         .await;
         assert_eq!(code, Some(1), "{body}: {stdout} {stderr}");
         let result = parse_result(stdout.trim());
-        assert!(result["error"].as_str().is_some_and(|e| !e.is_empty()), "{body}: {result}");
+        assert!(
+            result["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{body}: {result}"
+        );
         if body.contains(r#"["ready"]"#) {
             // By design the wire parser keeps an unknown status as text
             // rather than refusing it, so the start waits for "ready" until
             // its deadline and then says what status it saw.
             assert_eq!(result["error_kind"], "timeout", "{body}: {result}");
-            assert!(result["error"].as_str().is_some_and(|e| e.contains("ready")));
+            assert!(result["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("ready")));
         } else {
             assert_eq!(result["error_kind"], "protocol", "{body}: {result}");
         }
         server.stop(false).await;
     }
+}
+
+// ---------------------------------------------------------------------------
+// 5. Secrets: a recognisable key never appears anywhere.
+
+const CANARY: &str = "sk-hecate-SECRET-canary-1234";
+
+#[actix_rt::test]
+async fn the_api_key_appears_in_no_output_log_error_debug_or_command_environment() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let sim = SimServer::start(SimConfig {
+        api_key: CANARY.to_string(),
+        root: tmp.path().join("sim"),
+        ..SimConfig::default()
+    })
+    .await
+    .expect("sim");
+    // A second server that expects another key: the canary gets 401s.
+    let strict = SimServer::start(SimConfig {
+        api_key: "another-key".to_string(),
+        root: tmp.path().join("strict"),
+        ..SimConfig::default()
+    })
+    .await
+    .expect("sim");
+    let file = tmp.path().join("tasks.jsonl");
+    std::fs::write(
+        &file,
+        r#"{"task_id": "s1", "commands": ["env", "cat /proc/self/environ | tr '\\0' '\\n'", {"command": "env; sleep 0.1", "background": true}]}
+{"task_id": "s2", "commands": ["echo $MORPH_API_KEY", "set"]}
+"#,
+    )
+    .expect("write");
+    let root = tmp.path().join("root");
+    let mut captured = String::new();
+    let mut runs = 0;
+    for (url, expect_ok) in [(sim.base_url(), true), (strict.base_url(), false)] {
+        let env = [
+            ("HECATE_BACKEND", "morph"),
+            ("MORPH_API_KEY", CANARY),
+            ("MORPH_BASE_URL", url.as_str()),
+            ("RUST_LOG", "trace"),
+            ("HECATE_MORPH_POLL_MS", "5"),
+            ("HECATE_RETRIES", "1"),
+            ("HECATE_RETRY_BASE_MS", "1"),
+            ("HECATE_LOCAL_ROOT", root.to_str().expect("utf-8")),
+        ];
+        let batch_file = file.to_str().expect("utf-8");
+        for args in [
+            vec!["exec", "--", "env; cat /proc/self/environ"],
+            vec!["exec", "--background", "--", "env"],
+            vec!["batch", "--no-progress", batch_file],
+            vec!["gc"],
+            vec!["gc", "--yes"],
+            vec![
+                "--backend",
+                "local",
+                "exec",
+                "--",
+                "env; cat /proc/self/environ",
+            ],
+        ] {
+            let (code, stdout, stderr) = run_cli({
+                let mut c = hecate_cli(&env);
+                c.args(&args);
+                c
+            })
+            .await;
+            runs += 1;
+            let local = args[0] == "--backend";
+            if expect_ok || local {
+                assert_eq!(code, Some(0), "{args:?}:\n{stdout}\n{stderr}");
+            } else {
+                assert_ne!(code, Some(0), "{args:?} with a wrong key");
+                let text = format!("{stdout}{stderr}");
+                assert!(
+                    text.contains("401") || text.contains("rejected"),
+                    "{args:?}: {text}"
+                );
+            }
+            // The runs really logged at trace level and really ran commands.
+            assert!(
+                stderr.contains("TRACE") || stderr.contains("DEBUG"),
+                "{args:?}: {stderr}"
+            );
+            captured.push_str(&stdout);
+            captured.push_str(&stderr);
+        }
+    }
+    assert!(
+        runs == 12 && captured.contains("HECATE_EXEC_ID="),
+        "commands ran"
+    );
+    assert!(captured.contains("PWD="), "env ran in the VM");
+    assert!(
+        !captured.contains(CANARY),
+        "the key leaked into CLI output or logs"
+    );
+    assert!(
+        !captured.contains("SECRET-canary"),
+        "part of the key leaked"
+    );
+
+    // Debug and Display of everything that holds or meets the key.
+    let config = sim_config(&sim);
+    assert_eq!(
+        config.morph.api_key.as_ref().map(ApiKey::expose),
+        Some(CANARY)
+    );
+    let provider = MorphProvider::new(&config).expect("provider");
+    let rt = Runtime::start(config.clone()).expect("runtime");
+    let mut wrong = config.clone();
+    wrong.morph.base_url = strict.base_url();
+    let err = MorphProvider::new(&wrong)
+        .expect("provider")
+        .start(StartSpec {
+            task_id: "t".into(),
+            ttl: None,
+            metadata: BTreeMap::new(),
+        })
+        .await
+        .err()
+        .expect("401");
+    assert_eq!(err.kind(), ErrorKind::Rejected);
+    let out = rt
+        .exec("t", ExecRequest::new("env"))
+        .await
+        .expect("env runs");
+    let shown = format!(
+        "{config:?} {:?} {provider:?} {rt:?} {err:?} {err} {out:?} {} {}",
+        config.morph,
+        out.stdout.to_text(),
+        hecate::tool::render(Ok(out.clone()), 100_000).to_json(),
+    );
+    assert!(shown.contains("[redacted]"));
+    assert!(!shown.contains(CANARY), "{shown}");
+    assert!(rt.shutdown(secs(5.0)).await.expect("shutdown").is_clean());
+    sim.stop().await;
+    strict.stop().await;
 }
