@@ -253,3 +253,131 @@ pub async fn settle() {
         tokio::task::yield_now().await;
     }
 }
+
+// ---------------------------------------------------------------------------
+// Process and memory inspection through /proc (reliability tests).
+
+/// Whether `pid` exists and is not a zombie.
+pub fn pid_alive(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let Some(close) = stat.rfind(')') else {
+        return false;
+    };
+    !matches!(
+        stat[close + 1..].trim_start().chars().next(),
+        Some('Z' | 'X') | None
+    )
+}
+
+/// The process group of `pid`, if it is alive.
+pub fn pgid_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let close = stat.rfind(')')?;
+    // Fields after the command: state, ppid, pgrp, ...
+    stat[close + 1..].split_whitespace().nth(2)?.parse().ok()
+}
+
+/// Live (not zombie) processes, other than this one, whose environment has
+/// an entry for which `wanted` holds.
+pub fn processes_where_env(wanted: impl Fn(&[u8]) -> bool) -> Vec<u32> {
+    let me = std::process::id();
+    let mut found = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for e in dir.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == me || !pid_alive(pid) {
+            continue;
+        }
+        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        if env.split(|b| *b == 0).any(&wanted) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// Live processes carrying the environment entry `NAME=value` exactly.
+pub fn processes_with_env(entry: &str) -> Vec<u32> {
+    processes_where_env(|e| e == entry.as_bytes())
+}
+
+/// Live processes in process group `pgid`.
+pub fn processes_in_group(pgid: u32) -> Vec<u32> {
+    let mut found = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for e in dir.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid_alive(pid) && pgid_of(pid) == Some(pgid) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// This process's resident set size in KiB (`VmRSS` in /proc/self/status).
+pub fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Polls `cond` on the real clock until it holds or `limit` passes; returns
+/// whether it held. (Polling an outside condition such as /proc, not
+/// synchronising with the code under test.)
+pub async fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if cond() {
+            return true;
+        }
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Runs one `#[ignore]`d test of this binary in a child process with extra
+/// environment variables, and returns its combined output after checking
+/// that it passed and printed `marker`. The test's path is given relative
+/// to `tests.rs` (`reliability::load_probe`).
+pub fn run_probe(test: &str, env: &[(&str, &str)], marker: &str) -> String {
+    let exe = std::env::current_exe().expect("test binary");
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args([
+        test,
+        "--exact",
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ]);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run probe");
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "probe {test} failed:\n{text}");
+    assert!(text.contains(marker), "probe {test} did not run:\n{text}");
+    text
+}

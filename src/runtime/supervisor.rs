@@ -96,14 +96,40 @@ impl Handler<SweepOrphans> for TaskSupervisor {
         let shared = self.shared.clone();
         Box::pin(async move {
             let deadline = shared.config.stop_timeout;
-            match actix::clock::timeout(deadline, shared.provider.sweep_orphans(&shared.runtime_id))
-                .await
-            {
-                Ok(result) => result,
-                Err(_) => Err(crate::Error::new(
-                    crate::ErrorKind::Timeout,
-                    "sweeping leftover instances did not finish in time",
-                )),
+            let retry = &shared.config.retry;
+            // A sweep lists and stops again whatever is still there, so a
+            // transient failure is retried; what earlier rounds stopped is
+            // kept for the report.
+            let mut swept = Vec::new();
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                let round = actix::clock::timeout(
+                    deadline,
+                    shared.provider.sweep_orphans(&shared.runtime_id),
+                )
+                .await;
+                match round {
+                    Ok(Ok(ids)) => {
+                        swept.extend(ids);
+                        return Ok(swept);
+                    }
+                    Ok(Err(err)) if err.is_transient() && attempt <= retry.max_retries => {
+                        let delay = retry.delay(attempt, fastrand::f64(), err.retry_after());
+                        log::warn!(
+                            "runtime={} sweep failed ({err}); retry {attempt} in {delay:?}",
+                            shared.runtime_id
+                        );
+                        actix::clock::sleep(delay).await;
+                    }
+                    Ok(Err(err)) => return Err(err),
+                    Err(_) => {
+                        return Err(crate::Error::new(
+                            crate::ErrorKind::Timeout,
+                            "sweeping leftover instances did not finish in time",
+                        ))
+                    }
+                }
             }
         })
     }

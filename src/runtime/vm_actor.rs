@@ -414,18 +414,38 @@ impl VmActor {
         };
         log::info!("task={} vm={} stopping", self.task_id, live.id());
         let deadline = self.config().stop_timeout;
-        let stop = live.instance.stop();
+        let retry = self.config().retry.clone();
+        let task_id = self.task_id.clone();
         ctx.spawn(
             async move {
-                let result = match guarded(deadline, stop).await {
-                    Guarded::Done(result) => result,
-                    Guarded::Panicked(msg) => Err(Error::internal(format!(
-                        "the backend panicked while stopping the instance: {msg}"
-                    ))),
-                    Guarded::TimedOut => Err(Error::new(
-                        ErrorKind::Timeout,
-                        format!("stopping the instance did not finish within {deadline:?}"),
-                    )),
+                // Stopping is idempotent (an instance already gone stops
+                // fine), so a transient failure is retried like any other;
+                // giving up at once would leak the instance.
+                let mut attempt = 0;
+                let result = loop {
+                    attempt += 1;
+                    let result = match guarded(deadline, live.instance.stop()).await {
+                        Guarded::Done(result) => result,
+                        Guarded::Panicked(msg) => Err(Error::internal(format!(
+                            "the backend panicked while stopping the instance: {msg}"
+                        ))),
+                        Guarded::TimedOut => Err(Error::new(
+                            ErrorKind::Timeout,
+                            format!("stopping the instance did not finish within {deadline:?}"),
+                        )),
+                    };
+                    match result {
+                        Err(err) if err.is_transient() && attempt <= retry.max_retries => {
+                            let delay = retry.delay(attempt, fastrand::f64(), err.retry_after());
+                            log::warn!(
+                                "task={task_id} vm={} stop failed ({err}); retry {attempt} in \
+                                 {delay:?}",
+                                live.id()
+                            );
+                            actix::clock::sleep(delay).await;
+                        }
+                        other => break other,
+                    }
                 };
                 // The slot is freed only once the instance is really stopped.
                 drop(live);
