@@ -170,32 +170,38 @@ impl LocalProvider {
 
     /// Instance directories under the root tagged with `runtime_id`.
     fn tagged_instances(&self, runtime_id: &str) -> Vec<(String, PathBuf)> {
+        self.instance_dirs()
+            .into_iter()
+            .filter(|(_, _, meta)| {
+                meta.as_ref()
+                    .and_then(|m| m.get("metadata"))
+                    .and_then(|m| m.get(RUNTIME_ID_KEY))
+                    .and_then(|v| v.as_str())
+                    == Some(runtime_id)
+            })
+            .map(|(name, path, _)| (name, path))
+            .collect()
+    }
+
+    /// Every instance directory under the root, with its metadata file
+    /// parsed where it could be.
+    fn instance_dirs(&self) -> Vec<(String, PathBuf, Option<serde_json::Value>)> {
         let Ok(entries) = std::fs::read_dir(&self.root) else {
             return Vec::new();
         };
-        let mut found = Vec::new();
-        for entry in entries.flatten() {
-            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
-                continue;
-            };
-            if !name.starts_with("local-") {
-                continue;
-            }
-            let Ok(text) = std::fs::read(entry.path().join(META_FILE)) else {
-                continue;
-            };
-            let Ok(meta) = serde_json::from_slice::<serde_json::Value>(&text) else {
-                continue;
-            };
-            let tag = meta
-                .get("metadata")
-                .and_then(|m| m.get(RUNTIME_ID_KEY))
-                .and_then(|v| v.as_str());
-            if tag == Some(runtime_id) {
-                found.push((name, entry.path()));
-            }
-        }
-        found
+        entries
+            .flatten()
+            .filter_map(|entry| {
+                let name = entry.file_name().to_str()?.to_owned();
+                if !name.starts_with("local-") {
+                    return None;
+                }
+                let meta = std::fs::read(entry.path().join(META_FILE))
+                    .ok()
+                    .and_then(|text| serde_json::from_slice(&text).ok());
+                Some((name, entry.path(), meta))
+            })
+            .collect()
     }
 }
 
@@ -218,20 +224,8 @@ impl LocalProvider {
     /// instance whose recorded pid is alive (even if the pid was reused) is
     /// left alone.
     pub fn abandoned(&self) -> Vec<Abandoned> {
-        let Ok(entries) = std::fs::read_dir(&self.root) else {
-            return Vec::new();
-        };
         let mut found = Vec::new();
-        for entry in entries.flatten() {
-            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
-                continue;
-            };
-            if !name.starts_with("local-") {
-                continue;
-            }
-            let meta = std::fs::read(entry.path().join(META_FILE))
-                .ok()
-                .and_then(|text| serde_json::from_slice::<serde_json::Value>(&text).ok());
+        for (name, path, meta) in self.instance_dirs() {
             let pid = meta
                 .as_ref()
                 .and_then(|m| m.get("runtime_pid"))
@@ -240,8 +234,7 @@ impl LocalProvider {
             if pid.is_some_and(process_exists) {
                 continue;
             }
-            let created = entry
-                .metadata()
+            let created = std::fs::metadata(&path)
                 .and_then(|m| m.modified())
                 .ok()
                 .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
@@ -270,13 +263,21 @@ impl LocalProvider {
                 "{id:?} is not a local instance id"
             )));
         }
-        let marker = procs::marker("HECATE_INSTANCE_ID", id);
-        let left = procs::kill_tree(BTreeSet::new(), &marker, self.kill_grace).await;
-        if left > 0 {
-            log::warn!("vm={id} {left} processes survived SIGKILL");
-        }
-        remove_dir(self.root.join(id)).await
+        kill_and_remove(id, self.root.join(id), self.kill_grace).await
     }
+}
+
+/// Kills every process carrying an instance's marker and removes its
+/// directory: the cleanup of an instance no live `LocalInstance` owns.
+async fn kill_and_remove(id: &str, dir: PathBuf, grace: Duration) -> Result<()> {
+    let marker = procs::marker("HECATE_INSTANCE_ID", id);
+    let left = procs::kill_tree(BTreeSet::new(), &marker, grace).await;
+    if left > 0 {
+        log::warn!("vm={id} {left} processes survived SIGKILL");
+    }
+    remove_dir(dir).await?;
+    log::info!("vm={id} orphaned local instance removed");
+    Ok(())
 }
 
 /// Whether a process with this pid exists (EPERM: it exists, not ours).
@@ -310,13 +311,7 @@ impl Provider for LocalProvider {
         Box::pin(async move {
             let mut stopped = Vec::new();
             for (id, dir) in found {
-                let marker = procs::marker("HECATE_INSTANCE_ID", &id);
-                let left = procs::kill_tree(BTreeSet::new(), &marker, grace).await;
-                if left > 0 {
-                    log::warn!("vm={id} {left} processes survived SIGKILL");
-                }
-                remove_dir(dir).await?;
-                log::info!("vm={id} orphaned local instance removed");
+                kill_and_remove(&id, dir, grace).await?;
                 stopped.push(id);
             }
             Ok(stopped)
