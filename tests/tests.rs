@@ -4,6 +4,7 @@ mod batch;
 mod helper;
 mod local_backend;
 mod morph_backend;
+mod morph_runtime;
 mod runtime;
 mod simulator;
 mod tool;

@@ -8,7 +8,7 @@ use actix::prelude::*;
 use tokio::sync::Semaphore;
 
 use super::messages::{SpawnVm, SweepOrphans, TaskId};
-use super::vm_actor::{Shared, VmActor};
+use super::vm_actor::{retry_transient, Shared, VmActor};
 use super::{Placement, MAILBOX_CAPACITY};
 use crate::config::Config;
 use crate::error::Result;
@@ -94,8 +94,14 @@ impl Handler<SweepOrphans> for TaskSupervisor {
         let shared = self.shared.clone();
         Box::pin(async move {
             let deadline = shared.config.stop_timeout;
-            match actix::clock::timeout(deadline, shared.provider.sweep_orphans(&shared.runtime_id))
-                .await
+            let first = shared.provider.sweep_orphans(&shared.runtime_id);
+            let again = {
+                let shared = shared.clone();
+                move || shared.provider.sweep_orphans(&shared.runtime_id)
+            };
+            let what = format!("runtime={}: sweep", shared.runtime_id);
+            let sweep = retry_transient(shared.config.retry.clone(), what, first, again);
+            match actix::clock::timeout(deadline, sweep).await
             {
                 Ok(result) => result,
                 Err(_) => Err(crate::Error::new(

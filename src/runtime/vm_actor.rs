@@ -20,9 +20,9 @@ use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 use super::messages::{Exec, GetInfo, Reroute, StopCause, StopResult, StopVm, TaskId, VmRetired};
 use super::{ExecOutcome, RestartReason, TaskInfo, TaskRegistry, TaskState};
-use crate::config::Config;
+use crate::config::{Config, RetryPolicy};
 use crate::error::{Error, ErrorKind, Result};
-use crate::provider::{ExecOutput, ExecSpec, Instance, Provider, StartSpec};
+use crate::provider::{BoxFuture, ExecOutput, ExecSpec, Instance, Provider, StartSpec};
 
 /// How often one request may be moved to a fresh instance because its
 /// instance vanished under it before the command reached it.
@@ -407,7 +407,15 @@ impl VmActor {
         };
         log::info!("task={} vm={} stopping", self.task_id, live.id());
         let deadline = self.config().stop_timeout;
-        let stop = live.instance.stop();
+        // A transient failure (429, 503, connection refused) did not stop
+        // the instance, and stopping again is safe: retry it within the
+        // deadline rather than leave a paid-for VM running.
+        let first = live.instance.stop();
+        let instance = live.instance.clone();
+        let what = format!("task={} vm={}: stop", self.task_id, live.id());
+        let stop = retry_transient(self.config().retry.clone(), what, first, move || {
+            instance.stop()
+        });
         ctx.spawn(
             async move {
                 let result = match guarded(deadline, stop).await {
@@ -683,6 +691,31 @@ async fn start_instance(shared: &Shared, task_id: &TaskId) -> Result<(Live, Star
                 actix::clock::sleep(delay).await;
             }
             Err(err) => return Err(err.context("could not start an instance")),
+        }
+    }
+}
+
+/// Awaits `first`, then `again()` for each retry while the failure is
+/// transient and the policy allows another attempt. For idempotent calls
+/// only (stop, sweep): a transient failure means the call had no effect.
+pub(crate) async fn retry_transient<T>(
+    policy: RetryPolicy,
+    what: String,
+    first: BoxFuture<Result<T>>,
+    mut again: impl FnMut() -> BoxFuture<Result<T>>,
+) -> Result<T> {
+    let mut attempt = 0;
+    let mut call = first;
+    loop {
+        attempt += 1;
+        match call.await {
+            Err(err) if err.is_transient() && attempt <= policy.max_retries => {
+                let delay = policy.delay(attempt, fastrand::f64(), err.retry_after());
+                log::warn!("{what} failed ({err}); retry {attempt} in {delay:?}");
+                actix::clock::sleep(delay).await;
+                call = again();
+            }
+            result => return result,
         }
     }
 }
