@@ -132,7 +132,11 @@ async fn every_instance_carries_the_task_runtime_and_creator_tags() {
     )
     .await
     .expect("list");
-    let mut tasks: Vec<String> = listed.found.iter().filter_map(|i| i.task_id.clone()).collect();
+    let mut tasks: Vec<String> = listed
+        .found
+        .iter()
+        .filter_map(|i| i.task_id.clone())
+        .collect();
     tasks.sort();
     assert_eq!(tasks, ["tag-a", "tag/b ünïcode"]);
     assert!(listed
@@ -164,8 +168,7 @@ async fn server_side_ttl_stop_restarts_transparently_within_the_call() {
     assert!(result.instance_restarted);
     assert!(result.output.starts_with("no note"), "{}", result.output);
     assert!(
-        result.output.contains("environment was reset")
-            && result.output.contains("disappeared"),
+        result.output.contains("environment was reset") && result.output.contains("disappeared"),
         "{}",
         result.output
     );
@@ -222,7 +225,10 @@ async fn runtime_ttl_deletes_the_vm_and_the_next_command_gets_a_fresh_one() {
         s.stops == 1 && s.live_instances == 0
     })
     .await;
-    assert_eq!(stats.expirations, 0, "the runtime, not the server, stopped it");
+    assert_eq!(
+        stats.expirations, 0,
+        "the runtime, not the server, stopped it"
+    );
     let next = rt
         .exec("ttl-rt", ExecRequest::new("true"))
         .await
@@ -392,7 +398,10 @@ async fn exec_under_fault(
         .expect("warm");
     sim.set_faults(faults(set));
     let err = rt
-        .exec("lossy", ExecRequest::new(format!("echo {marker} >> ran.txt")))
+        .exec(
+            "lossy",
+            ExecRequest::new(format!("echo {marker} >> ran.txt")),
+        )
         .await
         .expect_err("the answer is lost");
     sim.set_faults(FaultConfig::none());
@@ -417,7 +426,10 @@ async fn lost_exec_answers_are_indeterminate_and_never_rerun() {
     assert_eq!(runs, 1, "ran exactly once");
     assert_eq!(stats.faults.drop_after, 1);
 
-    for (status, marker) in [(500_u16, "five-hundred-marker"), (502, "bad-gateway-marker")] {
+    for (status, marker) in [
+        (500_u16, "five-hundred-marker"),
+        (502, "bad-gateway-marker"),
+    ] {
         let (err, runs, stats) = exec_under_fault(
             |f| match status {
                 500 => f.error_500 = 1.0,
@@ -432,7 +444,11 @@ async fn lost_exec_answers_are_indeterminate_and_never_rerun() {
         // The simulator answers these before running anything; what matters
         // is that the runtime did not try again.
         assert_eq!(runs, 0, "{status}");
-        assert_eq!(stats.faults.error_500 + stats.faults.error_502, 1, "{stats:?}");
+        assert_eq!(
+            stats.faults.error_500 + stats.faults.error_502,
+            1,
+            "{stats:?}"
+        );
     }
 }
 
@@ -529,7 +545,8 @@ async fn garbage_exec_server() -> (String, actix_web::dev::ServerHandle) {
             )
             .route(
                 "/api/instance",
-                web::get().to(|| async { HttpResponse::Ok().json(serde_json::json!({"data": []})) }),
+                web::get()
+                    .to(|| async { HttpResponse::Ok().json(serde_json::json!({"data": []})) }),
             )
             .route(
                 "/api/instance/{id}",
@@ -588,7 +605,11 @@ fn processes_with(needle: &str) -> Vec<u32> {
         .filter(|pid| *pid != me)
         .filter(|pid| {
             std::fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|c| String::from_utf8_lossy(&c).replace('\0', " ").contains(needle))
+                .map(|c| {
+                    String::from_utf8_lossy(&c)
+                        .replace('\0', " ")
+                        .contains(needle)
+                })
                 .unwrap_or(false)
         })
         .collect()
@@ -600,15 +621,26 @@ async fn exec_timeout_kills_the_vm_side_tree_and_the_instance_survives() {
     let rt = runtime_over(morph_config(&sim.base_url()), Placement::CurrentThread);
     let args = ToolArgs {
         timeout: Some(Duration::from_millis(800)),
-        ..tool_args("slow", "echo begun; (sleep 37.31; echo child) & sleep 37.32; echo never")
+        ..tool_args(
+            "slow",
+            "echo begun; (sleep 37.31; echo child) & sleep 37.32; echo never",
+        )
     };
     let began = Instant::now();
     let result = tool::terminal(&rt, args).await;
-    assert!(began.elapsed() < Duration::from_secs(10), "{:?}", began.elapsed());
+    assert!(
+        began.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        began.elapsed()
+    );
     assert_eq!(result.exit_code, 124, "{result:?}");
     assert!(result.timed_out);
     assert!(result.output.starts_with("begun"), "{}", result.output);
-    assert!(result.output.contains("timed out after 0.8 s"), "{}", result.output);
+    assert!(
+        result.output.contains("timed out after 0.8 s"),
+        "{}",
+        result.output
+    );
     assert!(!result.output.contains("never"));
     // The whole tree, the backgrounded subshell included, is gone.
     let until = Instant::now() + Duration::from_secs(5);
@@ -727,7 +759,10 @@ async fn transient_failures_of_delete_are_retried_at_shutdown() {
     }));
     let report = rt.shutdown(Duration::from_secs(1)).await.expect("shutdown");
     let stats = sim.stats();
-    assert!(stats.faults.error_503 >= 1, "the seed injects at least one: {stats:?}");
+    assert!(
+        stats.faults.error_503 >= 1,
+        "the seed injects at least one: {stats:?}"
+    );
     assert!(report.is_clean(), "{report:?}");
     assert_eq!(stats.live_instances, 0, "{stats:?}");
     sim.stop().await;
@@ -802,7 +837,10 @@ async fn gc_finds_and_stops_the_instances_of_a_killed_runtime() {
     child.wait().expect("reaped");
     assert_eq!(sim.stats().live_instances, 1, "orphaned by the crash");
 
-    let dry = hecate(&sim).args(["gc", "--json"]).output().expect("gc runs");
+    let dry = hecate(&sim)
+        .args(["gc", "--json"])
+        .output()
+        .expect("gc runs");
     assert!(dry.status.success(), "{dry:?}");
     let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&dry.stdout)
         .lines()
@@ -821,12 +859,18 @@ async fn gc_finds_and_stops_the_instances_of_a_killed_runtime() {
     assert!(spared.status.success(), "{spared:?}");
     assert_eq!(sim.stats().live_instances, 1);
 
-    let real = hecate(&sim).args(["gc", "--yes"]).output().expect("gc runs");
+    let real = hecate(&sim)
+        .args(["gc", "--yes"])
+        .output()
+        .expect("gc runs");
     assert!(real.status.success(), "{real:?}");
     let text = String::from_utf8_lossy(&real.stdout);
     assert!(text.contains("1 found, 1 stopped, 0 failed"), "{text}");
     assert_eq!(sim.stats().live_instances, 0);
-    assert!(processes_with(marker).is_empty(), "the VM's processes died with it");
+    assert!(
+        processes_with(marker).is_empty(),
+        "the VM's processes died with it"
+    );
     sim.stop().await;
 }
 
@@ -852,8 +896,11 @@ async fn run_examples(
 ) -> std::collections::BTreeMap<String, Vec<Comparable>> {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/tasks.jsonl");
     let file = std::fs::File::open(path).expect("examples/tasks.jsonl");
-    let tasks = batch::parse_tasks(std::io::BufReader::new(file), rt.config().max_command_timeout)
-        .expect("readable");
+    let tasks = batch::parse_tasks(
+        std::io::BufReader::new(file),
+        rt.config().max_command_timeout,
+    )
+    .expect("readable");
     let mut sink = Vec::new();
     let summary = batch::run_tasks(rt, tasks, 8, &mut sink, ProgressMode::Quiet).await;
     assert_eq!(summary.infra_errors, 0, "{summary:?}");
@@ -954,7 +1001,10 @@ async fn example_batch_gives_the_same_results_on_morph_as_on_local() {
         mask_run_specific(&replace_instance_dirs(t, &local_root))
     })
     .await;
-    let report = local.shutdown(Duration::from_secs(5)).await.expect("shutdown");
+    let report = local
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("shutdown");
     assert!(report.is_clean(), "{report:?}");
 
     let sim = sim_with(|c| c.exec_mode = ExecMode::Bash).await;

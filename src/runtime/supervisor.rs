@@ -101,8 +101,7 @@ impl Handler<SweepOrphans> for TaskSupervisor {
             };
             let what = format!("runtime={}: sweep", shared.runtime_id);
             let sweep = retry_transient(shared.config.retry.clone(), what, first, again);
-            match actix::clock::timeout(deadline, sweep).await
-            {
+            match actix::clock::timeout(deadline, sweep).await {
                 Ok(result) => result,
                 Err(_) => Err(crate::Error::new(
                     crate::ErrorKind::Timeout,
