@@ -5,6 +5,7 @@ mod cli;
 mod helper;
 mod local_backend;
 mod morph_backend;
+mod morph_runtime;
 mod reliability;
 mod runtime;
 mod simulator;
