@@ -625,13 +625,20 @@ async fn dropping_an_instance_kills_its_processes() {
     let pid = out.job.and_then(|j| j.pid).expect("pid");
     run(&*inst, "setsid sleep 1000 > /dev/null 2>&1 &").await;
     assert!(is_alive(pid));
+    // Both sleeps run (and show their environment) before the drop.
+    assert!(
+        eventually(Duration::from_secs(5), || processes_with_env(&marker).len()
+            >= 2)
+        .await,
+        "both processes started"
+    );
     drop(inst);
     assert!(
         eventually(Duration::from_secs(5), || processes_with_env(&marker)
             .is_empty())
         .await
     );
-    assert!(!is_alive(pid));
+    assert!(eventually(Duration::from_secs(5), || !is_alive(pid)).await);
 }
 
 #[actix_rt::test]

@@ -965,7 +965,14 @@ async fn stop_kills_instance_processes_and_removes_dirs() {
     let id = api.start_ready().await;
     let (status, _) = api.exec(&id, json!(["sleep 60 >/dev/null 2>&1 &"])).await;
     assert_eq!(status, StatusCode::OK);
-    assert!(!marked_pids(&id).is_empty());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while marked_pids(&id).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the background sleep never showed up"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let root = sim.root_dir();
     assert!(root.exists());
     sim.stop().await;
