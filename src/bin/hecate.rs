@@ -48,6 +48,9 @@ enum Command {
     /// Find MorphCloud instances tagged by Hecate and stop them (a dry run
     /// unless --yes).
     Gc(GcArgs),
+    /// Measure the runtime: N tasks × M commands on the local backend or a
+    /// MorphCloud simulator, idle actors, boot storms, faults, eviction.
+    Bench(hecate::bench::BenchArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -84,6 +87,7 @@ async fn run(cli: Cli) -> ExitCode {
             Ok(config) => report(hecate::gc::run_cli(args, &config).await.map(|_| ())),
             Err(err) => fail(&err),
         },
+        Command::Bench(args) => report(hecate::bench::run_cli(args, cli.backend.as_deref()).await),
         Command::Batch(args) => match config(cli.backend.as_deref(), false) {
             Ok(config) => batch(args, config).await,
             Err(err) => fail(&err),
