@@ -9,7 +9,9 @@
 //!   against a bare awc POST of the same exec request body (the wrapped
 //!   command the backend sent, read back from the simulator in Echo mode)
 //!   to the same instance of an in-process simulator; the bare request reads
-//!   the whole answer but does not parse it.
+//!   the whole answer but does not parse it. `runtime_same_thread` is the
+//!   runtime with `Placement::CurrentThread`, to separate the cost of the
+//!   worker-thread hops from the rest.
 //!
 //! Sizes shrink under `CI=true` (fewer samples, short measurement).
 
@@ -140,7 +142,7 @@ fn exec_local(c: &mut Criterion) {
 
 fn exec_morph(c: &mut Criterion) {
     let system = actix_rt::System::new();
-    let (sim, rt, url, body) = system.block_on(async {
+    let (sim, rt, same_thread, url, body) = system.block_on(async {
         let sim = SimServer::start(SimConfig {
             exec_mode: ExecMode::Echo,
             ..SimConfig::default()
@@ -150,6 +152,14 @@ fn exec_morph(c: &mut Criterion) {
         let mut config = Config::default().with_morph(sim.base_url(), ApiKey::new(sim.api_key()));
         config.backend = BackendKind::Morph;
         config.morph.poll_interval = Duration::from_millis(10);
+        let provider = hecate::provider::from_config(&config).expect("morph provider");
+        let same_thread =
+            Runtime::start_with(config.clone(), provider, hecate::Placement::CurrentThread)
+                .expect("morph runtime starts");
+        same_thread
+            .exec("bench", ExecRequest::new("true"))
+            .await
+            .expect("first exec");
         let rt = Runtime::start(config).expect("morph runtime starts");
         let out = rt
             .exec("bench", ExecRequest::new("true"))
@@ -161,7 +171,7 @@ fn exec_morph(c: &mut Criterion) {
         assert!(sent.contains("bash -c"), "unexpected echo {sent:?}");
         let body = serde_json::to_vec(&serde_json::json!({ "command": [sent] })).expect("json");
         let url = format!("{}/instance/{}/exec", sim.base_url(), out.instance_id);
-        (sim, rt, url, body)
+        (sim, rt, same_thread, url, body)
     });
     let auth = format!("Bearer {}", sim.api_key());
     let client = awc::Client::builder()
@@ -206,13 +216,32 @@ fn exec_morph(c: &mut Criterion) {
             })
         })
     });
+    // The same on one thread (`Placement::CurrentThread`): what the two
+    // thread hops of the shipped placement cost against the network path.
+    group.bench_function("runtime_same_thread", |b| {
+        b.iter_custom(|iters| {
+            system.block_on(async {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    let out = same_thread
+                        .exec("bench", ExecRequest::new("true"))
+                        .await
+                        .expect("exec succeeds");
+                    black_box(out.exit_code);
+                }
+                start.elapsed()
+            })
+        })
+    });
     group.finish();
     system.block_on(async {
-        let report = rt
-            .shutdown(Duration::from_secs(10))
-            .await
-            .expect("shutdown");
-        assert!(report.is_clean());
+        for rt in [&rt, &same_thread] {
+            let report = rt
+                .shutdown(Duration::from_secs(10))
+                .await
+                .expect("shutdown");
+            assert!(report.is_clean());
+        }
         sim.stop().await;
     });
 }
