@@ -11,10 +11,12 @@
 //! - [`runtime`]: the actors and the public handle.
 //! - [`tool`]: the LLM-facing contract (arguments, result JSON, schema).
 //! - [`batch`]: the batch runner behind `hecate batch`.
+//! - [`bench`]: the load generator behind `hecate bench`.
 //! - [`sim`]: a MorphCloud simulator for tests, benchmarks and dry runs.
 //! - [`gc`]: finding and stopping instances a crashed runtime left behind.
 
 pub mod batch;
+pub mod bench;
 pub mod config;
 pub mod error;
 pub mod gc;

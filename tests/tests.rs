@@ -1,6 +1,7 @@
 //! Hecate's integration tests: one binary, one module per area.
 
 mod batch;
+mod bench;
 mod cli;
 mod helper;
 mod local_backend;

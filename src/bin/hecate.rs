@@ -49,6 +49,9 @@ enum Command {
     /// unless --yes): MorphCloud VMs tagged by Hecate with the morph backend,
     /// instance directories of dead runtimes with the local one.
     Gc(GcArgs),
+    /// Measure the runtime: N tasks × M commands on the local backend or a
+    /// MorphCloud simulator, idle actors, boot storms, faults, eviction.
+    Bench(hecate::bench::BenchArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -85,6 +88,7 @@ async fn run(cli: Cli) -> ExitCode {
             Ok(config) => report(hecate::gc::run_cli(args, &config).await.map(|_| ())),
             Err(err) => fail(&err),
         },
+        Command::Bench(args) => report(hecate::bench::run_cli(args, cli.backend.as_deref()).await),
         Command::Batch(args) => match config(cli.backend.as_deref()) {
             Ok(config) => batch(args, config).await,
             Err(err) => fail(&err),
