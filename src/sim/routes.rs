@@ -434,7 +434,10 @@ async fn set_ttl(shared: web::Data<Shared>, id: web::Path<String>, body: Bytes) 
     let json = shared.with(|state| {
         let inst = state.get_mut(&id)?;
         inst.ttl = Ttl::new(body.ttl_seconds, action.unwrap_or(inst.ttl.action));
-        Some(inst.to_json())
+        let json = inst.to_json();
+        let at = inst.ttl.expire_at.map(|(at, _)| at);
+        state.schedule(at, &id);
+        Some(json)
     });
     let json = json.ok_or_else(instance_not_found)?;
     log::debug!("sim vm={id} ttl set to {:?}", body.ttl_seconds);
