@@ -56,6 +56,10 @@ pub(crate) fn serve(shared: Arc<Shared>, ready: oneshot::Sender<Bound>) {
                 .default_service(web::to(route_not_found))
         })
         .workers(shared.config.workers.max(1))
+        // Like a cloud load balancer, and longer than the client's pool
+        // keeps idle connections, so an idle client never reuses a
+        // connection the simulator is closing.
+        .keep_alive(Duration::from_secs(75))
         .disable_signals()
         .shutdown_timeout(1)
         .on_connect(record_socket)

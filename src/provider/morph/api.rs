@@ -32,8 +32,11 @@ const MAX_QUOTED_BODY: usize = 500;
 /// is safe to give up early and let the runtime retry.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// How long an idle pooled connection is reused.
-const CONN_KEEP_ALIVE: Duration = Duration::from_secs(30);
+/// How long an idle pooled connection is reused. Kept well below common
+/// server and load-balancer idle timeouts (60–75 s): reusing a connection
+/// the server has just closed loses the request in a way the client cannot
+/// tell from a lost answer, which for exec means an `indeterminate` error.
+const CONN_KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 thread_local! {
     /// The awc client of this thread, with the id of the actix system it was
