@@ -304,6 +304,12 @@ impl Runtime {
         placement: Placement,
     ) -> Result<Runtime> {
         config.validate()?;
+        if actix::System::try_current().is_none() {
+            return Err(Error::internal(
+                "Runtime::start must be called inside a running actix System \
+                 (for example from #[actix_rt::main] or actix_rt::System::new().block_on)",
+            ));
+        }
         let config = Arc::new(config);
         let runtime_id: Arc<str> = new_runtime_id().into();
         // The registry's address exists before the registry runs, so the

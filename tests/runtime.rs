@@ -582,3 +582,11 @@ async fn retry_policy_is_configurable() {
         Duration::from_millis(105),
     );
 }
+
+#[test]
+fn starting_outside_an_actix_system_is_an_error_not_a_panic() {
+    let (provider, _journal) = crate::helper::Scripted::new();
+    let err = hecate::Runtime::start_with(test_config(), provider, hecate::Placement::Workers)
+        .expect_err("no System");
+    assert!(err.message().contains("actix System"), "{err}");
+}
