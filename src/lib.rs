@@ -2,6 +2,32 @@
 //! execution environment (a MorphCloud VM, or locally a private sandbox
 //! directory), and manages the whole lifecycle for the caller.
 //!
+//! ```no_run
+//! use hecate::{Config, ExecRequest, Runtime};
+//!
+//! #[actix_rt::main]
+//! async fn main() -> hecate::Result<()> {
+//!     let rt = Runtime::start(Config::from_env()?)?;
+//!     let out = rt.exec("task-1", ExecRequest::new("echo hi")).await?;
+//!     assert_eq!(out.stdout.to_text(), "hi\n");
+//!     rt.shutdown(std::time::Duration::from_secs(30)).await?;
+//!     Ok(())
+//! }
+//! ```
+//!
+//! # Architecture
+//!
+//! A [`runtime::TaskRegistry`] actor routes each request by task id to that
+//! task's [`runtime::VmActor`], which a [`runtime::TaskSupervisor`] creates
+//! on the task's first request, spread over one worker arbiter per core.
+//! A `VmActor` owns its task's instance (a [`provider::Instance`] from the
+//! configured [`Provider`]): the lifecycle as one state enum, a FIFO command
+//! queue, an idle timer and a TTL deadline, and retries with backoff for
+//! errors its backend classifies as transient. When it retires (idle, TTL,
+//! eviction, failure) the registry forgets it and re-routes requests that
+//! reached it late, so every request gets exactly one answer. Shutdown is an
+//! explicit, awaited message that stops every instance. See [`runtime`].
+//!
 //! # Layout
 //!
 //! - [`config`]: every setting, defaults, environment variables.
