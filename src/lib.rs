@@ -37,7 +37,7 @@
 //! - [`runtime`]: the actors and the public handle.
 //! - [`tool`]: the LLM-facing contract (arguments, result JSON, schema).
 //! - [`batch`]: the batch runner behind `hecate batch`.
-//! - [`bench`]: the load generator behind `hecate bench`.
+//! - [`bench`](mod@bench): the load generator behind `hecate bench`.
 //! - [`sim`]: a MorphCloud simulator for tests, benchmarks and dry runs.
 //! - [`gc`]: finding and stopping instances a crashed runtime left behind.
 
