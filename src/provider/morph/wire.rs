@@ -279,14 +279,7 @@ pub(crate) fn error_detail(body: &[u8]) -> String {
 }
 
 fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
+    crate::tool::type_name(v)
 }
 
 #[cfg(test)]
