@@ -293,8 +293,7 @@ impl Api {
             .send(Call::Exec, &what, Method::POST, &path, Some(body), deadline)
             .await?;
         let reply = self.check(Call::Exec, &what, reply)?;
-        let parsed = wire::parse_json(&what, &reply.body)
-            .and_then(|v| wire::parse_exec_reply(&what, &v))
+        let parsed = wire::parse_exec_body(&what, &reply.body)
             .map_err(|e| e.context("the command ran, but its result is unreadable"))?;
         Ok(parsed)
     }

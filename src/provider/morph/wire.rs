@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::{Error, ErrorKind, Result};
@@ -217,6 +217,29 @@ pub(crate) fn parse_instance_list(what: &str, v: &Value) -> Result<Vec<InstanceI
 
 /// Parses the answer of a plain exec. `exit_code` is required (without it
 /// the result is unknown); missing or `null` output counts as empty.
+/// The exec answer as the contract gives it, for the fast path.
+#[derive(Deserialize)]
+struct StrictExecReply {
+    exit_code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+/// Parses an exec answer: straight into its fields when it has the
+/// contract's exact shape (no intermediate `Value`, no copies of the
+/// output), else leniently through [`parse_exec_reply`], which also names
+/// what is wrong.
+pub(crate) fn parse_exec_body(what: &str, body: &[u8]) -> Result<ExecReply> {
+    if let Ok(reply) = serde_json::from_slice::<StrictExecReply>(body) {
+        return Ok(ExecReply {
+            exit_code: reply.exit_code,
+            stdout: reply.stdout,
+            stderr: reply.stderr,
+        });
+    }
+    parse_json(what, body).and_then(|v| parse_exec_reply(what, &v))
+}
+
 pub(crate) fn parse_exec_reply(what: &str, v: &Value) -> Result<ExecReply> {
     let obj = v.as_object().ok_or_else(|| {
         protocol(
@@ -285,6 +308,18 @@ fn kind(v: &Value) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exec_body_fast_and_lenient_paths_agree() {
+        let exact = br#"{"exit_code": 3, "stdout": "out", "stderr": "err", "extra": 1}"#;
+        let lenient = br#"{"exit_code": "3", "stdout": "out", "stderr": "err"}"#;
+        let a = parse_exec_body("POST x", exact).expect("exact shape");
+        let b = parse_exec_body("POST x", lenient).expect("lenient shape");
+        assert_eq!(a, b);
+        assert_eq!(a.exit_code, 3);
+        let err = parse_exec_body("POST x", br#"{"stdout": ""}"#).expect_err("no exit code");
+        assert!(err.message().contains("exit_code"), "{err}");
+    }
     use serde_json::json;
 
     #[test]
