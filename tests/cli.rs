@@ -6,6 +6,8 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
+use crate::helper::processes_with_env;
+
 fn hecate(root: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_hecate"));
     cmd.env_clear()
@@ -181,23 +183,6 @@ fn configuration_errors_name_the_variable() {
     assert_eq!(v["exit_code"], -1);
 }
 
-/// Pids of live processes whose environment holds `needle`.
-fn processes_with(needle: &str) -> Vec<u32> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(env) = std::fs::read(entry.path().join("environ")) else {
-            continue;
-        };
-        if env.split(|b| *b == 0).any(|v| v == needle.as_bytes()) {
-            found.push(pid);
-        }
-    }
-    found
-}
-
 #[test]
 fn gc_cleans_up_after_a_killed_runtime_on_the_local_backend() {
     let root = tempfile::tempdir().expect("tempdir");
@@ -216,7 +201,7 @@ fn gc_cleans_up_after_a_killed_runtime_on_the_local_backend() {
             .filter(|n| n.starts_with("local-"))
             .collect();
         if let Some(id) = dirs.first() {
-            if !processes_with(&format!("HECATE_INSTANCE_ID={id}")).is_empty() {
+            if !processes_with_env(&format!("HECATE_INSTANCE_ID={id}")).is_empty() {
                 break id.clone();
             }
         }
@@ -231,7 +216,7 @@ fn gc_cleans_up_after_a_killed_runtime_on_the_local_backend() {
     child.wait().expect("reap");
     let marker = format!("HECATE_INSTANCE_ID={instance}");
     assert!(
-        !processes_with(&marker).is_empty(),
+        !processes_with_env(&marker).is_empty(),
         "the orphan outlives its runtime"
     );
 
@@ -255,7 +240,10 @@ fn gc_cleans_up_after_a_killed_runtime_on_the_local_backend() {
         .expect("gc");
     assert!(real.status.success());
     assert_eq!(json_lines(&text(&real).0)[0]["action"], "stopped");
-    assert!(processes_with(&marker).is_empty(), "gc killed the orphan");
+    assert!(
+        processes_with_env(&marker).is_empty(),
+        "gc killed the orphan"
+    );
     assert!(
         !root.path().join(&instance).exists(),
         "gc removed the directory"

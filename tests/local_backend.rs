@@ -9,6 +9,8 @@ use hecate::provider::local::LocalProvider;
 use hecate::{Config, ErrorKind, ExecOutput, ExecSpec, Instance, Provider, StartSpec};
 use tempfile::TempDir;
 
+use crate::helper::{eventually, pid_alive as is_alive, processes_with_env};
+
 /// A temporary root (inside a parent directory, so that escapes show) and a
 /// provider on it.
 struct Fixture {
@@ -59,54 +61,6 @@ fn bg(command: &str) -> ExecSpec {
 
 async fn run(instance: &dyn Instance, command: &str) -> ExecOutput {
     instance.exec(fg(command)).await.expect("exec")
-}
-
-/// Live (not zombie) processes whose environment has exactly `entry`.
-fn processes_with_env(entry: &str) -> Vec<u32> {
-    let mut found = Vec::new();
-    for e in std::fs::read_dir("/proc").expect("/proc").flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        if !is_alive(pid) {
-            continue;
-        }
-        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
-            continue;
-        };
-        if env.split(|b| *b == 0).any(|x| x == entry.as_bytes()) {
-            found.push(pid);
-        }
-    }
-    found
-}
-
-/// Whether `pid` exists and is not a zombie.
-fn is_alive(pid: u32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    let Some(close) = stat.rfind(')') else {
-        return false;
-    };
-    !matches!(
-        stat[close + 1..].trim_start().chars().next(),
-        Some('Z' | 'X') | None
-    )
-}
-
-/// Polls `cond` until it holds or `limit` passes; returns whether it held.
-async fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[actix_rt::test]
