@@ -33,8 +33,9 @@ use serde_json::{json, Value};
 use tokio::time::Instant;
 
 use crate::error::{Error, Result};
+use crate::json::type_name;
 use crate::runtime::{validate_task_id, Runtime};
-use crate::tool::{check_known_fields, render_with_timeout, type_name, ToolArgs, ToolResult};
+use crate::tool::{check_known_fields, render_with_timeout, ToolArgs, ToolResult};
 
 /// Command-line arguments of `hecate batch`.
 #[derive(Debug, Clone, PartialEq, Eq, clap::Args)]

@@ -10,6 +10,7 @@
 //! backend answer must leave credentials out.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// What kind of failure an [`Error`] is, and so what the runtime does about it.
@@ -75,12 +76,20 @@ impl fmt::Display for ErrorKind {
 }
 
 /// A failure of Hecate or of a backend, with a [`kind`](Error::kind) that
-/// classifies it and a message for humans (and LLMs).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// classifies it, a message for humans (and LLMs), and where there is one the
+/// backend's HTTP status and the underlying error ([`source`]).
+///
+/// Two errors are equal when their kind, message, status and retry hint are;
+/// the source is context, not identity.
+///
+/// [`source`]: std::error::Error::source
+#[derive(Clone)]
 pub struct Error {
     kind: ErrorKind,
     message: String,
+    status: Option<u16>,
     retry_after: Option<Duration>,
+    source: Option<Arc<dyn std::error::Error + Send + Sync + 'static>>,
 }
 
 impl Error {
@@ -89,7 +98,9 @@ impl Error {
         Error {
             kind,
             message: message.into(),
+            status: None,
             retry_after: None,
+            source: None,
         }
     }
 
@@ -113,10 +124,47 @@ impl Error {
         Self::new(ErrorKind::Internal, message)
     }
 
+    /// Shorthand for [`ErrorKind::Protocol`].
+    pub fn protocol(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Protocol, message)
+    }
+
+    /// The runtime is shutting down (or has shut down) and takes no new work.
+    /// One wording for every place that refuses work for this reason.
+    pub fn shutting_down() -> Self {
+        Self::new(ErrorKind::ShuttingDown, "the runtime is shutting down")
+    }
+
+    /// The task's actor stopped before it answered. `what` says what was
+    /// lost, for example "the command" or "the stop request".
+    pub fn actor_died(what: impl fmt::Display) -> Self {
+        Self::new(
+            ErrorKind::ActorDied,
+            format!(
+                "the task's actor stopped before answering {what}; the next call starts afresh"
+            ),
+        )
+    }
+
     /// The server asked to wait this long before trying again (`Retry-After`).
     #[must_use]
     pub fn with_retry_after(mut self, after: Option<Duration>) -> Self {
         self.retry_after = after;
+        self
+    }
+
+    /// The HTTP status the backend answered with.
+    #[must_use]
+    pub fn with_status(mut self, status: u16) -> Self {
+        self.status = Some(status);
+        self
+    }
+
+    /// The underlying error, reported by [`std::error::Error::source`].
+    /// Its text must not contain secrets either.
+    #[must_use]
+    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.source = Some(Arc::new(source));
         self
     }
 
@@ -128,6 +176,11 @@ impl Error {
     /// The human-readable message (no secrets).
     pub fn message(&self) -> &str {
         &self.message
+    }
+
+    /// The HTTP status of the backend's answer, where there was one.
+    pub fn status(&self) -> Option<u16> {
+        self.status
     }
 
     /// How long the server asked to wait before a retry, if it said.
@@ -148,17 +201,51 @@ impl Error {
     }
 }
 
+impl PartialEq for Error {
+    fn eq(&self, other: &Self) -> bool {
+        self.kind == other.kind
+            && self.message == other.message
+            && self.status == other.status
+            && self.retry_after == other.retry_after
+    }
+}
+
+impl Eq for Error {}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Error");
+        d.field("kind", &self.kind).field("message", &self.message);
+        if let Some(status) = self.status {
+            d.field("status", &status);
+        }
+        if let Some(after) = self.retry_after {
+            d.field("retry_after", &after);
+        }
+        if let Some(source) = &self.source {
+            d.field("source", &format_args!("{source}"));
+        }
+        d.finish()
+    }
+}
+
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.message)
     }
 }
 
-impl std::error::Error for Error {}
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|s| s as &(dyn std::error::Error + 'static))
+    }
+}
 
 impl From<std::io::Error> for Error {
     fn from(err: std::io::Error) -> Self {
-        Error::internal(err.to_string())
+        Error::internal(err.to_string()).with_source(err)
     }
 }
 

@@ -16,6 +16,7 @@ use crate::config::MorphConfig;
 use crate::error::Result;
 use crate::provider::morph::api::Api;
 use crate::provider::morph::stop_all;
+use crate::provider::tags;
 
 /// What [`gc`] should do.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -65,9 +66,9 @@ pub struct GcInstance {
 /// instances are reported in [`GcReport::failed`].
 pub async fn gc(config: &MorphConfig, opts: GcOptions) -> Result<GcReport> {
     let api = Api::new(config)?;
-    let mut tags = vec![("created_by", "hecate")];
+    let mut tags = vec![(tags::CREATED_BY, tags::CREATED_BY_VALUE)];
     if let Some(runtime) = &opts.runtime_id {
-        tags.push(("hecate_runtime_id", runtime.as_str()));
+        tags.push((tags::RUNTIME_ID, runtime.as_str()));
     }
     let listed = api.list_tagged(&tags).await?;
     let now = unix_now();
@@ -83,8 +84,8 @@ pub async fn gc(config: &MorphConfig, opts: GcOptions) -> Result<GcReport> {
             }
         }
         found.push(GcInstance {
-            task_id: info.metadata.get("hecate_task_id").cloned(),
-            runtime_id: info.metadata.get("hecate_runtime_id").cloned(),
+            task_id: info.metadata.get(tags::TASK_ID).cloned(),
+            runtime_id: info.metadata.get(tags::RUNTIME_ID).cloned(),
             created: info.created.unwrap_or(0),
             status: info.status.to_string(),
             id: info.id,

@@ -46,6 +46,7 @@ pub mod bench;
 pub mod config;
 pub mod error;
 pub mod gc;
+pub mod json;
 pub mod provider;
 pub mod runtime;
 pub mod sim;

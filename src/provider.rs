@@ -24,7 +24,46 @@ use std::time::Duration;
 use futures_util::future::LocalBoxFuture;
 
 use crate::config::{BackendKind, Config};
-use crate::error::Result;
+use crate::error::{Error, Result};
+
+/// The tags Hecate attaches to every instance (MorphCloud metadata, the local
+/// backend's `instance.json`). One spelling for every writer and reader.
+pub mod tags {
+    /// The task the instance serves.
+    pub const TASK_ID: &str = "hecate_task_id";
+    /// The runtime that started the instance (`Runtime::runtime_id`).
+    pub const RUNTIME_ID: &str = "hecate_runtime_id";
+    /// Marks an instance as Hecate's; its value is [`CREATED_BY_VALUE`].
+    pub const CREATED_BY: &str = "created_by";
+    /// The value of [`CREATED_BY`].
+    pub const CREATED_BY_VALUE: &str = "hecate";
+}
+
+/// Longest command text accepted, in bytes. Linux refuses a single
+/// argument longer than 128 KiB (`MAX_ARG_STRLEN`, counting its NUL);
+/// longer scripts belong in a file. A backend whose transport carries
+/// less checks its own limit on top of [`check_command`].
+pub const MAX_COMMAND_BYTES: usize = 128 * 1024 - 1;
+
+/// The one check of a command's text, used by the tool contract, the
+/// runtime and every backend: not blank, no NUL byte, at most
+/// [`MAX_COMMAND_BYTES`].
+pub fn check_command(command: &str) -> Result<()> {
+    if command.trim().is_empty() {
+        return Err(Error::invalid_input("command is empty"));
+    }
+    if command.len() > MAX_COMMAND_BYTES {
+        return Err(Error::invalid_input(format!(
+            "command is {} bytes long; the limit is {MAX_COMMAND_BYTES} bytes \
+             (write a long script to a file and run the file)",
+            command.len()
+        )));
+    }
+    if command.contains('\0') {
+        return Err(Error::invalid_input("command contains a NUL byte"));
+    }
+    Ok(())
+}
 
 /// The provider the configuration names.
 pub fn from_config(config: &Config) -> Result<std::sync::Arc<dyn Provider>> {

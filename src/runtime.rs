@@ -40,10 +40,7 @@ use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
 use crate::provider::{Captured, JobInfo, Provider};
 
-/// Longest command text accepted, in bytes. Linux refuses a single
-/// argument longer than 128 KiB (`MAX_ARG_STRLEN`); longer scripts belong
-/// in a file.
-pub const MAX_COMMAND_BYTES: usize = 128 * 1024 - 1;
+pub use crate::provider::MAX_COMMAND_BYTES;
 
 /// Longest task id accepted, in bytes.
 pub const MAX_TASK_ID_BYTES: usize = 1024;
@@ -86,19 +83,7 @@ impl ExecRequest {
 
     /// Checks the request against the limits, naming what is wrong.
     pub fn validate(&self, config: &Config) -> Result<()> {
-        if self.command.trim().is_empty() {
-            return Err(Error::invalid_input("command is empty"));
-        }
-        if self.command.len() > MAX_COMMAND_BYTES {
-            return Err(Error::invalid_input(format!(
-                "command is {} bytes long; the limit is {MAX_COMMAND_BYTES} bytes \
-                 (write a long script to a file and run the file)",
-                self.command.len()
-            )));
-        }
-        if self.command.contains('\0') {
-            return Err(Error::invalid_input("command contains a NUL byte"));
-        }
+        crate::provider::check_command(&self.command)?;
         if let Some(t) = self.timeout {
             if t.is_zero() {
                 return Err(Error::invalid_input("timeout must be greater than 0"));

@@ -18,8 +18,9 @@ use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::json::type_name;
 use crate::provider::JobInfo;
-use crate::runtime::{validate_task_id, ExecOutcome, ExecRequest, Runtime, MAX_COMMAND_BYTES};
+use crate::runtime::{validate_task_id, ExecOutcome, ExecRequest, Runtime};
 
 /// The tool's name, as the model calls it.
 pub const TOOL_NAME: &str = "terminal";
@@ -78,7 +79,7 @@ impl ToolArgs {
     /// Parses already-decoded JSON arguments; see [`from_json`](Self::from_json).
     ///
     /// `command` must be a non-empty string without NUL characters and at
-    /// most [`MAX_COMMAND_BYTES`] long; `background` a boolean;
+    /// most [`MAX_COMMAND_BYTES`](crate::provider::MAX_COMMAND_BYTES) long; `background` a boolean;
     /// `timeout` a positive number of seconds (an integer, a float, or a
     /// numeric string such as `"30"`, which models often send); `task_id` a
     /// valid task id. `null` counts as absent for the optional fields.
@@ -103,20 +104,10 @@ impl ToolArgs {
                     "command is missing: give the shell command to run as a string",
                 ))
             }
-            Some(Value::String(s)) if s.trim().is_empty() => {
-                return Err(Error::invalid_input("command is empty"))
+            Some(Value::String(s)) => {
+                crate::provider::check_command(s)?;
+                s.clone()
             }
-            Some(Value::String(s)) if s.len() > MAX_COMMAND_BYTES => {
-                return Err(Error::invalid_input(format!(
-                    "command is {} bytes long; the limit is {MAX_COMMAND_BYTES} bytes \
-                     (write a long script to a file and run the file)",
-                    s.len()
-                )))
-            }
-            Some(Value::String(s)) if s.contains('\0') => {
-                return Err(Error::invalid_input("command contains a NUL character"))
-            }
-            Some(Value::String(s)) => s.clone(),
             Some(other) => {
                 return Err(Error::invalid_input(format!(
                     "command must be a string, not {}",
@@ -188,18 +179,6 @@ pub(crate) fn check_known_fields(map: &Map<String, Value>, known: &[&str]) -> Re
         "unknown {noun} {list}; the accepted fields are {}",
         known.join(", ")
     )))
-}
-
-/// A short description of a JSON value's type, for error messages.
-pub(crate) fn type_name(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 /// At most `max` characters of `text`, with `…` when cut, so that an error

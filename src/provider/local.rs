@@ -41,7 +41,7 @@ use tokio::task::AbortHandle;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::provider::{
-    BoxFuture, Captured, ExecOutput, ExecSpec, Instance, JobInfo, OutputCapture, Provider,
+    tags, BoxFuture, Captured, ExecOutput, ExecSpec, Instance, JobInfo, OutputCapture, Provider,
     StartSpec,
 };
 
@@ -53,14 +53,12 @@ const REAP_TIMEOUT: Duration = Duration::from_secs(5);
 /// `PATH` for commands when the runtime itself has none.
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// Linux refuses a single argument this long or longer (`MAX_ARG_STRLEN`).
-const MAX_COMMAND_BYTES: usize = 128 * 1024;
 /// The exit code reported for a command killed by its timeout.
 const TIMEOUT_EXIT_CODE: i32 = 124;
 /// Runs a background job's command and records its exit code. The command,
 /// exit file and shell are positional arguments, never spliced into script.
 const JOB_SCRIPT: &str = r#""$3" -c "$1"; echo "$?" > "$2""#;
 /// Metadata key the runtime tags instances with.
-const RUNTIME_ID_KEY: &str = "hecate_runtime_id";
 /// The per-instance metadata file, inside the instance directory.
 const META_FILE: &str = "instance.json";
 
@@ -175,7 +173,7 @@ impl LocalProvider {
             .filter(|(_, _, meta)| {
                 meta.as_ref()
                     .and_then(|m| m.get("metadata"))
-                    .and_then(|m| m.get(RUNTIME_ID_KEY))
+                    .and_then(|m| m.get(tags::RUNTIME_ID))
                     .and_then(|v| v.as_str())
                     == Some(runtime_id)
             })
@@ -247,7 +245,7 @@ impl LocalProvider {
             };
             found.push(Abandoned {
                 task_id: text("task_id"),
-                runtime_id: text(RUNTIME_ID_KEY),
+                runtime_id: text(tags::RUNTIME_ID),
                 created,
                 id: name,
             });
@@ -445,19 +443,7 @@ impl Drop for LocalInstance {
 
 impl Inner {
     fn check_runnable(&self, command: &str) -> Result<()> {
-        if command.contains('\0') {
-            return Err(Error::invalid_input("command contains a NUL byte"));
-        }
-        if command.trim().is_empty() {
-            return Err(Error::invalid_input("command is empty"));
-        }
-        if command.len() >= MAX_COMMAND_BYTES {
-            return Err(Error::invalid_input(format!(
-                "command is {} bytes; the limit is {} (write long scripts to a file first)",
-                command.len(),
-                MAX_COMMAND_BYTES - 1
-            )));
-        }
+        crate::provider::check_command(command)?;
         if self.state.borrow().stopped {
             return Err(Error::new(
                 ErrorKind::InstanceGone,
@@ -888,7 +874,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     fn tag(runtime_id: &str) -> BTreeMap<String, String> {
-        [(RUNTIME_ID_KEY.to_string(), runtime_id.to_string())].into()
+        [(tags::RUNTIME_ID.to_string(), runtime_id.to_string())].into()
     }
 
     #[test]

@@ -29,7 +29,9 @@ use self::api::Api;
 use self::wire::{InstanceInfo, InstanceStatus};
 use crate::config::{Config, MorphConfig};
 use crate::error::{Error, ErrorKind, Result};
-use crate::provider::{BoxFuture, Captured, ExecOutput, ExecSpec, Instance, Provider, StartSpec};
+use crate::provider::{
+    tags, BoxFuture, Captured, ExecOutput, ExecSpec, Instance, Provider, StartSpec,
+};
 
 /// At most this long, on top of a command's timeout and kill grace, is
 /// allowed for the exec round trip itself (capped by `request_timeout`).
@@ -136,7 +138,7 @@ impl Provider for MorphProvider {
         Box::pin(async move {
             let found = shared
                 .api
-                .list_tagged(&[("hecate_runtime_id", &runtime_id)])
+                .list_tagged(&[(tags::RUNTIME_ID, &runtime_id)])
                 .await?;
             let ids: Vec<String> = found.into_iter().map(|i| i.id).collect();
             let (stopped, failed) = stop_all(&shared.api, &ids).await;

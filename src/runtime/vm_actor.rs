@@ -22,7 +22,7 @@ use super::messages::{Exec, GetInfo, Reroute, StopCause, StopResult, StopVm, Tas
 use super::{ExecOutcome, RestartReason, TaskInfo, TaskRegistry, TaskState};
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
-use crate::provider::{ExecOutput, ExecSpec, Instance, Provider, StartSpec};
+use crate::provider::{tags, ExecOutput, ExecSpec, Instance, Provider, StartSpec};
 
 /// How often one request may be moved to a fresh instance because its
 /// instance vanished under it before the command reached it.
@@ -657,12 +657,12 @@ async fn start_instance(shared: &Shared, task_id: &TaskId) -> Result<(Live, Star
         log::info!("task={task_id} waited {slot_wait:?} for an instance slot");
     }
     let mut metadata = std::collections::BTreeMap::new();
-    metadata.insert("hecate_task_id".to_string(), task_id.to_string());
+    metadata.insert(tags::TASK_ID.to_string(), task_id.to_string());
+    metadata.insert(tags::RUNTIME_ID.to_string(), shared.runtime_id.to_string());
     metadata.insert(
-        "hecate_runtime_id".to_string(),
-        shared.runtime_id.to_string(),
+        tags::CREATED_BY.to_string(),
+        tags::CREATED_BY_VALUE.to_string(),
     );
-    metadata.insert("created_by".to_string(), "hecate".to_string());
     let spec = StartSpec {
         task_id: task_id.to_string(),
         // A backstop the backend enforces even if this process dies: the

@@ -302,7 +302,7 @@ pub(crate) fn error_detail(body: &[u8]) -> String {
 }
 
 fn kind(v: &Value) -> &'static str {
-    crate::tool::type_name(v)
+    crate::json::type_name(v)
 }
 
 #[cfg(test)]
