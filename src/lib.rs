@@ -51,6 +51,7 @@ pub mod provider;
 pub mod runtime;
 pub mod sim;
 pub mod tool;
+pub mod unix;
 
 pub use config::{ApiKey, BackendKind, Config, RetryPolicy};
 pub use error::{Error, ErrorKind, Result};
