@@ -20,47 +20,38 @@
 //! for the instance marker. Processes a finished foreground command left
 //! behind (`server &`) keep running until the instance stops.
 
+mod exec;
 mod fsutil;
-mod procs;
+mod orphans;
+
+pub use orphans::Abandoned;
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::fmt;
-use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::process::{Child, Command};
 use tokio::task::AbortHandle;
 
-use crate::error::{Error, ErrorKind, Result};
-use crate::provider::{
-    tags, BoxFuture, Captured, ExecOutput, ExecSpec, Instance, JobInfo, OutputCapture, Provider,
-    StartSpec,
-};
+use crate::error::{Error, Result};
+use crate::provider::{BoxFuture, ExecOutput, ExecSpec, Instance, Provider, StartSpec};
+use crate::unix;
 
-/// How long output is still read after a foreground command's main process
-/// exited, for pipes that its leftover children hold open.
-const DRAIN_WINDOW: Duration = Duration::from_millis(150);
-/// How long to wait for a killed main process to be reaped before giving up.
-const REAP_TIMEOUT: Duration = Duration::from_secs(5);
 /// `PATH` for commands when the runtime itself has none.
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-/// Linux refuses a single argument this long or longer (`MAX_ARG_STRLEN`).
-/// The exit code reported for a command killed by its timeout.
-const TIMEOUT_EXIT_CODE: i32 = 124;
-/// Runs a background job's command and records its exit code. The command,
-/// exit file and shell are positional arguments, never spliced into script.
-const JOB_SCRIPT: &str = r#""$3" -c "$1"; echo "$?" > "$2""#;
-/// Metadata key the runtime tags instances with.
 /// The per-instance metadata file, inside the instance directory.
 const META_FILE: &str = "instance.json";
+/// The environment variable marking every process of an instance.
+const INSTANCE_MARKER: &str = "HECATE_INSTANCE_ID";
+/// The environment variable marking every process of one command.
+const EXEC_MARKER: &str = "HECATE_EXEC_ID";
+/// How many scans a synchronous kill (in `Drop`) makes.
+const SYNC_KILL_ROUNDS: usize = 3;
 
 /// Makes instance ids unique within this process even across providers.
 static INSTANCE_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -149,7 +140,7 @@ impl LocalProvider {
             dir.display()
         );
         let inner = Inner {
-            instance_marker: procs::marker("HECATE_INSTANCE_ID", &id),
+            instance_marker: unix::env_entry(INSTANCE_MARKER, &id),
             work: dir.join("work"),
             tmp: dir.join("tmp"),
             jobs: dir.join("jobs"),
@@ -165,127 +156,6 @@ impl LocalProvider {
             inner: Rc::new(inner),
         })
     }
-
-    /// Instance directories under the root tagged with `runtime_id`.
-    fn tagged_instances(&self, runtime_id: &str) -> Vec<(String, PathBuf)> {
-        self.instance_dirs()
-            .into_iter()
-            .filter(|(_, _, meta)| {
-                meta.as_ref()
-                    .and_then(|m| m.get("metadata"))
-                    .and_then(|m| m.get(tags::RUNTIME_ID))
-                    .and_then(|v| v.as_str())
-                    == Some(runtime_id)
-            })
-            .map(|(name, path, _)| (name, path))
-            .collect()
-    }
-
-    /// Every instance directory under the root, with its metadata file
-    /// parsed where it could be.
-    fn instance_dirs(&self) -> Vec<(String, PathBuf, Option<serde_json::Value>)> {
-        let Ok(entries) = std::fs::read_dir(&self.root) else {
-            return Vec::new();
-        };
-        entries
-            .flatten()
-            .filter_map(|entry| {
-                let name = entry.file_name().to_str()?.to_owned();
-                if !name.starts_with("local-") {
-                    return None;
-                }
-                let meta = std::fs::read(entry.path().join(META_FILE))
-                    .ok()
-                    .and_then(|text| serde_json::from_slice(&text).ok());
-                Some((name, entry.path(), meta))
-            })
-            .collect()
-    }
-}
-
-/// An instance directory whose runtime process is gone (crashed or killed
-/// before it could stop its instances), as `hecate gc` lists it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Abandoned {
-    /// The instance id (its directory name).
-    pub id: String,
-    /// The task it served.
-    pub task_id: Option<String>,
-    /// The `hecate_runtime_id` of the runtime that started it.
-    pub runtime_id: Option<String>,
-    /// When it was created, Unix seconds (0 if unknown).
-    pub created: i64,
-}
-
-impl LocalProvider {
-    /// Instances under the root whose runtime process no longer exists. An
-    /// instance whose recorded pid is alive (even if the pid was reused) is
-    /// left alone.
-    pub fn abandoned(&self) -> Vec<Abandoned> {
-        let mut found = Vec::new();
-        for (name, path, meta) in self.instance_dirs() {
-            let pid = meta
-                .as_ref()
-                .and_then(|m| m.get("runtime_pid"))
-                .and_then(serde_json::Value::as_u64)
-                .and_then(|p| i32::try_from(p).ok());
-            if pid.is_some_and(process_exists) {
-                continue;
-            }
-            let created = std::fs::metadata(&path)
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                .map_or(0, |d| d.as_secs() as i64);
-            let text = |key: &str| {
-                meta.as_ref()
-                    .and_then(|m| m.get(key).or_else(|| m.get("metadata")?.get(key)))
-                    .and_then(|v| v.as_str())
-                    .map(str::to_owned)
-            };
-            found.push(Abandoned {
-                task_id: text("task_id"),
-                runtime_id: text(tags::RUNTIME_ID),
-                created,
-                id: name,
-            });
-        }
-        found
-    }
-
-    /// Kills every process of an abandoned instance and removes its
-    /// directory. The id must name a directory directly under the root.
-    pub async fn remove_abandoned(&self, id: &str) -> Result<()> {
-        if !id.starts_with("local-") || id.contains('/') || id.contains("..") {
-            return Err(Error::invalid_input(format!(
-                "{id:?} is not a local instance id"
-            )));
-        }
-        kill_and_remove(id, self.root.join(id), self.kill_grace).await
-    }
-}
-
-/// Kills every process carrying an instance's marker and removes its
-/// directory: the cleanup of an instance no live `LocalInstance` owns.
-async fn kill_and_remove(id: &str, dir: PathBuf, grace: Duration) -> Result<()> {
-    let marker = procs::marker("HECATE_INSTANCE_ID", id);
-    let left = procs::kill_tree(BTreeSet::new(), &marker, grace).await;
-    if left > 0 {
-        log::warn!("vm={id} {left} processes survived SIGKILL");
-    }
-    remove_dir(dir).await?;
-    log::info!("vm={id} orphaned local instance removed");
-    Ok(())
-}
-
-/// Whether a process with this pid exists (EPERM: it exists, not ours).
-fn process_exists(pid: i32) -> bool {
-    if pid <= 0 {
-        return false;
-    }
-    // SAFETY: kill with signal 0 only checks for existence and permission.
-    let rc = unsafe { libc::kill(pid, 0) };
-    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
 impl Provider for LocalProvider {
@@ -303,17 +173,11 @@ impl Provider for LocalProvider {
     /// Stops the instances under the root whose metadata carries
     /// `hecate_runtime_id = runtime_id`: kills their processes and removes
     /// their directories.
+    /// Stops the instances under the root whose metadata carries
+    /// `hecate_runtime_id = runtime_id`: kills their processes and removes
+    /// their directories.
     fn sweep_orphans(&self, runtime_id: &str) -> BoxFuture<Result<Vec<String>>> {
-        let found = self.tagged_instances(runtime_id);
-        let grace = self.kill_grace;
-        Box::pin(async move {
-            let mut stopped = Vec::new();
-            for (id, dir) in found {
-                kill_and_remove(&id, dir, grace).await?;
-                stopped.push(id);
-            }
-            Ok(stopped)
-        })
+        self.sweep_tagged(runtime_id)
     }
 }
 
@@ -423,7 +287,7 @@ impl Drop for LocalInstance {
             (st.take_groups(), std::mem::take(&mut st.drains))
         };
         let marker = &self.inner.instance_marker;
-        let live = procs::scan(marker, &groups);
+        let live = unix::scan(marker, &groups);
         if !live.is_empty() {
             log::warn!(
                 "task={} vm={} dropped without stop; killing {} processes",
@@ -432,9 +296,8 @@ impl Drop for LocalInstance {
                 live.len()
             );
         }
-        let mut trusted = procs::verified_groups(&groups, &live);
-        trusted.extend(unreaped);
-        procs::kill_now(trusted, marker);
+        let trusted = trusted_groups(&groups, unreaped, &live);
+        unix::kill_now(trusted, marker, SYNC_KILL_ROUNDS);
         for d in drains {
             d.abort();
         }
@@ -442,301 +305,7 @@ impl Drop for LocalInstance {
 }
 
 impl Inner {
-    fn check_runnable(&self, command: &str) -> Result<()> {
-        crate::provider::check_command(command)?;
-        if self.state.borrow().stopped {
-            return Err(Error::new(
-                ErrorKind::InstanceGone,
-                format!("local instance {} was stopped", self.id),
-            ));
-        }
-        if !self.work.is_dir() {
-            return Err(Error::new(
-                ErrorKind::InstanceGone,
-                format!("local instance {}: its directory is gone", self.id),
-            ));
-        }
-        Ok(())
-    }
-
-    /// The next exec id (`<instance id>-<n>`).
-    fn next_exec_id(&self) -> String {
-        let mut st = self.state.borrow_mut();
-        st.execs += 1;
-        format!("{}-{}", self.id, st.execs)
-    }
-
-    /// A command running the shell with the instance's environment and
-    /// nothing else, in its own process group.
-    fn shell_command(&self, exec_id: &str) -> Command {
-        let mut cmd = Command::new(&self.shell);
-        cmd.current_dir(&self.work)
-            .env_clear()
-            .env("PATH", &self.path_env)
-            .env("HOME", &self.work)
-            .env("TMPDIR", &self.tmp)
-            .env("LANG", "C.UTF-8")
-            .env("LC_ALL", "C.UTF-8")
-            .env("TERM", "dumb")
-            .env("PAGER", "cat")
-            .env("GIT_PAGER", "cat")
-            .env("HECATE_INSTANCE_ID", &self.id)
-            .env("HECATE_EXEC_ID", exec_id)
-            .process_group(0)
-            .stdin(Stdio::null());
-        cmd
-    }
-
-    fn spawn_error(&self, err: std::io::Error) -> Error {
-        let kind = match err.raw_os_error() {
-            Some(libc::EAGAIN) | Some(libc::ENOMEM) | Some(libc::EMFILE) | Some(libc::ENFILE) => {
-                ErrorKind::Transient
-            }
-            Some(libc::E2BIG) => ErrorKind::InvalidInput,
-            Some(libc::ENOENT) if !self.work.is_dir() => ErrorKind::InstanceGone,
-            _ => ErrorKind::Internal,
-        };
-        Error::new(
-            kind,
-            format!("local instance {}: cannot start command: {err}", self.id),
-        )
-    }
-
-    /// Records the process group led by `pid`; the returned flag is to be
-    /// set once the leader has been reaped.
-    fn register_group(&self, pid: u32) -> Result<(i32, Arc<AtomicBool>)> {
-        let pgid =
-            i32::try_from(pid).map_err(|_| Error::internal(format!("pid {pid} out of range")))?;
-        let reaped = Arc::new(AtomicBool::new(false));
-        self.state
-            .borrow_mut()
-            .groups
-            .insert(pgid, Arc::clone(&reaped));
-        Ok((pgid, reaped))
-    }
-
-    async fn exec_foreground(&self, spec: &ExecSpec) -> Result<ExecOutput> {
-        let exec_id = self.next_exec_id();
-        let mut cmd = self.shell_command(&exec_id);
-        cmd.arg("-c")
-            .arg(&spec.command)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().map_err(|e| self.spawn_error(e))?;
-        let pid = child
-            .id()
-            .ok_or_else(|| Error::internal("spawned command has no pid"))?;
-        let (pgid, reaped) = self.register_group(pid)?;
-        log::debug!(
-            "task={} vm={} exec={exec_id} pid={pid} started",
-            self.log_task,
-            self.id
-        );
-        let mut stdout = child.stdout.take().expect("stdout was set to piped");
-        let mut stderr = child.stderr.take().expect("stderr was set to piped");
-        let exec_marker = procs::marker("HECATE_EXEC_ID", &exec_id);
-        let mut running = RunningChild {
-            child,
-            pgid,
-            marker: exec_marker.clone(),
-            reaped,
-            armed: true,
-        };
-        let mut out = OutputCapture::new(spec.capture_bytes);
-        let mut err = OutputCapture::new(spec.capture_bytes);
-        let deadline = tokio::time::Instant::now().checked_add(spec.timeout);
-
-        let (status, timed_out, drained) = {
-            let reading = async {
-                tokio::join!(pump(&mut stdout, &mut out), pump(&mut stderr, &mut err));
-            };
-            tokio::pin!(reading);
-            let mut drained = false;
-            let timer = async {
-                match deadline {
-                    Some(d) => tokio::time::sleep_until(d).await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::pin!(timer);
-
-            let waited = loop {
-                tokio::select! {
-                    // A command that ends right at its deadline has ended.
-                    biased;
-                    status = running.child.wait() => break Some(status),
-                    () = &mut timer => break None,
-                    () = &mut reading, if !drained => drained = true,
-                }
-            };
-            let (status, timed_out) = match waited {
-                Some(status) => {
-                    running.disarm();
-                    (Some(status), false)
-                }
-                None => {
-                    log::info!(
-                        "task={} vm={} exec={exec_id} timed out after {:?}; killing its process tree",
-                        self.log_task,
-                        self.id,
-                        spec.timeout
-                    );
-                    // The main process is not reaped yet, so its group id
-                    // cannot have been reused: the group is ours.
-                    let killing = procs::kill_tree([pgid].into(), &exec_marker, self.kill_grace);
-                    tokio::pin!(killing);
-                    let left = loop {
-                        tokio::select! {
-                            left = &mut killing => break left,
-                            () = &mut reading, if !drained => drained = true,
-                        }
-                    };
-                    if left > 0 {
-                        log::warn!(
-                            "task={} vm={} exec={exec_id} {left} processes survived SIGKILL",
-                            self.log_task,
-                            self.id
-                        );
-                    }
-                    let status = tokio::time::timeout(REAP_TIMEOUT, running.child.wait())
-                        .await
-                        .ok();
-                    if status.is_none() {
-                        log::warn!(
-                            "task={} vm={} exec={exec_id} main process not reaped after SIGKILL",
-                            self.log_task,
-                            self.id
-                        );
-                    }
-                    running.disarm();
-                    (status, true)
-                }
-            };
-            if !drained {
-                drained = tokio::time::timeout(DRAIN_WINDOW, &mut reading)
-                    .await
-                    .is_ok();
-            }
-            (status, timed_out, drained)
-        };
-
-        if !drained {
-            // Leftover processes (`sleep 100 &`) hold the pipes. Keep reading
-            // into the void so that they do not die of SIGPIPE; the
-            // instance's stop ends them.
-            log::debug!(
-                "task={} vm={} exec={exec_id} leftover processes hold its output open",
-                self.log_task,
-                self.id
-            );
-            let mut st = self.state.borrow_mut();
-            st.drains.retain(|d| !d.is_finished());
-            st.drains.push(discard(stdout));
-            st.drains.push(discard(stderr));
-        }
-
-        let exit_code = if timed_out {
-            TIMEOUT_EXIT_CODE
-        } else {
-            match status {
-                Some(Ok(status)) => exit_code(status),
-                Some(Err(e)) => {
-                    return Err(Error::internal(format!(
-                        "local instance {}: waiting for command: {e}",
-                        self.id
-                    )))
-                }
-                None => TIMEOUT_EXIT_CODE,
-            }
-        };
-        log::debug!(
-            "task={} vm={} exec={exec_id} exit={exit_code} timed_out={timed_out}",
-            self.log_task,
-            self.id
-        );
-        Ok(ExecOutput {
-            exit_code,
-            stdout: out.finish(),
-            stderr: err.finish(),
-            timed_out,
-            job: None,
-        })
-    }
-
-    fn exec_background(&self, spec: &ExecSpec) -> Result<ExecOutput> {
-        let exec_id = self.next_exec_id();
-        let job = {
-            let mut st = self.state.borrow_mut();
-            st.jobs += 1;
-            st.jobs
-        };
-        let log_path = self.jobs.join(format!("{job}.log"));
-        let exit_path = self.jobs.join(format!("{job}.exit"));
-        let io_err = |what: &str, e: std::io::Error| {
-            Error::internal(format!("local instance {}: {what}: {e}", self.id))
-        };
-        // A stale exit file (commands can write there) would make the job
-        // look finished.
-        match std::fs::remove_file(&exit_path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(io_err("removing old exit file", e))
-            }
-            _ => {}
-        }
-        let log = {
-            use std::os::unix::fs::OpenOptionsExt;
-            std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&log_path)
-                .map_err(|e| io_err("opening job log", e))?
-        };
-        let log_err = log.try_clone().map_err(|e| io_err("opening job log", e))?;
-        let mut cmd = self.shell_command(&exec_id);
-        cmd.arg("-c")
-            .arg(JOB_SCRIPT)
-            .arg("hecate-job")
-            .arg(&spec.command)
-            .arg(&exit_path)
-            .arg(&self.shell)
-            .stdout(Stdio::from(log))
-            .stderr(Stdio::from(log_err));
-        let mut child = cmd.spawn().map_err(|e| self.spawn_error(e))?;
-        let pid = child
-            .id()
-            .ok_or_else(|| Error::internal("spawned job has no pid"))?;
-        let (_, reaped) = self.register_group(pid)?;
-        let log_prefix = format!("task={} vm={} job={job}", self.log_task, self.id);
-        log::info!("{log_prefix} exec={exec_id} pid={pid} started in the background");
-        // Reaps the job when it ends, so that no zombie is left.
-        tokio::spawn(async move {
-            let status = child.wait().await;
-            reaped.store(true, Ordering::Release);
-            match status {
-                Ok(status) => log::debug!("{log_prefix} ended: {status}"),
-                Err(e) => log::warn!("{log_prefix} wait failed: {e}"),
-            }
-        });
-        let line = format!(
-            "started background job {job} (pid {pid}); log: {}\n",
-            log_path.display()
-        );
-        Ok(ExecOutput {
-            exit_code: 0,
-            stdout: Captured::from_text(&line, spec.capture_bytes),
-            stderr: Captured::default(),
-            timed_out: false,
-            job: Some(JobInfo {
-                id: job.to_string(),
-                pid: Some(pid),
-                log_file: log_path.to_string_lossy().into_owned(),
-                exit_file: exit_path.to_string_lossy().into_owned(),
-            }),
-        })
-    }
-
+    /// Kills every process of the instance and removes its directory.
     async fn stop(&self) -> Result<()> {
         let ((groups, unreaped), drains) = {
             let mut st = self.state.borrow_mut();
@@ -744,14 +313,9 @@ impl Inner {
             (st.take_groups(), std::mem::take(&mut st.drains))
         };
         let marker = &self.instance_marker;
-        let live = procs::scan(marker, &groups);
-        // A group is certainly ours while its leader is unreaped, or while
-        // a member carries our marker; a group that emptied long ago may
-        // have an unrelated owner by now. (A just-started process may not
-        // show its environment yet, hence the first rule.)
-        let mut trusted = procs::verified_groups(&groups, &live);
-        trusted.extend(unreaped);
-        let left = procs::kill_tree(trusted, marker, self.kill_grace).await;
+        let live = unix::scan(marker, &groups);
+        let trusted = trusted_groups(&groups, unreaped, &live);
+        let left = unix::kill_tree(trusted, marker, self.kill_grace).await;
         if left > 0 {
             log::warn!(
                 "task={} vm={} {left} processes survived SIGKILL",
@@ -771,66 +335,20 @@ impl Inner {
         Ok(())
     }
 }
-
-/// A foreground command's child process; if the exec future is dropped
-/// while the command runs, its process tree is killed.
-struct RunningChild {
-    child: Child,
-    pgid: i32,
-    marker: Vec<u8>,
-    /// Shared with the instance's record of the group.
-    reaped: Arc<AtomicBool>,
-    armed: bool,
-}
-
-impl RunningChild {
-    /// The main process has been waited for (or given up on): nothing is
-    /// to be killed on drop, and the group is no longer known to be ours.
-    fn disarm(&mut self) {
-        self.armed = false;
-        self.reaped.store(true, Ordering::Release);
-    }
-}
-
-impl Drop for RunningChild {
-    fn drop(&mut self) {
-        if self.armed {
-            // Runs before `child` is dropped: the main process is unreaped,
-            // so the group id is still ours.
-            procs::kill_now([self.pgid].into(), &self.marker);
-        }
-        // The child is reaped in the background from here on.
-        self.reaped.store(true, Ordering::Release);
-    }
-}
-
-/// Reads `src` to its end into `cap`.
-async fn pump(src: &mut (impl AsyncRead + Unpin), cap: &mut OutputCapture) {
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        match src.read(&mut buf).await {
-            Ok(0) => break,
-            Ok(n) => cap.push(&buf[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                log::debug!("local: reading command output failed: {e}");
-                break;
-            }
-        }
-    }
-}
-
-/// Reads `src` to its end in a task of its own, throwing the bytes away.
-fn discard(mut src: impl AsyncRead + Unpin + Send + 'static) -> AbortHandle {
-    tokio::spawn(async move {
-        let mut buf = vec![0u8; 16 * 1024];
-        while let Ok(n) = src.read(&mut buf).await {
-            if n == 0 {
-                break;
-            }
-        }
-    })
-    .abort_handle()
+/// The recorded `groups` that are safe to signal, given a scan `live` of
+/// them and the instance marker. A group is certainly ours while its leader
+/// is unreaped (`unreaped`), or while a member carries our marker; a group
+/// that emptied long ago may have an unrelated owner by now. (A
+/// just-started process may not show its environment yet, hence the first
+/// rule.)
+fn trusted_groups(
+    groups: &BTreeSet<i32>,
+    unreaped: BTreeSet<i32>,
+    live: &[unix::ProcEntry],
+) -> BTreeSet<i32> {
+    let mut trusted = unix::verified_groups(groups, live);
+    trusted.extend(unreaped);
+    trusted
 }
 
 /// Removes an instance directory off the arbiter thread (it may be large).
@@ -840,15 +358,6 @@ async fn remove_dir(dir: PathBuf) -> Result<()> {
         .await
         .map_err(|e| Error::internal(format!("removing {shown}: {e}")))?
         .map_err(|e| Error::internal(format!("removing {shown}: {e}")))
-}
-
-/// The exit code of a finished process: its own, or 128+N for signal N.
-fn exit_code(status: ExitStatus) -> i32 {
-    status
-        .code()
-        .or_else(|| status.signal().map(|s| 128 + s))
-        // wait() reports only exits and deaths by signal.
-        .unwrap_or(-1)
 }
 
 /// `local-<pid>-<counter>-<random>`: unique, and safe as a path component
@@ -871,11 +380,6 @@ fn loggable_task(task_id: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
-
-    fn tag(runtime_id: &str) -> BTreeMap<String, String> {
-        [(tags::RUNTIME_ID.to_string(), runtime_id.to_string())].into()
-    }
 
     #[test]
     fn instance_ids_are_unique_and_path_safe() {
@@ -889,35 +393,10 @@ mod tests {
     }
 
     #[test]
-    fn exit_codes_follow_the_shell_convention() {
-        assert_eq!(exit_code(ExitStatus::from_raw(3 << 8)), 3);
-        assert_eq!(exit_code(ExitStatus::from_raw(libc::SIGKILL)), 137);
-    }
-
-    #[test]
     fn long_and_odd_task_ids_are_escaped_and_cut_in_logs() {
         let shown = loggable_task(&"a\n".repeat(5000));
         assert!(!shown.contains('\n'));
         assert!(shown.len() < 200);
         assert_eq!(loggable_task("t1"), "\"t1\"");
-    }
-
-    #[actix_rt::test]
-    async fn sweep_orphans_stops_only_instances_of_that_runtime() {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let config = crate::Config::default().with_local_root(tmp.path());
-        let provider = LocalProvider::new(&config).expect("provider");
-        let start = |runtime: &str| StartSpec {
-            task_id: "t".into(),
-            ttl: None,
-            metadata: tag(runtime),
-        };
-        let mine = provider.start(start("rt-1")).await.expect("start");
-        let other = provider.start(start("rt-2")).await.expect("start");
-        let swept = provider.sweep_orphans("rt-1").await.expect("sweep");
-        assert_eq!(swept, vec![mine.id().to_string()]);
-        assert!(!provider.root().join(mine.id()).exists());
-        assert!(provider.root().join(other.id()).exists());
-        other.stop().await.expect("stop");
     }
 }
