@@ -17,6 +17,8 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::mpsc::UnboundedSender;
 
+use crate::unix;
+
 /// The environment variable that marks an instance's processes.
 pub(crate) const MARKER: &str = "SIM_INSTANCE_ID";
 
@@ -28,6 +30,9 @@ pub(crate) const OUTPUT_CAP: usize = 16 << 20;
 /// is still in the pipes. A background process that inherited the pipes
 /// would otherwise keep the exec open until it exits.
 const DRAIN_GRACE: Duration = Duration::from_millis(100);
+
+/// How many `/proc` sweeps killing an instance makes.
+const KILL_ROUNDS: usize = 4;
 
 const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -108,7 +113,7 @@ impl Running {
         }
         drop(reading);
         let exit_code = match status {
-            Ok(status) => exit_code(status),
+            Ok(status) => unix::exit_code(status),
             Err(err) => {
                 log::warn!("sim could not wait for a command: {err}");
                 -1
@@ -192,72 +197,19 @@ fn utf8_complete_len(bytes: &[u8]) -> usize {
     n
 }
 
-/// The shell convention: the exit code, or 128 + the signal that killed it.
-fn exit_code(status: std::process::ExitStatus) -> i32 {
-    use std::os::unix::process::ExitStatusExt;
-    status
-        .code()
-        .or_else(|| status.signal().map(|s| 128 + s))
-        .unwrap_or(-1)
-}
-
 /// Whether a process group still has members.
 pub(crate) fn group_alive(pgid: i32) -> bool {
-    // SAFETY: kill with signal 0 only checks for existence and permission.
-    unsafe { libc::kill(-pgid, 0) == 0 }
+    unix::group_alive(pgid)
 }
 
-/// Kills every process of instance `id`: its process groups, then whatever
-/// a `/proc` sweep finds with its marker (processes that left the group).
-/// Returns how many processes the sweep found.
+/// Kills every process of instance `id`: its process groups that still
+/// have members (an empty group's id may be recycled by an unrelated
+/// process), and whatever a `/proc` sweep finds with its marker (processes
+/// that left the group), in a few rounds to catch children forked between a
+/// sweep and a death. Returns how many processes the sweeps found.
 pub(crate) fn kill_instance(id: &str, pgids: &[i32]) -> usize {
-    for &pgid in pgids {
-        // Only groups that still have members: an empty group's id may be
-        // recycled by an unrelated process.
-        if pgid > 1 && group_alive(pgid) {
-            // SAFETY: sends a signal to a process group we created.
-            unsafe {
-                libc::kill(-pgid, libc::SIGKILL);
-            }
-        }
-    }
-    let marker = format!("{MARKER}={id}");
-    let mut killed = 0;
-    // A process may fork between our read of /proc and its death; a few
-    // rounds catch the children it made.
-    for _ in 0..4 {
-        let found = marked_processes(marker.as_bytes());
-        if found.is_empty() {
-            break;
-        }
-        for pid in &found {
-            // SAFETY: sends a signal to a process carrying our marker.
-            unsafe {
-                libc::kill(*pid, libc::SIGKILL);
-            }
-        }
-        killed += found.len();
-    }
-    killed
-}
-
-/// Pids of live processes whose environment contains exactly `marker`.
-pub(crate) fn marked_processes(marker: &[u8]) -> Vec<i32> {
-    let me = std::process::id();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| *pid != me)
-        .filter(|pid| {
-            // Zombies have an empty environ; unreadable ones are not ours.
-            std::fs::read(format!("/proc/{pid}/environ"))
-                .map(|env| env.split(|b| *b == 0).any(|var| var == marker))
-                .unwrap_or(false)
-        })
-        .filter_map(|pid| i32::try_from(pid).ok())
-        .collect()
+    let marker = unix::env_entry(MARKER, id);
+    unix::kill_now(pgids.iter().copied().collect(), &marker, KILL_ROUNDS)
 }
 
 #[cfg(test)]
