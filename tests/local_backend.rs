@@ -1,6 +1,6 @@
 //! Integration tests of the local backend: real shells, real processes, a
-//! temporary root per test. Processes are checked through this file's own
-//! `/proc` scan, independent of the backend's.
+//! temporary root per test. Processes are checked through the shared
+//! `/proc` helpers (`hecate::unix`).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -9,7 +9,7 @@ use hecate::provider::local::LocalProvider;
 use hecate::{Config, ErrorKind, ExecOutput, ExecSpec, Instance, Provider, StartSpec};
 use tempfile::TempDir;
 
-use crate::helper::{eventually, pid_alive as is_alive, processes_with_env};
+use crate::helper::{eventually, pid_alive as is_alive, pid_exists, processes_with_env};
 
 /// A temporary root (inside a parent directory, so that escapes show) and a
 /// provider on it.
@@ -276,11 +276,7 @@ async fn background_job_returns_at_once_with_its_own_log_and_exit_file() {
     // A finished job is reaped: not even a zombie is left.
     let pid2 = job2.pid.expect("pid");
     assert!(
-        eventually(Duration::from_secs(10), || !Path::new(&format!(
-            "/proc/{pid2}"
-        ))
-        .exists())
-        .await,
+        eventually(Duration::from_secs(10), || !pid_exists(pid2)).await,
         "job 2 (pid {pid2}) was not reaped"
     );
 

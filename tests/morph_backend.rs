@@ -13,6 +13,8 @@ use hecate::provider::morph::MorphProvider;
 use hecate::sim::{ExecMode, FaultConfig, SimConfig, SimServer};
 use hecate::{ApiKey, Config, ErrorKind, ExecSpec, Instance, Provider, StartSpec};
 
+use crate::helper::processes_with_env;
+
 const KEY: &str = "test-key";
 
 fn config_for(base_url: &str, key: &str) -> Config {
@@ -70,22 +72,6 @@ async fn started(provider: &MorphProvider, task: &str) -> Box<dyn Instance> {
         .start(start_spec(task, "rt-test"))
         .await
         .expect("instance starts")
-}
-
-/// Live processes whose environment carries `marker` (the simulator marks
-/// every process of an instance with `SIM_INSTANCE_ID=<id>`).
-fn marked_processes(marker: &str) -> Vec<u32> {
-    let me = std::process::id();
-    std::fs::read_dir("/proc")
-        .expect("procfs")
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| *pid != me)
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/environ"))
-                .map(|env| env.split(|b| *b == 0).any(|v| v == marker.as_bytes()))
-                .unwrap_or(false)
-        })
-        .collect()
 }
 
 // ---------------------------------------------------------------------------
@@ -702,10 +688,10 @@ async fn exec_timeout_kills_the_whole_process_tree_in_the_vm() {
     // simulator's marker; wait (bounded) for the killed ones to be reaped.
     let marker = format!("SIM_INSTANCE_ID={}", vm.id());
     let deadline = Instant::now() + Duration::from_secs(5);
-    while !marked_processes(&marker).is_empty() && Instant::now() < deadline {
+    while !processes_with_env(&marker).is_empty() && Instant::now() < deadline {
         actix_rt::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(marked_processes(&marker), Vec::<u32>::new());
+    assert_eq!(processes_with_env(&marker), Vec::<u32>::new());
 
     let out = vm
         .exec(exec_spec("echo alive"))

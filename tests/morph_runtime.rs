@@ -21,6 +21,8 @@ use hecate::{
     Runtime,
 };
 
+use crate::helper::{environ_contains, processes_with_cmdline};
+
 const KEY: &str = "test-key";
 
 /// A morph configuration for `base_url` with fast polls and retries.
@@ -596,25 +598,6 @@ async fn malformed_json_is_a_clear_protocol_error() {
 // ---------------------------------------------------------------------------
 // Timeouts, background jobs
 
-/// Live processes whose command line contains `needle`.
-fn processes_with(needle: &str) -> Vec<u32> {
-    let me = std::process::id();
-    std::fs::read_dir("/proc")
-        .expect("procfs")
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| *pid != me)
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|c| {
-                    String::from_utf8_lossy(&c)
-                        .replace('\0', " ")
-                        .contains(needle)
-                })
-                .unwrap_or(false)
-        })
-        .collect()
-}
-
 #[actix_rt::test]
 async fn exec_timeout_kills_the_vm_side_tree_and_the_instance_survives() {
     let sim = sim().await;
@@ -644,8 +627,12 @@ async fn exec_timeout_kills_the_vm_side_tree_and_the_instance_survives() {
     assert!(!result.output.contains("never"));
     // The whole tree, the backgrounded subshell included, is gone.
     let until = Instant::now() + Duration::from_secs(5);
-    while !processes_with("sleep 37.3").is_empty() {
-        assert!(Instant::now() < until, "{:?}", processes_with("sleep 37.3"));
+    while !processes_with_cmdline("sleep 37.3").is_empty() {
+        assert!(
+            Instant::now() < until,
+            "{:?}",
+            processes_with_cmdline("sleep 37.3")
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let after = rt
@@ -692,13 +679,9 @@ async fn background_job_has_an_id_pid_and_log_that_a_later_exec_reads() {
     shutdown_clean(&rt, &sim).await;
     // The job died with its VM (the simulator kills a deleted VM's
     // processes right after answering, so allow it a moment).
-    let ours = |pid: &u32| {
-        std::fs::read(format!("/proc/{pid}/environ"))
-            .map(|e| String::from_utf8_lossy(&e).contains(&started.instance_id))
-            .unwrap_or(false)
-    };
+    let ours = |pid: &u32| environ_contains(*pid, &started.instance_id);
     let until = Instant::now() + Duration::from_secs(5);
-    while processes_with("sleep 30").iter().any(ours) {
+    while processes_with_cmdline("sleep 30").iter().any(ours) {
         assert!(Instant::now() < until, "the job outlived its VM");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -875,7 +858,7 @@ async fn gc_finds_and_stops_the_instances_of_a_killed_runtime() {
     assert_eq!(sim.stats().live_instances, 0);
     // The simulator kills a deleted VM's processes right after answering.
     let until = Instant::now() + Duration::from_secs(5);
-    while !processes_with(marker).is_empty() {
+    while !processes_with_cmdline(marker).is_empty() {
         assert!(Instant::now() < until, "the VM's processes outlived it");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

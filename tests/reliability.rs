@@ -852,8 +852,8 @@ async fn sigterm_to_hecate_batch_stops_every_instance_and_process() {
         instance_dirs(&root)
     );
     let ids = instance_dirs(&root);
-    // SAFETY: kill has no memory preconditions; the pid is our child's.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let pid = i32::try_from(child.id()).expect("pid fits pid_t");
+    assert!(hecate::unix::signal_pid(pid, libc::SIGTERM));
     let began = Instant::now();
     let status = loop {
         if let Some(status) = child.try_wait().expect("wait") {

@@ -9,6 +9,8 @@ use awc::http::StatusCode;
 use hecate::sim::{ExecMode, FaultConfig, SimConfig, SimServer};
 use serde_json::{json, Value};
 
+use crate::helper::processes_with_env;
+
 /// A small client for the simulator's API.
 struct Api {
     client: awc::Client,
@@ -142,16 +144,7 @@ fn faults(f: impl FnOnce(&mut FaultConfig)) -> FaultConfig {
 
 /// Pids of live processes carrying the simulator's marker for `id`.
 fn marked_pids(id: &str) -> Vec<u32> {
-    let marker = format!("SIM_INSTANCE_ID={id}");
-    std::fs::read_dir("/proc")
-        .expect("/proc")
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/environ"))
-                .map(|env| env.split(|b| *b == 0).any(|v| v == marker.as_bytes()))
-                .unwrap_or(false)
-        })
-        .collect()
+    processes_with_env(&format!("SIM_INSTANCE_ID={id}"))
 }
 
 /// Waits (bounded) until no process of instance `id` is left.

@@ -1,82 +1,78 @@
-//! Process and memory inspection through /proc (reliability tests).
+//! Process and memory inspection for the tests, through `hecate::unix`
+//! (the same /proc code the backends use). Pids are `u32` here, as
+//! `std::process` and `JobInfo` give them.
+
+use hecate::unix;
+
+fn to_pid(pid: u32) -> i32 {
+    // No real pid is above i32::MAX; 0 names no process to these helpers.
+    i32::try_from(pid).unwrap_or(0)
+}
+
+fn to_u32(pids: Vec<i32>) -> Vec<u32> {
+    pids.into_iter()
+        .filter_map(|p| u32::try_from(p).ok())
+        .collect()
+}
 
 /// Whether `pid` exists and is not a zombie.
 pub fn pid_alive(pid: u32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    let Some(close) = stat.rfind(')') else {
-        return false;
-    };
-    !matches!(
-        stat[close + 1..].trim_start().chars().next(),
-        Some('Z' | 'X') | None
-    )
+    unix::is_alive(to_pid(pid))
 }
 
-/// The process group of `pid`, if it is alive.
+/// Whether `pid` exists at all, a zombie included (it has not been reaped).
+pub fn pid_exists(pid: u32) -> bool {
+    unix::process_exists(to_pid(pid))
+}
+
+/// The process group of `pid`, if it exists.
 pub fn pgid_of(pid: u32) -> Option<u32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let close = stat.rfind(')')?;
-    // Fields after the command: state, ppid, pgrp, ...
-    stat[close + 1..].split_whitespace().nth(2)?.parse().ok()
+    unix::pgid_of(to_pid(pid)).and_then(|g| u32::try_from(g).ok())
 }
 
 /// Live (not zombie) processes, other than this one, whose environment has
 /// an entry for which `wanted` holds.
 pub fn processes_where_env(wanted: impl Fn(&[u8]) -> bool) -> Vec<u32> {
-    let me = std::process::id();
-    let mut found = Vec::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return found;
-    };
-    for e in dir.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        if pid == me || !pid_alive(pid) {
-            continue;
-        }
-        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
-            continue;
-        };
-        if env.split(|b| *b == 0).any(&wanted) {
-            found.push(pid);
-        }
-    }
-    found
+    to_u32(unix::processes_where_env(wanted))
 }
 
 /// Live processes carrying the environment entry `NAME=value` exactly.
 pub fn processes_with_env(entry: &str) -> Vec<u32> {
-    processes_where_env(|e| e == entry.as_bytes())
+    to_u32(unix::processes_with_env(entry.as_bytes()))
 }
 
 /// Live processes in process group `pgid`.
 pub fn processes_in_group(pgid: u32) -> Vec<u32> {
-    let mut found = Vec::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return found;
-    };
-    for e in dir.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        if pid_alive(pid) && pgid_of(pid) == Some(pgid) {
-            found.push(pid);
-        }
-    }
-    found
+    to_u32(unix::processes_in_group(to_pid(pgid)))
 }
 
-/// This process's resident set size in KiB (`VmRSS` in /proc/self/status).
-pub fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+/// Live processes, other than this one, whose command line (arguments
+/// joined by spaces) contains `needle`.
+pub fn processes_with_cmdline(needle: &str) -> Vec<u32> {
+    let me = std::process::id();
+    let Ok(pids) = unix::pids() else {
+        return Vec::new();
+    };
+    pids.filter_map(|p| u32::try_from(p).ok())
+        .filter(|&pid| pid != me)
+        .filter(|&pid| {
+            unix::cmdline(to_pid(pid)).is_some_and(|c| {
+                String::from_utf8_lossy(&c)
+                    .replace('\0', " ")
+                    .contains(needle)
+            })
         })
-        .unwrap_or(0)
+        .filter(|&pid| pid_alive(pid))
+        .collect()
+}
+
+/// Whether the environment of `pid` contains `needle` anywhere (in any
+/// entry, name or value).
+pub fn environ_contains(pid: u32, needle: &str) -> bool {
+    unix::environ(to_pid(pid)).is_some_and(|e| String::from_utf8_lossy(&e).contains(needle))
+}
+
+/// This process's resident set size in KiB (`VmRSS`), 0 if unknown.
+pub fn rss_kib() -> u64 {
+    unix::self_status_kib("VmRSS").unwrap_or(0)
 }
