@@ -10,8 +10,9 @@
 //! `HECATE_INSTANCE_ID=<id>`); this module finds and kills such processes,
 //! including those that left their group (`setsid`, double fork). It is
 //! Linux-specific (`/proc`) and public so that the integration tests check
-//! processes with the same code. Pids are `i32` (`pid_t`) throughout. No
-//! function here ever lists or signals this process itself.
+//! processes with the same code. Pids are `i32` (`pid_t`) throughout. The
+//! scans never report this process itself, and pids 0 and 1 (our own
+//! group, init) are never signalled.
 
 mod kill;
 
