@@ -37,7 +37,7 @@ pub use supervisor::TaskSupervisor;
 pub use vm_actor::VmActor;
 
 use crate::config::Config;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 use crate::provider::{Captured, JobInfo, Provider};
 
 pub use crate::provider::MAX_COMMAND_BYTES;
@@ -232,8 +232,8 @@ mod duration_ms_opt {
 pub struct ShutdownReport {
     /// Instances stopped.
     pub stopped: Vec<String>,
-    /// Instances that could not be stopped: (task id, instance id, error).
-    pub failed: Vec<(String, Option<String>, String)>,
+    /// What could not be stopped, and why.
+    pub failed: Vec<StopFailure>,
     /// Instances found by the backend's tag sweep and stopped (half-started
     /// instances the runtime never learnt of).
     pub swept: Vec<String>,
@@ -244,6 +244,18 @@ impl ShutdownReport {
     pub fn is_clean(&self) -> bool {
         self.failed.is_empty()
     }
+}
+
+/// Something a graceful shutdown could not stop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StopFailure {
+    /// The task whose instance was not stopped; `None` when the sweep for
+    /// leftover instances failed.
+    pub task_id: Option<String>,
+    /// The instance, when the task had one the runtime knew of.
+    pub instance_id: Option<String>,
+    /// Why.
+    pub error: Error,
 }
 
 /// The public handle to a running Hecate runtime. Cheap to clone; every
@@ -336,20 +348,11 @@ impl Runtime {
         if let Err(err) = self.registry.try_send(msg) {
             match err {
                 SendError::Full(msg) => self.registry.do_send(msg),
-                SendError::Closed(_) => {
-                    return Err(Error::new(
-                        ErrorKind::ShuttingDown,
-                        "the runtime has shut down",
-                    ))
-                }
+                SendError::Closed(_) => return Err(Error::shutting_down()),
             }
         }
-        rx.await.unwrap_or_else(|_| {
-            Err(Error::new(
-                ErrorKind::ActorDied,
-                "the task's actor stopped before answering; the next call gets a fresh one",
-            ))
-        })
+        rx.await
+            .unwrap_or_else(|_| Err(Error::actor_died("the command")))
     }
 
     /// Stops a task's instance and forgets the task. Returns whether the
@@ -394,8 +397,9 @@ impl Runtime {
     }
 }
 
+/// The registry is gone only after the runtime shut down.
 fn mailbox_error(_: MailboxError) -> Error {
-    Error::new(ErrorKind::ShuttingDown, "the runtime has shut down")
+    Error::shutting_down()
 }
 
 /// A new id for this runtime: unique enough across processes and restarts.
