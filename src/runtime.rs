@@ -20,6 +20,7 @@
 //! which forgets it, and hands back any request that reached it late, so
 //! nothing is lost.
 
+mod backoff;
 mod messages;
 mod registry;
 mod supervisor;
