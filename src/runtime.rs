@@ -1,24 +1,58 @@
 //! The runtime: the public [`Runtime`] handle and the actors behind it.
 //!
+//! # Architecture
+//!
 //! ```text
-//!  Runtime (Clone) ──Exec──▶ TaskRegistry ──(first use)──▶ TaskSupervisor
-//!                             │  HashMap<task, Addr>          │ spawns on worker arbiters
-//!                             ▼                               ▼
-//!                         VmActor (one per task) ◀─────────────┘
-//!                           queue · instance · idle timer · TTL · retry
-//!                             │ reply (oneshot, straight to the caller)
-//!                             ▼
-//!                          Provider / Instance (local dir, MorphCloud VM)
+//!  Runtime::exec ──Exec──▶ TaskRegistry ──SpawnVm (first use)──▶ TaskSupervisor
+//!       ▲                  HashMap<task, Addr>                    caps, worker arbiters
+//!       │                        │ Exec                                 │ starts
+//!       │                        ▼                                      ▼
+//!       │                  VmActor (one per task) ◀──────────────────────┘
+//!       │                    VmState · queue · idle timer · TTL
+//!       │                        │ run::start_instance / run_command (Backoff)
+//!       │                        ▼
+//!       │                  Provider / Instance (local dir, MorphCloud VM)
+//!       └──── oneshot reply, straight from the VmActor ─────┘
 //! ```
 //!
-//! The [`TaskRegistry`] routes each request by task id to that task's
-//! [`VmActor`], asking the [`TaskSupervisor`] for a new actor on first use.
-//! The supervisor spreads actors over worker arbiters (one per core) and
-//! owns the caps on live instances and concurrent starts. A `VmActor` owns
-//! its task's instance lifecycle, command queue, idle timer, TTL and retries;
-//! when it retires (idle, TTL, eviction, failure) it tells the registry,
-//! which forgets it, and hands back any request that reached it late, so
-//! nothing is lost.
+//! One exec, top to bottom:
+//!
+//! 1. [`Runtime::exec`] checks the task id and the request, wraps them in an
+//!    [`Exec`] message with a oneshot `reply` sender, and sends it to the
+//!    [`TaskRegistry`]. It then waits on the receiver: a dropped sender is
+//!    [`ErrorKind::ActorDied`](crate::ErrorKind::ActorDied), a closed registry
+//!    [`ErrorKind::ShuttingDown`](crate::ErrorKind::ShuttingDown).
+//! 2. The registry (`registry.rs`) routes by task id. A task without an actor
+//!    gets one from the [`TaskSupervisor`] (`SpawnVm`, `supervisor.rs`),
+//!    which places it on a worker arbiter and hands it what all actors share
+//!    (provider, slot and start semaphores, the registry's address). The
+//!    registry waits for that answer before routing anything else, so a
+//!    task's requests stay in order; a task whose instance ended earlier
+//!    (idle, TTL, eviction) has the reason stamped on the request.
+//! 3. The task's [`VmActor`] (`vm_actor.rs`) queues the request and `pump`s:
+//!    with no instance it calls `begin_start`, which spawns
+//!    `run::start_instance` (take a slot, then `Provider::start` under the
+//!    start deadline, retried by `Backoff` (`backoff.rs`) on transient errors);
+//!    `on_started` moves its `VmState` to `Ready` and pumps again.
+//! 4. With a ready instance, `begin_exec` pops the request and spawns
+//!    `run::run_command` (`Instance::exec` under the command's deadline,
+//!    panics caught, transient failures retried).
+//! 5. `on_command_done` answers the caller through `reply` — the registry is
+//!    not on the way back — or, if the instance vanished before the command
+//!    reached it, puts the request back at the head of the queue for a fresh
+//!    instance. Then it pumps: the next command, or the idle timer.
+//!
+//! Retirement runs the other way: when an actor retires (idle, TTL,
+//! eviction, a failed start, a backend panic) it sends `VmRetired` so the
+//! registry forgets it, hands requests that reached it late back in a
+//! `Reroute`, stops its instance, and stops itself once no call is in
+//! flight. A graceful shutdown ([`Runtime::shutdown`]) sends every actor an
+//! awaited `StopVm`, then asks the supervisor to sweep the backend for
+//! leftovers, and reports in a [`ShutdownReport`].
+//!
+//! Modules: `messages.rs` (the messages), `registry.rs`, `supervisor.rs`,
+//! `vm_actor.rs` with `vm_actor/state.rs` (the state enum) and
+//! `vm_actor/run.rs` (the backend calls), `backoff.rs` (the one retry loop).
 
 mod backoff;
 mod messages;
