@@ -412,6 +412,25 @@ async fn evict_while_running_answers_every_request() {
 }
 
 #[actix_rt::test]
+async fn an_instance_that_finishes_starting_after_its_eviction_is_stopped_at_once() {
+    tokio::time::pause();
+    let (rt, journal) = scripted_runtime(test_config());
+    *journal.start_delay.lock().unwrap() = secs(5);
+    let rt2 = rt.clone();
+    let (out, evicted) = futures_util::join!(rt.exec("t1", req("echo:x")), async move {
+        sleep(secs(1)).await;
+        rt2.evict("t1").await
+    });
+    assert!(evicted.expect("evict"));
+    let out = out.expect("the request runs on a fresh instance");
+    assert_eq!(out.stdout.head, "x");
+    settle(&rt).await;
+    assert_eq!(journal.starts(), 2);
+    assert_eq!(journal.stops(), 1, "the late instance is not left to idle out");
+    assert_eq!(journal.live(), 1);
+}
+
+#[actix_rt::test]
 async fn one_task_hammered_by_100_callers_keeps_fifo() {
     tokio::time::pause();
     let (rt, journal) = scripted_runtime(test_config());
