@@ -426,7 +426,11 @@ async fn an_instance_that_finishes_starting_after_its_eviction_is_stopped_at_onc
     assert_eq!(out.stdout.head, "x");
     settle(&rt).await;
     assert_eq!(journal.starts(), 2);
-    assert_eq!(journal.stops(), 1, "the late instance is not left to idle out");
+    assert_eq!(
+        journal.stops(),
+        1,
+        "the late instance is not left to idle out"
+    );
     assert_eq!(journal.live(), 1);
 }
 
