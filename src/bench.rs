@@ -695,10 +695,12 @@ fn report(
 /// Shuts the runtime down and counts what is left; fills the report's end.
 async fn finish(rt: &Runtime, env: Env, config: &Config, report: &mut BenchReport) -> Result<()> {
     let shutdown = rt.shutdown(Duration::from_secs(30)).await?;
-    for (task, instance, err) in &shutdown.failed {
+    for failure in &shutdown.failed {
         log::warn!(
-            "bench: task={task} vm={} not stopped: {err}",
-            instance.as_deref().unwrap_or("-")
+            "bench: task={} vm={} not stopped: {}",
+            failure.task_id.as_deref().unwrap_or("-"),
+            failure.instance_id.as_deref().unwrap_or("-"),
+            failure.error
         );
     }
     report.shutdown_clean = shutdown.is_clean();

@@ -81,7 +81,9 @@ impl fmt::Display for ApiKey {
 /// transient. The n-th retry (n = 1, 2, …) waits
 /// `min(base * factor^(n-1), max_delay)`, scaled by a random factor in
 /// `[1 - jitter, 1 + jitter]`, and at least what the server's `Retry-After`
-/// asked for.
+/// asked for, up to `max_delay` (a server asking for a day must not stall a
+/// call for a day). The runtime's retry loop (`runtime::backoff`) also cuts
+/// the wait to a call's remaining deadline.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RetryPolicy {
     /// How many retries after the first attempt (`HECATE_RETRIES`).
@@ -117,13 +119,16 @@ impl RetryPolicy {
     }
 
     /// The delay before retry number `retry` (1-based), with jitter drawn
-    /// from `unit` (a number in `[0, 1)`) and at least `retry_after`.
+    /// from `unit` (a number in `[0, 1)`), and at least `retry_after` as far
+    /// as `max_delay` allows.
     pub fn delay(&self, retry: u32, unit: f64, retry_after: Option<Duration>) -> Duration {
         let nominal = self.nominal_delay(retry).as_secs_f64();
         let scale = 1.0 + self.jitter.clamp(0.0, 1.0) * (2.0 * unit.clamp(0.0, 1.0) - 1.0);
         let jittered = Duration::from_secs_f64((nominal * scale).max(0.0));
         match retry_after {
-            Some(after) if after > jittered => after.min(self.max_delay.max(after)),
+            // Jitter may carry our own schedule past `max_delay`; the
+            // server's hint never shortens it.
+            Some(after) if after > jittered => after.min(self.max_delay).max(jittered),
             _ => jittered,
         }
     }
@@ -589,5 +594,14 @@ mod tests {
         assert!(d >= Duration::from_millis(1599) && d <= Duration::from_millis(1601));
         let d = p.delay(1, 0.5, Some(Duration::from_secs(7)));
         assert_eq!(d, Duration::from_secs(7));
+    }
+
+    #[test]
+    fn retry_after_is_capped_by_max_delay() {
+        let p = RetryPolicy::default();
+        let d = p.delay(1, 0.5, Some(Duration::from_secs(86_400)));
+        assert_eq!(d, p.max_delay, "a day-long Retry-After waits max_delay");
+        let d = p.delay(1, 0.5, Some(Duration::from_secs(59)));
+        assert_eq!(d, Duration::from_secs(59), "shorter hints are honoured");
     }
 }

@@ -1,25 +1,60 @@
 //! The runtime: the public [`Runtime`] handle and the actors behind it.
 //!
+//! # Architecture
+//!
 //! ```text
-//!  Runtime (Clone) ──Exec──▶ TaskRegistry ──(first use)──▶ TaskSupervisor
-//!                             │  HashMap<task, Addr>          │ spawns on worker arbiters
-//!                             ▼                               ▼
-//!                         VmActor (one per task) ◀─────────────┘
-//!                           queue · instance · idle timer · TTL · retry
-//!                             │ reply (oneshot, straight to the caller)
-//!                             ▼
-//!                          Provider / Instance (local dir, MorphCloud VM)
+//!  Runtime::exec ──Exec──▶ TaskRegistry ──SpawnVm (first use)──▶ TaskSupervisor
+//!       ▲                  HashMap<task, Addr>                    caps, worker arbiters
+//!       │                        │ Exec                                 │ starts
+//!       │                        ▼                                      ▼
+//!       │                  VmActor (one per task) ◀──────────────────────┘
+//!       │                    VmState · queue · idle timer · TTL
+//!       │                        │ run::start_instance / run_command (Backoff)
+//!       │                        ▼
+//!       │                  Provider / Instance (local dir, MorphCloud VM)
+//!       └──── oneshot reply, straight from the VmActor ─────┘
 //! ```
 //!
-//! The [`TaskRegistry`] routes each request by task id to that task's
-//! [`VmActor`], asking the [`TaskSupervisor`] for a new actor on first use.
-//! The supervisor spreads actors over worker arbiters (one per core) and
-//! owns the caps on live instances and concurrent starts. A `VmActor` owns
-//! its task's instance lifecycle, command queue, idle timer, TTL and retries;
-//! when it retires (idle, TTL, eviction, failure) it tells the registry,
-//! which forgets it, and hands back any request that reached it late, so
-//! nothing is lost.
+//! One exec, top to bottom:
+//!
+//! 1. [`Runtime::exec`] checks the task id and the request, wraps them in an
+//!    [`Exec`] message with a oneshot `reply` sender, and sends it to the
+//!    [`TaskRegistry`]. It then waits on the receiver: a dropped sender is
+//!    [`ErrorKind::ActorDied`](crate::ErrorKind::ActorDied), a closed registry
+//!    [`ErrorKind::ShuttingDown`](crate::ErrorKind::ShuttingDown).
+//! 2. The registry (`registry.rs`) routes by task id. A task without an actor
+//!    gets one from the [`TaskSupervisor`] (`SpawnVm`, `supervisor.rs`),
+//!    which places it on a worker arbiter and hands it what all actors share
+//!    (provider, slot and start semaphores, the registry's address). The
+//!    registry waits for that answer before routing anything else, so a
+//!    task's requests stay in order; a task whose instance ended earlier
+//!    (idle, TTL, eviction) has the reason stamped on the request.
+//! 3. The task's [`VmActor`] (`vm_actor.rs`) queues the request and `pump`s:
+//!    with no instance it calls `begin_start`, which spawns
+//!    `run::start_instance` (take a slot, then `Provider::start` under the
+//!    start deadline, retried by `Backoff` (`backoff.rs`) on transient errors);
+//!    `on_started` moves its `VmState` to `Ready` and pumps again.
+//! 4. With a ready instance, `begin_exec` pops the request and spawns
+//!    `run::run_command` (`Instance::exec` under the command's deadline,
+//!    panics caught, transient failures retried).
+//! 5. `on_command_done` answers the caller through `reply` — the registry is
+//!    not on the way back — or, if the instance vanished before the command
+//!    reached it, puts the request back at the head of the queue for a fresh
+//!    instance. Then it pumps: the next command, or the idle timer.
+//!
+//! Retirement runs the other way: when an actor retires (idle, TTL,
+//! eviction, a failed start, a backend panic) it sends `VmRetired` so the
+//! registry forgets it, hands requests that reached it late back in a
+//! `Reroute`, stops its instance, and stops itself once no call is in
+//! flight. A graceful shutdown ([`Runtime::shutdown`]) sends every actor an
+//! awaited `StopVm`, then asks the supervisor to sweep the backend for
+//! leftovers, and reports in a [`ShutdownReport`].
+//!
+//! Modules: `messages.rs` (the messages), `registry.rs`, `supervisor.rs`,
+//! `vm_actor.rs` with `vm_actor/state.rs` (the state enum) and
+//! `vm_actor/run.rs` (the backend calls), `backoff.rs` (the one retry loop).
 
+mod backoff;
 mod messages;
 mod registry;
 mod supervisor;
@@ -37,7 +72,7 @@ pub use supervisor::TaskSupervisor;
 pub use vm_actor::VmActor;
 
 use crate::config::Config;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 use crate::provider::{Captured, JobInfo, Provider};
 
 pub use crate::provider::MAX_COMMAND_BYTES;
@@ -232,8 +267,8 @@ mod duration_ms_opt {
 pub struct ShutdownReport {
     /// Instances stopped.
     pub stopped: Vec<String>,
-    /// Instances that could not be stopped: (task id, instance id, error).
-    pub failed: Vec<(String, Option<String>, String)>,
+    /// What could not be stopped, and why.
+    pub failed: Vec<StopFailure>,
     /// Instances found by the backend's tag sweep and stopped (half-started
     /// instances the runtime never learnt of).
     pub swept: Vec<String>,
@@ -244,6 +279,18 @@ impl ShutdownReport {
     pub fn is_clean(&self) -> bool {
         self.failed.is_empty()
     }
+}
+
+/// Something a graceful shutdown could not stop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StopFailure {
+    /// The task whose instance was not stopped; `None` when the sweep for
+    /// leftover instances failed.
+    pub task_id: Option<String>,
+    /// The instance, when the task had one the runtime knew of.
+    pub instance_id: Option<String>,
+    /// Why.
+    pub error: Error,
 }
 
 /// The public handle to a running Hecate runtime. Cheap to clone; every
@@ -336,20 +383,11 @@ impl Runtime {
         if let Err(err) = self.registry.try_send(msg) {
             match err {
                 SendError::Full(msg) => self.registry.do_send(msg),
-                SendError::Closed(_) => {
-                    return Err(Error::new(
-                        ErrorKind::ShuttingDown,
-                        "the runtime has shut down",
-                    ))
-                }
+                SendError::Closed(_) => return Err(Error::shutting_down()),
             }
         }
-        rx.await.unwrap_or_else(|_| {
-            Err(Error::new(
-                ErrorKind::ActorDied,
-                "the task's actor stopped before answering; the next call gets a fresh one",
-            ))
-        })
+        rx.await
+            .unwrap_or_else(|_| Err(Error::actor_died("the command")))
     }
 
     /// Stops a task's instance and forgets the task. Returns whether the
@@ -394,8 +432,9 @@ impl Runtime {
     }
 }
 
+/// The registry is gone only after the runtime shut down.
 fn mailbox_error(_: MailboxError) -> Error {
-    Error::new(ErrorKind::ShuttingDown, "the runtime has shut down")
+    Error::shutting_down()
 }
 
 /// A new id for this runtime: unique enough across processes and restarts.

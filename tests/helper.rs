@@ -245,18 +245,22 @@ pub fn scripted_runtime(config: Config) -> (Runtime, Arc<Journal>) {
     (rt, journal)
 }
 
-/// Lets every ready actor message and timer run without moving the paused
-/// clock by more than `d`.
-pub async fn advance(d: Duration) {
+/// Moves the paused clock by `d`, then lets every actor of `rt` catch up
+/// with what fell due (see [`settle`]).
+pub async fn advance(rt: &Runtime, d: Duration) {
     tokio::time::advance(d).await;
-    settle().await;
+    settle(rt).await;
 }
 
-/// Yields until queued actor messages have been handled.
-pub async fn settle() {
-    for _ in 0..50 {
-        tokio::task::yield_now().await;
-    }
+/// A round trip through every actor of `rt` (`Runtime::tasks`): the
+/// registry asks each live task actor for its info and answers when all
+/// have. Mailboxes are FIFO, and an actor handles its mailbox and its timers
+/// that are due in the same turn, so by the time this returns every message
+/// sent before it and every timer already due has been handled, together
+/// with what that did at once (a retirement, a scripted stop). Does not
+/// move the clock.
+pub async fn settle(rt: &Runtime) {
+    rt.tasks().await.expect("the runtime answers while it runs");
 }
 
 /// Polls `cond` on the real clock until it holds or `limit` passes; returns

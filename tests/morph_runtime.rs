@@ -771,10 +771,13 @@ async fn a_delete_that_keeps_failing_is_listed_in_the_shutdown_report() {
     let listed = report
         .failed
         .iter()
-        .find(|(task, _, _)| task == "del-fail")
+        .find(|failure| failure.task_id.as_deref() == Some("del-fail"))
         .unwrap_or_else(|| panic!("{report:?}"));
-    assert_eq!(listed.1.as_deref(), Some(out.instance_id.as_str()));
-    assert!(listed.2.contains("503"), "{report:?}");
+    assert_eq!(
+        listed.instance_id.as_deref(),
+        Some(out.instance_id.as_str())
+    );
+    assert!(listed.error.message().contains("503"), "{report:?}");
     // The instance is still there, and still findable by its tags.
     sim.set_faults(FaultConfig::none());
     assert_eq!(sim.stats().live_instances, 1);

@@ -73,12 +73,12 @@ async fn idle_vm_is_stopped_after_lifetime() {
     let (rt, journal) = scripted_runtime(test_config());
     rt.exec("t1", req("echo:x")).await.expect("exec");
     sleep(secs(299)).await;
-    settle().await;
+    settle(&rt).await;
     assert_eq!(journal.stops(), 0);
     assert_eq!(rt.tasks().await.expect("tasks").len(), 1);
     let t0 = Instant::now();
     sleep(Duration::from_millis(1_001)).await;
-    settle().await;
+    settle(&rt).await;
     assert_eq!(journal.stops(), 1, "stopped by the idle timer");
     assert!(t0.elapsed() <= Duration::from_millis(1_005));
     assert!(rt.tasks().await.expect("tasks").is_empty(), "evicted");
@@ -96,14 +96,14 @@ async fn idle_timer_never_fires_while_busy() {
     assert_eq!(out.exit_code, 0);
     assert_eq!(journal.stops(), 0, "no idle stop during a 600 s command");
     sleep(secs(299)).await;
-    settle().await;
+    settle(&rt).await;
     assert_eq!(
         journal.stops(),
         0,
         "idle time counts from the command's end"
     );
     sleep(secs(2)).await;
-    settle().await;
+    settle(&rt).await;
     assert_eq!(journal.stops(), 1);
 }
 
@@ -121,7 +121,7 @@ async fn ttl_stops_the_instance_and_the_next_exec_gets_a_fresh_one() {
         .await
         .expect("activity does not extend the TTL");
     sleep(Duration::from_millis(50_500)).await;
-    settle().await;
+    settle(&rt).await;
     assert_eq!(journal.stops(), 1, "stopped at the TTL");
     let next = rt.exec("t1", req("echo:c")).await.expect("exec");
     assert_eq!(next.instance_restarted, Some(RestartReason::Ttl));
@@ -409,6 +409,29 @@ async fn evict_while_running_answers_every_request() {
     assert_eq!(queued.instance_restarted, Some(RestartReason::Evicted));
     assert_eq!(journal.starts(), 2);
     assert!(!rt.evict("nope").await.expect("evict"), "unknown task");
+}
+
+#[actix_rt::test]
+async fn an_instance_that_finishes_starting_after_its_eviction_is_stopped_at_once() {
+    tokio::time::pause();
+    let (rt, journal) = scripted_runtime(test_config());
+    *journal.start_delay.lock().unwrap() = secs(5);
+    let rt2 = rt.clone();
+    let (out, evicted) = futures_util::join!(rt.exec("t1", req("echo:x")), async move {
+        sleep(secs(1)).await;
+        rt2.evict("t1").await
+    });
+    assert!(evicted.expect("evict"));
+    let out = out.expect("the request runs on a fresh instance");
+    assert_eq!(out.stdout.head, "x");
+    settle(&rt).await;
+    assert_eq!(journal.starts(), 2);
+    assert_eq!(
+        journal.stops(),
+        1,
+        "the late instance is not left to idle out"
+    );
+    assert_eq!(journal.live(), 1);
 }
 
 #[actix_rt::test]

@@ -190,10 +190,12 @@ async fn batch(args: BatchArgs, config: Config) -> ExitCode {
 async fn shutdown(rt: &Runtime, grace: Duration) -> bool {
     match rt.shutdown(grace).await {
         Ok(report) => {
-            for (task, instance, err) in &report.failed {
+            for failure in &report.failed {
                 eprintln!(
-                    "hecate: task {task:?}: instance {} was not stopped: {err}",
-                    instance.as_deref().unwrap_or("-")
+                    "hecate: task {:?}: instance {} was not stopped: {}",
+                    failure.task_id.as_deref().unwrap_or(""),
+                    failure.instance_id.as_deref().unwrap_or("-"),
+                    failure.error
                 );
             }
             if !report.swept.is_empty() {

@@ -16,15 +16,16 @@ use tokio::sync::oneshot;
 
 use super::messages::{
     EvictTask, Exec, GetInfo, ListTasks, Reroute, RunCommand, ShutdownRuntime, SpawnVm, StopCause,
-    StopVm, SweepOrphans, TaskId, VmRetired,
+    StopResult, StopVm, SweepOrphans, TaskId, VmRetired,
 };
 use super::supervisor::TaskSupervisor;
 use super::vm_actor::VmActor;
 use super::{
-    validate_task_id, ExecOutcome, RestartReason, ShutdownReport, TaskInfo, MAILBOX_CAPACITY,
+    validate_task_id, ExecOutcome, RestartReason, ShutdownReport, StopFailure, TaskInfo,
+    MAILBOX_CAPACITY,
 };
 use crate::config::Config;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 
 /// How many task actors a shutdown stops at once.
 const SHUTDOWN_IN_FLIGHT: usize = 10_000;
@@ -64,7 +65,7 @@ impl TaskRegistry {
     /// Sends a request to its task's actor, creating the actor if needed.
     fn route(&mut self, mut exec: Exec, ctx: &mut Context<Self>) {
         if !self.accepting {
-            let _ = exec.reply.send(Err(shutting_down()));
+            let _ = exec.reply.send(Err(Error::shutting_down()));
             return;
         }
         if let Some((addr, _)) = self.tasks.get(&exec.task_id) {
@@ -108,18 +109,11 @@ impl TaskRegistry {
                         }
                     }
                     Err(_) => {
-                        let _ = exec.reply.send(Err(shutting_down()));
+                        let _ = exec.reply.send(Err(Error::shutting_down()));
                     }
                 }),
         );
     }
-}
-
-fn shutting_down() -> Error {
-    Error::new(
-        ErrorKind::ShuttingDown,
-        "the runtime is shutting down and takes no new commands",
-    )
 }
 
 impl Actor for TaskRegistry {
@@ -150,12 +144,8 @@ impl Handler<RunCommand> for TaskRegistry {
         let (tx, rx) = oneshot::channel();
         self.route(Exec::new(msg.task_id, msg.request, tx), ctx);
         Box::pin(async move {
-            rx.await.unwrap_or_else(|_| {
-                Err(Error::new(
-                    ErrorKind::ActorDied,
-                    "the task's actor stopped before answering; the next call gets a fresh one",
-                ))
-            })
+            rx.await
+                .unwrap_or_else(|_| Err(Error::actor_died("the command")))
         })
     }
 }
@@ -202,12 +192,7 @@ impl Handler<EvictTask> for TaskRegistry {
                     cause: StopCause::Evicted,
                 })
                 .await
-                .map_err(|_| {
-                    Error::new(
-                        ErrorKind::ActorDied,
-                        "the task's actor stopped unexpectedly",
-                    )
-                })?;
+                .map_err(|_| Error::actor_died("the eviction"))?;
             stopped.result.map(|()| true)
         })
     }
@@ -264,43 +249,37 @@ impl Handler<ShutdownRuntime> for TaskRegistry {
                 // 5 s this way).
                 let stopped_all = tokio::task::unconstrained(stops).await;
                 for (task_id, stopped) in stopped_all {
-                    match stopped {
-                        Ok(StopResultView {
+                    let (instance_id, result) = match stopped {
+                        Ok(StopResult {
                             instance_id,
-                            result: Ok(()),
-                            ..
-                        }) => {
-                            report.stopped.extend(instance_id);
-                        }
-                        Ok(StopResultView {
+                            result,
+                        }) => (instance_id, result),
+                        Err(_) => (None, Err(Error::actor_died("the stop request"))),
+                    };
+                    match result {
+                        Ok(()) => report.stopped.extend(instance_id),
+                        Err(error) => report.failed.push(StopFailure {
+                            task_id: Some(task_id.to_string()),
                             instance_id,
-                            result: Err(err),
-                            ..
-                        }) => {
-                            report
-                                .failed
-                                .push((task_id.to_string(), instance_id, err.to_string()));
-                        }
-                        Err(_) => report.failed.push((
-                            task_id.to_string(),
-                            None,
-                            "the task's actor stopped before its instance was stopped".to_string(),
-                        )),
+                            error,
+                        }),
                     }
                 }
                 match supervisor.send(SweepOrphans).await {
                     Ok(Ok(swept)) => report.swept = swept,
-                    Ok(Err(err)) => report.failed.push((
-                        String::new(),
-                        None,
-                        format!("sweeping leftover instances failed: {err}"),
-                    )),
+                    Ok(Err(err)) => report.failed.push(StopFailure {
+                        task_id: None,
+                        instance_id: None,
+                        error: err.context("sweeping leftover instances failed"),
+                    }),
                     Err(_) => {}
                 }
-                for (task, instance, err) in &report.failed {
+                for failure in &report.failed {
                     log::error!(
-                        "shutdown: task={task} vm={} not stopped: {err}",
-                        instance.as_deref().unwrap_or("-")
+                        "shutdown: task={} vm={} not stopped: {}",
+                        failure.task_id.as_deref().unwrap_or("-"),
+                        failure.instance_id.as_deref().unwrap_or("-"),
+                        failure.error
                     );
                 }
                 report
@@ -309,6 +288,3 @@ impl Handler<ShutdownRuntime> for TaskRegistry {
         )
     }
 }
-
-/// The parts of a stop result the shutdown report needs.
-type StopResultView = super::messages::StopResult;

@@ -7,12 +7,13 @@ use std::sync::Arc;
 use actix::prelude::*;
 use tokio::sync::Semaphore;
 
+use super::backoff::Backoff;
 use super::messages::{SpawnVm, SweepOrphans, TaskId};
 use super::vm_actor::{Shared, VmActor};
 use super::TaskRegistry;
 use super::{Placement, MAILBOX_CAPACITY};
 use crate::config::Config;
-use crate::error::Result;
+use crate::error::{Error, ErrorKind, Result};
 use crate::provider::Provider;
 
 /// Creates task actors and holds what they share.
@@ -96,41 +97,28 @@ impl Handler<SweepOrphans> for TaskSupervisor {
         let shared = self.shared.clone();
         Box::pin(async move {
             let deadline = shared.config.stop_timeout;
-            let retry = &shared.config.retry;
             // A sweep lists and stops again whatever is still there, so a
-            // transient failure is retried; what earlier rounds stopped is
-            // kept for the report.
-            let mut swept = Vec::new();
-            let mut attempt = 0;
-            loop {
-                attempt += 1;
-                let round = actix::clock::timeout(
-                    deadline,
-                    shared.provider.sweep_orphans(&shared.runtime_id),
+            // transient failure is retried.
+            let swept = Backoff::new(&shared.config.retry)
+                .run(
+                    &format_args!("runtime={}", shared.runtime_id),
+                    "sweep",
+                    || async {
+                        actix::clock::timeout(
+                            deadline,
+                            shared.provider.sweep_orphans(&shared.runtime_id),
+                        )
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(Error::new(
+                                ErrorKind::Timeout,
+                                "sweeping leftover instances did not finish in time",
+                            ))
+                        })
+                    },
                 )
                 .await;
-                match round {
-                    Ok(Ok(ids)) => {
-                        swept.extend(ids);
-                        return Ok(swept);
-                    }
-                    Ok(Err(err)) if err.is_transient() && attempt <= retry.max_retries => {
-                        let delay = retry.delay(attempt, fastrand::f64(), err.retry_after());
-                        log::warn!(
-                            "runtime={} sweep failed ({err}); retry {attempt} in {delay:?}",
-                            shared.runtime_id
-                        );
-                        actix::clock::sleep(delay).await;
-                    }
-                    Ok(Err(err)) => return Err(err),
-                    Err(_) => {
-                        return Err(crate::Error::new(
-                            crate::ErrorKind::Timeout,
-                            "sweeping leftover instances did not finish in time",
-                        ))
-                    }
-                }
-            }
+            swept.result
         })
     }
 }
