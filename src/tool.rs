@@ -24,6 +24,8 @@ mod truncate;
 
 use std::time::Duration;
 
+// The batch runner reads its task lines with the tool's own field check.
+#[cfg(feature = "cli")]
 pub(crate) use args::check_known_fields;
 pub use args::ToolArgs;
 pub(crate) use result::render_with_timeout;
