@@ -118,6 +118,7 @@ fn unix_now() -> i64 {
 }
 
 /// Arguments of `hecate gc`.
+#[cfg(feature = "cli")]
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct GcArgs {
     /// Stop the instances found (without it, only list them: a dry run).
@@ -205,6 +206,7 @@ pub async fn gc_local(config: &crate::Config, opts: GcOptions) -> Result<GcRepor
 /// a table, or with `--json` one JSON object per instance (with an
 /// `action` of `would_stop`, `stopped` or `failed`). Returns the report;
 /// the caller decides the exit code (for example non-zero if any failed).
+#[cfg(feature = "cli")]
 pub async fn run_cli(args: GcArgs, config: &crate::Config) -> Result<GcReport> {
     let opts = GcOptions {
         dry_run: !args.yes,
@@ -279,6 +281,7 @@ pub async fn run_cli(args: GcArgs, config: &crate::Config) -> Result<GcReport> {
     Ok(report)
 }
 
+#[cfg(feature = "cli")]
 fn format_age(secs: i64) -> String {
     match secs {
         s if s < 120 => format!("{s}s"),
@@ -304,6 +307,7 @@ mod tests {
         }
     }
 
+    #[cfg(feature = "cli")]
     #[test]
     fn ages_print_compactly() {
         assert_eq!(format_age(59), "59s");

@@ -32,16 +32,38 @@
 //!
 //! - [`config`]: every setting, defaults, environment variables.
 //! - [`error`]: the error type and its kinds.
+//! - [`json`]: small JSON helpers shared by the tool and the wire parser.
 //! - [`provider`]: the backend boundary and the backends
 //!   ([`provider::local`], [`provider::morph`]).
 //! - [`runtime`]: the actors and the public handle.
 //! - [`tool`]: the LLM-facing contract (arguments, result JSON, schema).
-//! - [`batch`]: the batch runner behind `hecate batch`.
-//! - [`bench`](mod@bench): the load generator behind `hecate bench`.
-//! - [`sim`]: a MorphCloud simulator for tests, benchmarks and dry runs.
-//! - [`gc`]: finding and stopping instances a crashed runtime left behind.
+//! - [`gc`]: finding and stopping instances a crashed runtime left behind
+//!   (its command-line front end, `gc::run_cli`, needs `cli`).
+//! - `batch` (feature `cli`): the batch runner behind `hecate batch`.
+//! - `bench` (features `cli` and `sim`): the load generator behind
+//!   `hecate bench`.
+//! - `sim` (feature `sim`): a MorphCloud simulator for tests, benchmarks
+//!   and dry runs (its `hecate sim` front end needs `cli` too).
+//!
+//! # Features
+//!
+//! Both are on by default; the `hecate` binary needs both.
+//!
+//! - `cli`: the command line's pieces: argument structs (clap), progress
+//!   bars (indicatif), the logger the binary installs (env_logger), and the
+//!   `batch` and `bench` front ends.
+//! - `sim`: the MorphCloud simulator and its HTTP server (actix-web).
+//!
+//! An embedder that needs only the runtime, the backends and the tool
+//! contract builds without them:
+//! `hecate = { version = "0.1", default-features = false }`.
 
+// Dev-dependencies are not the library's, so test builds are exempt.
+#![cfg_attr(not(test), warn(unused_crate_dependencies))]
+
+#[cfg(feature = "cli")]
 pub mod batch;
+#[cfg(all(feature = "cli", feature = "sim"))]
 pub mod bench;
 pub mod config;
 pub mod error;
@@ -49,9 +71,14 @@ pub mod gc;
 pub mod json;
 pub mod provider;
 pub mod runtime;
+#[cfg(feature = "sim")]
 pub mod sim;
 pub mod tool;
 pub mod unix;
+
+// The binary installs the logger; the library itself only logs.
+#[cfg(feature = "cli")]
+use env_logger as _;
 
 pub use config::{ApiKey, BackendKind, Config, RetryPolicy};
 pub use error::{Error, ErrorKind, Result};

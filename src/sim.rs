@@ -35,6 +35,7 @@
 //!   `stop`, [`SimServer::expire`], [`SimServer::stop`]) kills them and
 //!   removes the instance's directory.
 
+#[cfg(feature = "cli")]
 mod cli;
 mod process;
 mod routes;
@@ -49,6 +50,7 @@ use std::time::Duration;
 use actix_web::dev::ServerHandle;
 use tokio::sync::oneshot;
 
+#[cfg(feature = "cli")]
 pub use cli::{run_cli, SimArgs};
 
 use state::Shared;

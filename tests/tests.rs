@@ -1,13 +1,25 @@
-//! Hecate's integration tests: one binary, one module per area.
+//! Hecate's integration tests: one binary, one module per area. Areas that
+//! exercise a front end or the simulator need its feature (see the crate
+//! doc); the runtime, backend and tool tests run under any features.
 
+#[cfg(feature = "cli")]
 mod batch;
+#[cfg(all(feature = "cli", feature = "sim"))]
 mod bench;
+// Runs the `hecate` binary, which needs both features.
+#[cfg(all(feature = "cli", feature = "sim"))]
 mod cli;
 mod helper;
 mod local_backend;
+// Also drives `gc::run_cli`.
+#[cfg(all(feature = "cli", feature = "sim"))]
 mod morph_backend;
+// Also drives the batch runner.
+#[cfg(all(feature = "cli", feature = "sim"))]
 mod morph_runtime;
+#[cfg(feature = "sim")]
 mod reliability;
 mod runtime;
+#[cfg(feature = "sim")]
 mod simulator;
 mod tool;

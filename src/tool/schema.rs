@@ -1,0 +1,136 @@
+//! What the model is told about the tool: its description and the JSON
+//! schema of its arguments, in OpenAI's and Anthropic's formats.
+
+use std::str::FromStr;
+
+use serde_json::{json, Value};
+
+use super::args::clip;
+use super::TOOL_NAME;
+use crate::error::{Error, Result};
+
+const DESCRIPTION: &str = "\
+Run a shell command in this task's own isolated Linux environment and get its output.
+
+Environment:
+- Each task has its own environment (a cloud VM or a private sandbox directory), created on \
+first use and kept for all calls of the task.
+- Files persist between calls of a task; shell state does not. Each call is a fresh `bash -c` \
+started in the task's working directory, so `cd`, exported variables, activated virtualenvs and \
+shell functions from earlier calls are gone. Chain steps in one command (`cd app && make test`) \
+or put them in a script file.
+- The environment may be reset after a period of inactivity or when it reaches its maximum \
+lifetime. The result then says so (`instance_restarted: true` and a notice in the output): files \
+and background processes from earlier calls are gone; recreate what you need.
+- Do not count on internet access or on root/sudo.
+
+Arguments:
+- command (required): the shell command to run.
+- timeout: seconds before the command and all its child processes are killed (default 120). On \
+timeout you get the output so far, exit code 124 and `timed_out: true`.
+- background: true for servers and other long-running processes. The call returns at once with \
+the job's id, pid, log file (stdout and stderr) and exit file (written when the job ends). Read \
+its output with `tail -n 50 LOG` or `cat LOG`; check whether it ended with \
+`test -f EXIT && cat EXIT`; stop it with `kill -- -PID` (its whole process group). Use this \
+instead of ending a command with `&`.
+- task_id: which task's environment to use (normally set for you; default \"default\").
+
+Result (JSON): `output` (stdout, then stderr, then notices), `exit_code`, `error` (set only when \
+the tool itself failed, never just because your command exited non-zero), `timed_out`, \
+`truncated`, `instance_restarted`, `duration_ms`, `queued_ms` (time waiting before the command \
+began), and `job` for background commands. Output \
+longer than the limit (50,000 characters by default) keeps its beginning and end, with a notice \
+of how many characters were cut from the middle: for big output, write it to a file and use \
+grep, head or tail.
+
+Avoid interactive programs (vim, nano, less, top, tmux, a python or node REPL, `git commit` \
+without -m): there is no terminal, so they wait for input until the timeout. Stop pagers by \
+piping to cat (`git log | cat`) or with `git --no-pager`.";
+
+/// The tool description for the model: what the environment is, what
+/// persists, timeouts, output limits, background jobs and what to avoid.
+pub fn description() -> &'static str {
+    DESCRIPTION
+}
+
+/// The JSON schema of the tool's arguments.
+pub fn parameters_schema() -> Value {
+    json!({
+        "type": "object",
+        "properties": {
+            "command": {
+                "type": "string",
+                "description": "The shell command to run (with bash -c, in the task's working directory)."
+            },
+            "background": {
+                "type": "boolean",
+                "description": "Run in the background and return at once with the job's id, pid, log file and exit file (for servers and long-running processes).",
+                "default": false
+            },
+            "timeout": {
+                "type": "integer",
+                "minimum": 1,
+                "description": "Seconds before the command is killed (default 120). Exit code 124 on timeout."
+            },
+            "task_id": {
+                "type": "string",
+                "description": "Which task's environment runs the command (default \"default\")."
+            }
+        },
+        "required": ["command"],
+        "additionalProperties": false
+    })
+}
+
+/// Which tool-definition format [`schema`] produces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SchemaFormat {
+    /// OpenAI function calling: `{"type": "function", "function": {...}}`.
+    OpenAi,
+    /// Anthropic tool use: `{"name", "description", "input_schema"}`.
+    Anthropic,
+}
+
+impl FromStr for SchemaFormat {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "openai" => Ok(SchemaFormat::OpenAi),
+            "anthropic" => Ok(SchemaFormat::Anthropic),
+            other => Err(Error::invalid_input(format!(
+                "unknown schema format {:?} (expected \"openai\" or \"anthropic\")",
+                clip(other, 40)
+            ))),
+        }
+    }
+}
+
+/// The tool definition in OpenAI's function-calling format.
+pub fn openai_schema() -> Value {
+    json!({
+        "type": "function",
+        "function": {
+            "name": TOOL_NAME,
+            "description": description(),
+            "parameters": parameters_schema(),
+        }
+    })
+}
+
+/// The tool definition in Anthropic's tool-use format.
+pub fn anthropic_schema() -> Value {
+    json!({
+        "name": TOOL_NAME,
+        "description": description(),
+        "input_schema": parameters_schema(),
+    })
+}
+
+/// The tool definition in the given format.
+pub fn schema(format: SchemaFormat) -> Value {
+    match format {
+        SchemaFormat::OpenAi => openai_schema(),
+        SchemaFormat::Anthropic => anthropic_schema(),
+    }
+}
