@@ -39,6 +39,8 @@
 //! - [`batch`]: the batch runner behind `hecate batch`.
 //! - [`bench`](mod@bench): the load generator behind `hecate bench`.
 //! - [`sim`]: a MorphCloud simulator for tests, benchmarks and dry runs.
+//! - [`launcher`]: the local backend's per-instance process launcher
+//!   (sessions, cgroups, subreaper, capability drop).
 //! - [`gc`]: finding and stopping instances a crashed runtime left behind.
 
 pub mod batch;
@@ -47,6 +49,7 @@ pub mod config;
 pub mod error;
 pub mod gc;
 pub mod json;
+pub mod launcher;
 pub mod provider;
 pub mod runtime;
 pub mod sim;
