@@ -4,6 +4,7 @@ mod batch;
 mod bench;
 mod cli;
 mod helper;
+mod launcher;
 mod local_backend;
 mod morph_backend;
 mod morph_runtime;

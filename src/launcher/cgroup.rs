@@ -442,7 +442,10 @@ pub fn remove_leftover_cgroups(dry_run: bool) -> LeftoverReport {
             }
             let mut launcher = Vec::new();
             collect_procs(&dir.join(LAUNCHER_DIR), &mut launcher);
-            if !launcher.is_empty() {
+            // A launcher that is still setting up has made its directory
+            // but not joined it yet: its command line says it is alive.
+            let name = e.file_name();
+            if !launcher.is_empty() || name.to_str().is_some_and(launcher_running) {
                 continue;
             }
             if dry_run {
@@ -465,4 +468,19 @@ pub fn remove_leftover_cgroups(dry_run: bool) -> LeftoverReport {
         }
     }
     report
+}
+
+/// Whether a launcher process for `instance` runs (its command line is
+/// `<exe> __launcher <instance> ...`).
+fn launcher_running(instance: &str) -> bool {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    dir.flatten().any(|e| {
+        std::fs::read(e.path().join("cmdline")).is_ok_and(|cmdline| {
+            let mut args = cmdline.split(|b| *b == 0).skip(1);
+            args.next() == Some(super::LAUNCHER_ARG.as_bytes())
+                && args.next() == Some(instance.as_bytes())
+        })
+    })
 }

@@ -438,7 +438,10 @@ impl Conn {
             ..
         } = self;
         drop(stream);
-        if tokio::time::timeout(EXIT_GRACE, child.wait()).await.is_err() {
+        if tokio::time::timeout(EXIT_GRACE, child.wait())
+            .await
+            .is_err()
+        {
             log::warn!("local launcher did not exit after its control stream closed; killing it");
             let _ = child.start_kill();
             let _ = child.wait().await;

@@ -85,7 +85,10 @@ pub fn command_tree(procs: &[Proc], launcher: i32, main: Option<i32>, sid: i32) 
         out.insert(main);
         out.extend(descendants(procs, main));
     }
-    for p in procs.iter().filter(|p| p.sid == sid && ours.contains(&p.pid)) {
+    for p in procs
+        .iter()
+        .filter(|p| p.sid == sid && ours.contains(&p.pid))
+    {
         out.insert(p.pid);
         out.extend(descendants(procs, p.pid));
     }

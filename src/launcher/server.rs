@@ -59,10 +59,7 @@ pub(crate) fn main(args: Vec<OsString>) -> i32 {
     };
     // Die with the runtime; if it died before this took effect we were
     // already reparented and must not run at all.
-    let _ = sys::prctl(
-        libc::PR_SET_PDEATHSIG,
-        PARENT_DEATH_SIGNAL as libc::c_ulong,
-    );
+    let _ = sys::prctl(libc::PR_SET_PDEATHSIG, PARENT_DEATH_SIGNAL as libc::c_ulong);
     // SAFETY: getppid cannot fail.
     if unsafe { libc::getppid() } != parent {
         return 1;
@@ -133,8 +130,7 @@ impl Server {
                 self.shutdown();
                 return;
             }
-            let revents = match sys::poll(&[self.sock.as_raw_fd(), self.signals.as_raw_fd()], -1)
-            {
+            let revents = match sys::poll(&[self.sock.as_raw_fd(), self.signals.as_raw_fd()], -1) {
                 Ok(r) => r,
                 Err(err) => {
                     eprintln!("hecate-launcher: poll ({err})");
@@ -237,7 +233,10 @@ impl Server {
     }
 
     fn exec_marker(&self, id: u64) -> String {
-        format!("{EXEC_MARKER}={}", super::exec_marker_value(&self.instance, id))
+        format!(
+            "{EXEC_MARKER}={}",
+            super::exec_marker_value(&self.instance, id)
+        )
     }
 
     fn spawn(&mut self, req: SpawnRequest) {
@@ -342,7 +341,11 @@ impl Server {
     /// Sends `signal` to `pids`; for SIGKILL repeats `find` until it comes
     /// back empty or the rounds run out. Returns what is left.
     fn kill_rounds(&mut self, signal: i32, find: &dyn Fn(&Server) -> Vec<i32>) -> Vec<i32> {
-        let rounds = if signal == libc::SIGKILL { KILL_ROUNDS } else { 1 };
+        let rounds = if signal == libc::SIGKILL {
+            KILL_ROUNDS
+        } else {
+            1
+        };
         let mut left = Vec::new();
         for _ in 0..rounds {
             left = find(self);
