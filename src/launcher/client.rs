@@ -350,7 +350,7 @@ async fn read_event(stream: &UnixStream, inbox: &mut FrameBuf) -> Result<Event> 
     let mut buf = vec![0u8; 16 * 1024];
     loop {
         if let Some(ev) = inbox
-            .next::<Event>()
+            .next_frame::<Event>()
             .map_err(|e| Error::protocol(format!("launcher: {e}")))?
         {
             return Ok(ev);
@@ -527,7 +527,7 @@ impl Conn {
     /// error (the stream cannot be trusted any more).
     fn dispatch(&mut self) -> bool {
         loop {
-            let ev = match self.inbox.next::<Event>() {
+            let ev = match self.inbox.next_frame::<Event>() {
                 Ok(Some(ev)) => ev,
                 Ok(None) => return true,
                 Err(err) => {

@@ -172,7 +172,7 @@ impl FrameBuf {
 
     /// The next complete message, `None` until one has fully arrived. An
     /// error poisons the stream: the caller should drop the connection.
-    pub fn next<T: DeserializeOwned>(&mut self) -> Result<Option<T>, FrameError> {
+    pub fn next_frame<T: DeserializeOwned>(&mut self) -> Result<Option<T>, FrameError> {
         let pending = &self.buf[self.start..];
         let Some(prefix) = pending.get(..4) else {
             return Ok(None);
@@ -233,16 +233,19 @@ mod tests {
         let mut whole = FrameBuf::default();
         whole.push(&wire);
         for m in &msgs {
-            assert_eq!(whole.next::<Request>().expect("decode").as_ref(), Some(m));
+            assert_eq!(
+                whole.next_frame::<Request>().expect("decode").as_ref(),
+                Some(m)
+            );
         }
-        assert_eq!(whole.next::<Request>().expect("empty"), None);
+        assert_eq!(whole.next_frame::<Request>().expect("empty"), None);
         assert!(!whole.has_partial());
 
         let mut dribble = FrameBuf::default();
         let mut got = Vec::new();
         for b in &wire {
             dribble.push(std::slice::from_ref(b));
-            while let Some(m) = dribble.next::<Request>().expect("decode") {
+            while let Some(m) = dribble.next_frame::<Request>().expect("decode") {
                 got.push(m);
             }
         }
@@ -262,7 +265,7 @@ mod tests {
         let mut buf = FrameBuf::default();
         buf.push(&(MAX_FRAME as u32 + 1).to_be_bytes());
         assert_eq!(
-            buf.next::<Request>(),
+            buf.next_frame::<Request>(),
             Err(FrameError::TooLarge(MAX_FRAME + 1))
         );
     }
@@ -273,7 +276,7 @@ mod tests {
         buf.push(&3u32.to_be_bytes());
         buf.push(b"{x}");
         assert!(matches!(
-            buf.next::<Request>(),
+            buf.next_frame::<Request>(),
             Err(FrameError::Malformed(_))
         ));
         let mut unknown = FrameBuf::default();
@@ -281,7 +284,7 @@ mod tests {
         unknown.push(&(body.len() as u32).to_be_bytes());
         unknown.push(body);
         assert!(matches!(
-            unknown.next::<Request>(),
+            unknown.next_frame::<Request>(),
             Err(FrameError::Malformed(_))
         ));
     }
@@ -291,11 +294,11 @@ mod tests {
         let frame = encode(&Event::Spawned { id: 1, pid: 42 }).expect("encode");
         let mut buf = FrameBuf::default();
         buf.push(&frame[..frame.len() - 1]);
-        assert_eq!(buf.next::<Event>().expect("partial"), None);
+        assert_eq!(buf.next_frame::<Event>().expect("partial"), None);
         assert!(buf.has_partial());
         buf.push(&frame[frame.len() - 1..]);
         assert_eq!(
-            buf.next::<Event>().expect("complete"),
+            buf.next_frame::<Event>().expect("complete"),
             Some(Event::Spawned { id: 1, pid: 42 })
         );
     }

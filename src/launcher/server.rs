@@ -81,7 +81,7 @@ pub(crate) fn main(args: Vec<OsString>) -> i32 {
             return 1;
         }
         let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
-        if null >= 0 && null != 0 {
+        if null > 0 {
             libc::dup2(null, 0);
             libc::close(null);
         }
@@ -190,7 +190,7 @@ impl Server {
             }
         }
         loop {
-            match self.inbox.next::<Request>() {
+            match self.inbox.next_frame::<Request>() {
                 Ok(Some(req)) => {
                     if self.handle(req) {
                         return true;
