@@ -43,6 +43,11 @@
 //!   [`harden_runtime_process`] the runtime is not dumpable, so a command
 //!   without `CAP_SYS_PTRACE` cannot read `/proc/<runtime>/environ` or
 //!   ptrace it; the launcher makes itself non-dumpable the same way.
+//!   (A root runtime is out of its commands' reach even without it: the
+//!   kernel lets a process read another's environment or memory only if
+//!   it holds all of the other's capabilities, and commands lack some.
+//!   Hardening is what protects a runtime and commands of one ordinary
+//!   user.)
 //! - Its lifetime is the runtime's and its control socket's: when the
 //!   runtime dies (`PR_SET_PDEATHSIG`, checked against the `getppid` race
 //!   and against the spawning *thread* ending) or the socket reaches end
@@ -54,9 +59,11 @@
 //! - Cgroups need write access to a hierarchy: root for `<mount>/hecate/`,
 //!   or a delegated v2 subtree (then the cgroups go under the process's
 //!   own cgroup, where `hecate gc` does not look). Without any, commands
-//!   are tracked by descent and markers: a command's orphans that started
-//!   a new session can then be attributed to it only by marker, though
-//!   stopping the instance still kills them (they are descendants).
+//!   are tracked by descent and markers: a command's orphan that started
+//!   a new session can then be attributed to that command only by its
+//!   marker, so a daemon that both left the session and overwrote its
+//!   environment survives a per-command kill; stopping the instance (or
+//!   [`Launcher::kill_all`]) still kills it, as it kills every descendant.
 //! - Dropping bounding-set capabilities needs `CAP_SETPCAP` (root); an
 //!   unprivileged runtime has none to pass on.
 //! - A root command that deliberately moves itself to another cgroup
