@@ -37,6 +37,9 @@
 //!   ([`provider::local`], [`provider::morph`]).
 //! - [`runtime`]: the actors and the public handle.
 //! - [`tool`]: the LLM-facing contract (arguments, result JSON, schema).
+//! - [`launcher`]: the local backend's per-instance process launcher
+//!   (sessions, cgroups, subreaper, capability drop).
+//! - [`unix`]: /proc, signals, kill rounds and exit codes, below the backends.
 //! - [`gc`]: finding and stopping instances a crashed runtime left behind
 //!   (its command-line front end, `gc::run_cli`, needs `cli`).
 //! - `batch` (feature `cli`): the batch runner behind `hecate batch`.
@@ -69,6 +72,7 @@ pub mod config;
 pub mod error;
 pub mod gc;
 pub mod json;
+pub mod launcher;
 pub mod provider;
 pub mod runtime;
 #[cfg(feature = "sim")]
@@ -84,6 +88,6 @@ pub use config::{ApiKey, BackendKind, Config, RetryPolicy};
 pub use error::{Error, ErrorKind, Result};
 pub use provider::{Captured, ExecOutput, ExecSpec, Instance, JobInfo, Provider, StartSpec};
 pub use runtime::{
-    ExecOutcome, ExecRequest, Placement, RestartReason, Runtime, ShutdownReport, TaskInfo,
-    TaskState,
+    ExecOutcome, ExecRequest, Placement, RestartReason, Runtime, ShutdownReport, StopFailure,
+    TaskInfo, TaskState,
 };

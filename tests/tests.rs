@@ -10,6 +10,7 @@ mod bench;
 #[cfg(all(feature = "cli", feature = "sim"))]
 mod cli;
 mod helper;
+mod launcher;
 mod local_backend;
 // Also drives `gc::run_cli`.
 #[cfg(all(feature = "cli", feature = "sim"))]

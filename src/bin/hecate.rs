@@ -71,6 +71,9 @@ struct ExecArgs {
 }
 
 fn main() -> ExitCode {
+    // First, before any thread or logger: `hecate __launcher ...` is the
+    // local backend's process launcher, not the CLI.
+    hecate::launcher::run_if_requested();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = Cli::parse();
     let system = actix_rt::System::new();

@@ -1,0 +1,587 @@
+//! The runtime's side: [`Launcher`] starts the launcher process and talks
+//! to it through one connection task that owns the control socket, the
+//! launcher's `Child`, and the waiters for every answer and exit.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::process::{ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use std::os::unix::process::ExitStatusExt;
+use tokio::io::Interest;
+use tokio::net::UnixStream;
+use tokio::sync::{mpsc, oneshot};
+
+use super::proto::{encode, Event, FrameBuf, Request, SpawnRequest, StdioSpec};
+use super::{sys, valid_instance_id, LauncherConfig, LAUNCHER_ARG};
+use crate::{Error, ErrorKind, Result};
+
+/// How long the connection task waits for the launcher to exit after its
+/// control stream ended before killing it.
+const EXIT_GRACE: Duration = Duration::from_secs(5);
+
+/// A command to start through the launcher. Nothing is inherited from the
+/// runtime: the environment is exactly `env` (plus the two marker
+/// variables), stdin is `/dev/null`, and stdout/stderr go to the given
+/// descriptors (usually pipe write ends the runtime reads) or `/dev/null`.
+#[derive(Debug)]
+pub struct CommandSpec {
+    /// The program: a path, or a name looked up in `env`'s `PATH`.
+    pub program: String,
+    /// `argv[0]` (the program when `None`).
+    pub arg0: Option<String>,
+    /// The arguments after `argv[0]`.
+    pub args: Vec<String>,
+    /// The whole environment.
+    pub env: Vec<(String, String)>,
+    /// The working directory (`/` when `None`).
+    pub cwd: Option<PathBuf>,
+    /// Where stdout goes (`/dev/null` when `None`).
+    pub stdout: Option<OwnedFd>,
+    /// Where stderr goes (`/dev/null` when `None`).
+    pub stderr: Option<OwnedFd>,
+}
+
+impl CommandSpec {
+    /// A command running `program` with no arguments and no environment.
+    pub fn new(program: impl Into<String>) -> Self {
+        CommandSpec {
+            program: program.into(),
+            arg0: None,
+            args: Vec::new(),
+            env: Vec::new(),
+            cwd: None,
+            stdout: None,
+            stderr: None,
+        }
+    }
+
+    /// `/bin/bash -c <script>`.
+    pub fn shell(script: impl Into<String>) -> Self {
+        CommandSpec::new("/bin/bash").arg("-c").arg(script)
+    }
+
+    /// Appends an argument.
+    pub fn arg(mut self, arg: impl Into<String>) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+
+    /// Adds an environment entry.
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Sets the working directory.
+    pub fn cwd(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.cwd = Some(dir.into());
+        self
+    }
+
+    /// Sends stdout to `fd`.
+    pub fn stdout(mut self, fd: OwnedFd) -> Self {
+        self.stdout = Some(fd);
+        self
+    }
+
+    /// Sends stderr to `fd`.
+    pub fn stderr(mut self, fd: OwnedFd) -> Self {
+        self.stderr = Some(fd);
+        self
+    }
+}
+
+/// A started command.
+#[derive(Debug)]
+pub struct Spawned {
+    /// The launcher's id for it (for [`Launcher::kill`]); its processes
+    /// carry `HECATE_EXEC_ID=<instance>.<id>`.
+    pub id: u64,
+    /// Its main process.
+    pub pid: u32,
+    /// Resolves when the main process ends.
+    pub exit: Exit,
+}
+
+/// The exit of a command's main process. It fails only if the launcher
+/// went away first; it has no deadline of its own (the caller's command
+/// timeout decides how long to wait, then kills).
+#[derive(Debug)]
+pub struct Exit(oneshot::Receiver<Result<ExitStatus>>);
+
+impl Future for Exit {
+    type Output = Result<ExitStatus>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|r| r.unwrap_or_else(|_| Err(gone())))
+    }
+}
+
+fn gone() -> Error {
+    Error::new(ErrorKind::InstanceGone, "the local launcher exited")
+}
+
+type Reply<T> = oneshot::Sender<Result<T>>;
+
+/// A request from the handle to the connection task.
+enum Call {
+    Spawn {
+        req: SpawnRequest,
+        fds: Vec<OwnedFd>,
+        reply: Reply<(u32, Exit)>,
+    },
+    Kill {
+        id: u64,
+        signal: i32,
+        reply: Reply<u32>,
+    },
+    KillAll {
+        signal: i32,
+        reply: Reply<u32>,
+    },
+    Stop {
+        reply: Reply<u32>,
+    },
+}
+
+/// The runtime's handle on one instance's launcher process. Dropping it
+/// closes the control socket: the launcher then kills everything it
+/// started and exits. Methods take `&self`; wrap it in an `Rc`/`Arc` to
+/// share it.
+#[derive(Debug)]
+pub struct Launcher {
+    calls: mpsc::UnboundedSender<Call>,
+    pid: u32,
+    instance: String,
+    cgroups: Vec<String>,
+    next_id: AtomicU64,
+    reply_timeout: Duration,
+}
+
+impl Launcher {
+    /// Starts the launcher for instance `instance_id` (letters, digits,
+    /// `.`, `_`, `-`; at most 64 bytes: it names cgroup directories) and
+    /// waits for it to be ready, at most `config.reply_timeout`. It is
+    /// spawned on std's fast path: absolute program, empty environment,
+    /// its own process group, the control socket as its stdin.
+    pub async fn start(config: &LauncherConfig, instance_id: &str) -> Result<Launcher> {
+        if !valid_instance_id(instance_id) {
+            return Err(Error::invalid_input(format!(
+                "launcher: instance id {instance_id:?} is not a valid cgroup name"
+            )));
+        }
+        let program = config.resolve_program()?;
+        let (ours, theirs) = sys::socketpair()
+            .map_err(|e| Error::internal("launcher: socketpair failed").with_source(e))?;
+        let mut cmd = std::process::Command::new(&program);
+        cmd.arg(LAUNCHER_ARG)
+            .arg(instance_id)
+            .arg(std::process::id().to_string())
+            .arg(config.cgroups.as_str())
+            .env_clear()
+            .current_dir("/")
+            .stdin(Stdio::from(theirs))
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        let child = tokio::process::Command::from(cmd).spawn().map_err(|e| {
+            Error::config(format!("launcher: cannot start {}", program.display())).with_source(e)
+        })?;
+        let pid = child.id().unwrap_or(0);
+        let std_stream = std::os::unix::net::UnixStream::from(ours);
+        std_stream
+            .set_nonblocking(true)
+            .map_err(|e| Error::internal("launcher: socket").with_source(e))?;
+        let stream = UnixStream::from_std(std_stream)
+            .map_err(|e| Error::internal("launcher: socket").with_source(e))?;
+        let mut inbox = FrameBuf::default();
+        let ready = tokio::time::timeout(config.reply_timeout, read_event(&stream, &mut inbox))
+            .await
+            .map_err(|_| {
+                Error::new(
+                    ErrorKind::Timeout,
+                    format!(
+                        "launcher: not ready within {:?} ({})",
+                        config.reply_timeout,
+                        program.display()
+                    ),
+                )
+            })??;
+        let Event::Ready { cgroups, .. } = ready else {
+            return Err(Error::protocol(format!(
+                "launcher: expected ready, got {ready:?}"
+            )));
+        };
+        let (calls, rx) = mpsc::unbounded_channel();
+        let conn = Conn {
+            stream,
+            child,
+            inbox,
+            calls: rx,
+            spawns: HashMap::new(),
+            exits: HashMap::new(),
+            kills: HashMap::new(),
+            kill_alls: VecDeque::new(),
+            stops: Vec::new(),
+            stopped: None,
+            outq: VecDeque::new(),
+        };
+        tokio::spawn(conn.run());
+        log::debug!("instance={instance_id} launcher pid={pid} cgroups={cgroups:?}");
+        Ok(Launcher {
+            calls,
+            pid,
+            instance: instance_id.to_string(),
+            cgroups,
+            next_id: AtomicU64::new(1),
+            reply_timeout: config.reply_timeout,
+        })
+    }
+
+    /// The launcher's pid.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// The instance id it was started for.
+    pub fn instance_id(&self) -> &str {
+        &self.instance
+    }
+
+    /// The cgroups the launcher tracks commands with (`v2:<dir>`,
+    /// `v1-freezer:<dir>`, `v1-pids:<dir>`); empty when it runs without
+    /// (then commands are tracked by descent and markers only).
+    pub fn cgroups(&self) -> &[String] {
+        &self.cgroups
+    }
+
+    async fn call<T>(&self, what: &str, make: impl FnOnce(Reply<T>) -> Call) -> Result<T> {
+        let (tx, rx) = oneshot::channel();
+        self.calls.send(make(tx)).map_err(|_| gone())?;
+        match tokio::time::timeout(self.reply_timeout, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(gone()),
+            Err(_) => Err(Error::new(
+                ErrorKind::Timeout,
+                format!(
+                    "launcher: no answer to {what} within {:?}",
+                    self.reply_timeout
+                ),
+            )),
+        }
+    }
+
+    /// Starts a command; returns once its main process runs (or failed to:
+    /// then an error of kind `InvalidInput` for a missing program, bad
+    /// directory or argument, `Internal` otherwise, naming the step).
+    pub async fn spawn(&self, spec: CommandSpec) -> Result<Spawned> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut argv = vec![spec.arg0.unwrap_or_else(|| spec.program.clone())];
+        argv.extend(spec.args);
+        let cwd = match spec.cwd {
+            Some(dir) => Some(dir.into_os_string().into_string().map_err(|_| {
+                Error::invalid_input("launcher: the working directory is not UTF-8")
+            })?),
+            None => None,
+        };
+        let stdio = |fd: &Option<OwnedFd>| {
+            if fd.is_some() {
+                StdioSpec::Fd
+            } else {
+                StdioSpec::Null
+            }
+        };
+        let req = SpawnRequest {
+            id,
+            program: spec.program,
+            argv,
+            env: spec.env,
+            cwd,
+            stdout: stdio(&spec.stdout),
+            stderr: stdio(&spec.stderr),
+        };
+        let fds: Vec<OwnedFd> = spec.stdout.into_iter().chain(spec.stderr).collect();
+        let (pid, exit) = self
+            .call("spawn", |reply| Call::Spawn { req, fds, reply })
+            .await?;
+        Ok(Spawned { id, pid, exit })
+    }
+
+    /// Kills (SIGKILL) every process command `id` started, wherever it
+    /// went; returns how many survived (0 unless something defeats every
+    /// layer, see the module doc).
+    pub async fn kill(&self, id: u64) -> Result<u32> {
+        self.signal(id, libc::SIGKILL).await
+    }
+
+    /// Sends `signal` to every process of command `id` once (SIGKILL takes
+    /// [`Launcher::kill`]'s thorough path); returns how many are alive.
+    pub async fn signal(&self, id: u64, signal: i32) -> Result<u32> {
+        self.call("kill", |reply| Call::Kill { id, signal, reply })
+            .await
+    }
+
+    /// Kills every process of every command; the launcher keeps running.
+    pub async fn kill_all(&self) -> Result<u32> {
+        self.call("kill_all", |reply| Call::KillAll {
+            signal: libc::SIGKILL,
+            reply,
+        })
+        .await
+    }
+
+    /// Kills everything, removes the instance's cgroups, and waits for the
+    /// launcher to exit (and reaps it). Returns how many processes
+    /// survived.
+    pub async fn stop(&self) -> Result<u32> {
+        self.call("stop", |reply| Call::Stop { reply }).await
+    }
+}
+
+/// Reads until one event is complete.
+async fn read_event(stream: &UnixStream, inbox: &mut FrameBuf) -> Result<Event> {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        if let Some(ev) = inbox
+            .next_frame::<Event>()
+            .map_err(|e| Error::protocol(format!("launcher: {e}")))?
+        {
+            return Ok(ev);
+        }
+        stream
+            .readable()
+            .await
+            .map_err(|e| Error::internal("launcher: socket").with_source(e))?;
+        match stream.try_read(&mut buf) {
+            Ok(0) => return Err(gone()),
+            Ok(n) => inbox.push(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(Error::internal("launcher: socket").with_source(e)),
+        }
+    }
+}
+
+/// One frame on its way out; its descriptors go with its first byte.
+struct Outgoing {
+    frame: Vec<u8>,
+    sent: usize,
+    fds: Vec<OwnedFd>,
+}
+
+/// The connection task's state: the socket, the launcher process, and who
+/// waits for what.
+struct Conn {
+    stream: UnixStream,
+    child: tokio::process::Child,
+    inbox: FrameBuf,
+    calls: mpsc::UnboundedReceiver<Call>,
+    spawns: HashMap<u64, Reply<(u32, Exit)>>,
+    exits: HashMap<u64, oneshot::Sender<Result<ExitStatus>>>,
+    kills: HashMap<u64, VecDeque<Reply<u32>>>,
+    kill_alls: VecDeque<Reply<u32>>,
+    stops: Vec<Reply<u32>>,
+    /// The launcher's answer to a stop, delivered once it has exited.
+    stopped: Option<u32>,
+    outq: VecDeque<Outgoing>,
+}
+
+impl Conn {
+    async fn run(mut self) {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            tokio::select! {
+                ready = self.stream.readable() => {
+                    if ready.is_err() {
+                        break;
+                    }
+                    match self.stream.try_read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => {
+                            self.inbox.push(&buf[..n]);
+                            if !self.dispatch() {
+                                break;
+                            }
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(_) => break,
+                    }
+                }
+                call = self.calls.recv() => match call {
+                    Some(call) => self.queue(call),
+                    // The handle was dropped: close the socket, which tells
+                    // the launcher to kill everything and exit.
+                    None => break,
+                },
+                ready = self.stream.writable(), if !self.outq.is_empty() => {
+                    if ready.is_err() || !self.write_some() {
+                        break;
+                    }
+                }
+            }
+        }
+        let Conn {
+            stream,
+            mut child,
+            spawns,
+            exits,
+            kills,
+            kill_alls,
+            stops,
+            stopped,
+            ..
+        } = self;
+        drop(stream);
+        if tokio::time::timeout(EXIT_GRACE, child.wait())
+            .await
+            .is_err()
+        {
+            log::warn!("local launcher did not exit after its control stream closed; killing it");
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+        }
+        for (_, reply) in spawns {
+            let _ = reply.send(Err(gone()));
+        }
+        for (_, exit) in exits {
+            let _ = exit.send(Err(gone()));
+        }
+        for reply in kills.into_values().flatten().chain(kill_alls) {
+            let _ = reply.send(Err(gone()));
+        }
+        for reply in stops {
+            let _ = reply.send(stopped.ok_or_else(gone));
+        }
+    }
+
+    fn queue(&mut self, call: Call) {
+        let (req, fds) = match call {
+            Call::Spawn { req, fds, reply } => {
+                self.spawns.insert(req.id, reply);
+                (Request::Spawn(req), fds)
+            }
+            Call::Kill { id, signal, reply } => {
+                self.kills.entry(id).or_default().push_back(reply);
+                (Request::Kill { id, signal }, Vec::new())
+            }
+            Call::KillAll { signal, reply } => {
+                self.kill_alls.push_back(reply);
+                (Request::KillAll { signal }, Vec::new())
+            }
+            Call::Stop { reply } => {
+                self.stops.push(reply);
+                (Request::Stop, Vec::new())
+            }
+        };
+        match encode(&req) {
+            Ok(frame) => self.outq.push_back(Outgoing {
+                frame,
+                sent: 0,
+                fds,
+            }),
+            Err(err) => {
+                // Only a spawn can be too large; answer it here.
+                if let Request::Spawn(req) = req {
+                    if let Some(reply) = self.spawns.remove(&req.id) {
+                        let _ = reply.send(Err(Error::invalid_input(format!(
+                            "launcher: command too large ({err})"
+                        ))));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes as much of the queue as the socket takes; false if it broke.
+    fn write_some(&mut self) -> bool {
+        while let Some(out) = self.outq.front_mut() {
+            let raw: Vec<RawFd> = out.fds.iter().map(AsRawFd::as_raw_fd).collect();
+            let fd = self.stream.as_raw_fd();
+            let res = self.stream.try_io(Interest::WRITABLE, || {
+                sys::send_with_fds(fd, &out.frame[out.sent..], &raw)
+            });
+            match res {
+                Ok(n) => {
+                    // The descriptors are in flight with the first byte.
+                    out.fds.clear();
+                    out.sent += n;
+                    if out.sent == out.frame.len() {
+                        self.outq.pop_front();
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return false,
+            }
+        }
+        true
+    }
+
+    /// Routes every complete event to its waiter; false on a protocol
+    /// error (the stream cannot be trusted any more).
+    fn dispatch(&mut self) -> bool {
+        loop {
+            let ev = match self.inbox.next_frame::<Event>() {
+                Ok(Some(ev)) => ev,
+                Ok(None) => return true,
+                Err(err) => {
+                    log::error!("local launcher: {err}");
+                    return false;
+                }
+            };
+            match ev {
+                Event::Spawned { id, pid } => {
+                    if let Some(reply) = self.spawns.remove(&id) {
+                        let (tx, rx) = oneshot::channel();
+                        self.exits.insert(id, tx);
+                        let pid = u32::try_from(pid).unwrap_or(0);
+                        let _ = reply.send(Ok((pid, Exit(rx))));
+                    }
+                }
+                Event::SpawnFailed { id, errno, stage } => {
+                    if let Some(reply) = self.spawns.remove(&id) {
+                        let err = std::io::Error::from_raw_os_error(errno);
+                        let kind = match (stage.as_str(), errno) {
+                            ("program" | "exec" | "chdir" | "argv", _) => ErrorKind::InvalidInput,
+                            _ => ErrorKind::Internal,
+                        };
+                        let _ = reply.send(Err(Error::new(
+                            kind,
+                            format!("launcher: spawn failed at {stage}: {err}"),
+                        )));
+                    }
+                }
+                Event::Exited { id, status } => {
+                    if let Some(exit) = self.exits.remove(&id) {
+                        let _ = exit.send(Ok(ExitStatus::from_raw(status)));
+                    }
+                }
+                Event::Killed { id, remaining } => {
+                    let queue = self.kills.get_mut(&id);
+                    if let Some(reply) = queue.and_then(VecDeque::pop_front) {
+                        let _ = reply.send(Ok(remaining));
+                    }
+                    if self.kills.get(&id).is_some_and(VecDeque::is_empty) {
+                        self.kills.remove(&id);
+                    }
+                }
+                Event::KilledAll { remaining } => {
+                    if let Some(reply) = self.kill_alls.pop_front() {
+                        let _ = reply.send(Ok(remaining));
+                    }
+                }
+                Event::Stopped { remaining } => self.stopped = Some(remaining),
+                Event::Ready { .. } => {}
+                Event::Rejected { reason } => {
+                    log::error!("local launcher rejected a request: {reason}");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,307 @@
+//! Starting one command inside the launcher: everything is prepared
+//! before `fork` (C strings, the program's path, the cgroup files), then
+//! the child puts itself in its own session and cgroups, takes its stdio,
+//! gives up the dangerous capabilities, sets `no_new_privs` and execs.
+//! A close-on-exec pipe carries `(stage, errno)` back if any step fails.
+//!
+//! Forking here is cheap and safe: the launcher is single-threaded, so the
+//! child cannot inherit a lock held by another thread.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use super::proto::SpawnRequest;
+use super::sys;
+
+/// Why a spawn failed: the step, and the OS error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpawnError {
+    /// `program`, `argv`, `cgroup`, `fork`, `setsid`, `stdio`, `chdir`,
+    /// `capabilities`, `no_new_privs` or `exec`.
+    pub stage: &'static str,
+    /// The errno.
+    pub errno: i32,
+}
+
+const STAGES: [&str; 10] = [
+    "program",
+    "argv",
+    "cgroup",
+    "fork",
+    "setsid",
+    "stdio",
+    "chdir",
+    "capabilities",
+    "no_new_privs",
+    "exec",
+];
+
+fn stage_code(stage: &str) -> u32 {
+    STAGES.iter().position(|s| *s == stage).unwrap_or(0) as u32
+}
+
+impl SpawnError {
+    fn new(stage: &'static str, errno: i32) -> Self {
+        SpawnError { stage, errno }
+    }
+    fn io(stage: &'static str, err: &io::Error) -> Self {
+        SpawnError::new(stage, err.raw_os_error().unwrap_or(libc::EIO))
+    }
+}
+
+/// The command's `PATH`, or the usual default.
+fn path_of(env: &[(String, String)]) -> &str {
+    env.iter()
+        .rev()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.as_str())
+        .unwrap_or("/usr/local/bin:/usr/bin:/bin")
+}
+
+/// The program's path: as given if it has a slash, otherwise the first
+/// executable file of that name in the command's `PATH`.
+fn resolve(program: &str, env: &[(String, String)]) -> Result<PathBuf, SpawnError> {
+    if program.is_empty() {
+        return Err(SpawnError::new("program", libc::ENOENT));
+    }
+    if program.contains('/') {
+        return Ok(PathBuf::from(program));
+    }
+    for dir in path_of(env).split(':').filter(|d| !d.is_empty()) {
+        let candidate = Path::new(dir).join(program);
+        let Ok(c) = CString::new(candidate.as_os_str().as_bytes()) else {
+            continue;
+        };
+        // SAFETY: c is a valid C string.
+        if unsafe { libc::access(c.as_ptr(), libc::X_OK) } == 0 && candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    Err(SpawnError::new("program", libc::ENOENT))
+}
+
+fn cstring(bytes: impl Into<Vec<u8>>) -> Result<CString, SpawnError> {
+    CString::new(bytes).map_err(|_| SpawnError::new("argv", libc::EINVAL))
+}
+
+/// A NULL-terminated array of pointers into `strings`.
+fn pointers(strings: &[CString]) -> Vec<*const libc::c_char> {
+    strings
+        .iter()
+        .map(|s| s.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect()
+}
+
+/// Starts `req` and returns its pid. `markers` (`NAME=value`) replace any
+/// entry of the same name in the command's environment; `joins` are the
+/// `cgroup.procs` files the child writes itself into.
+pub fn spawn(
+    req: &SpawnRequest,
+    stdout: Option<OwnedFd>,
+    stderr: Option<OwnedFd>,
+    joins: &[PathBuf],
+    markers: &[String],
+) -> Result<i32, SpawnError> {
+    let program = cstring(resolve(&req.program, &req.env)?.as_os_str().as_bytes())?;
+    let argv = req
+        .argv
+        .iter()
+        .map(|a| cstring(a.as_bytes()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let marker_names: Vec<&str> = markers
+        .iter()
+        .filter_map(|m| m.split_once('=').map(|(k, _)| k))
+        .collect();
+    let mut envp = Vec::with_capacity(req.env.len() + markers.len());
+    for (k, v) in &req.env {
+        if k.is_empty() || k.contains('=') {
+            return Err(SpawnError::new("argv", libc::EINVAL));
+        }
+        if !marker_names.contains(&k.as_str()) {
+            envp.push(cstring(format!("{k}={v}"))?);
+        }
+    }
+    for m in markers {
+        envp.push(cstring(m.as_bytes())?);
+    }
+    let cwd = req
+        .cwd
+        .as_deref()
+        .map(|c| cstring(c.as_bytes()))
+        .transpose()?;
+    let joins = joins
+        .iter()
+        .map(|p| cstring(p.as_os_str().as_bytes()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let null = cstring("/dev/null")?;
+    let argv_ptrs = pointers(&argv);
+    let envp_ptrs = pointers(&envp);
+    let (err_read, err_write) = sys::pipe().map_err(|e| SpawnError::io("fork", &e))?;
+    let out_fd = stdout.as_ref().map(AsRawFd::as_raw_fd);
+    let err_fd = stderr.as_ref().map(AsRawFd::as_raw_fd);
+
+    // SAFETY: the launcher is single-threaded, so the child may run any
+    // code; it only uses what was prepared above and ends in exec or _exit.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(SpawnError::io("fork", &io::Error::last_os_error()));
+    }
+    if pid == 0 {
+        let fail = child(
+            &program,
+            &argv_ptrs,
+            &envp_ptrs,
+            cwd.as_ref(),
+            &joins,
+            &null,
+            out_fd,
+            err_fd,
+        );
+        let mut msg = [0u8; 8];
+        msg[..4].copy_from_slice(&stage_code(fail.stage).to_ne_bytes());
+        msg[4..].copy_from_slice(&fail.errno.to_ne_bytes());
+        // SAFETY: writing 8 bytes from a live buffer, then leaving without
+        // running the launcher's destructors or atexit handlers.
+        unsafe {
+            libc::write(err_write.as_raw_fd(), msg.as_ptr().cast(), msg.len());
+            libc::_exit(127);
+        }
+    }
+    // The child holds its own copies; the runtime must see EOF on its pipes
+    // when the command's processes are done, so the launcher's go now.
+    drop(stdout);
+    drop(stderr);
+    drop(err_write);
+    let mut msg = [0u8; 8];
+    let mut got = 0;
+    while got < msg.len() {
+        // SAFETY: reading into the unfilled tail of a live buffer.
+        let n = unsafe {
+            libc::read(
+                err_read.as_raw_fd(),
+                msg[got..].as_mut_ptr().cast(),
+                msg.len() - got,
+            )
+        };
+        if n == 0 {
+            break;
+        }
+        if n < 0 {
+            if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            break;
+        }
+        got += n as usize;
+    }
+    if got == 0 {
+        return Ok(pid);
+    }
+    // The child reported a failure and exits with 127: reap it now so its
+    // pid is not reported as a command's exit.
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    let stage = u32::from_ne_bytes(msg[..4].try_into().expect("4 bytes")) as usize;
+    let errno = i32::from_ne_bytes(msg[4..].try_into().expect("4 bytes"));
+    Err(SpawnError::new(
+        STAGES.get(stage).copied().unwrap_or("exec"),
+        errno,
+    ))
+}
+
+/// `dup2(from, to)`, or `/dev/null` on `to` when `from` is `None`.
+fn install(from: Option<RawFd>, to: RawFd, null: &CString) -> Result<(), SpawnError> {
+    // SAFETY: plain descriptor calls on descriptors this process owns.
+    unsafe {
+        let src = match from {
+            Some(fd) => fd,
+            None => {
+                let fd = libc::open(null.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC);
+                if fd < 0 {
+                    return Err(SpawnError::io("stdio", &io::Error::last_os_error()));
+                }
+                fd
+            }
+        };
+        if src == to {
+            // dup2 onto itself would keep close-on-exec set.
+            let flags = libc::fcntl(to, libc::F_GETFD);
+            libc::fcntl(to, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
+        } else if libc::dup2(src, to) < 0 {
+            return Err(SpawnError::io("stdio", &io::Error::last_os_error()));
+        }
+    }
+    Ok(())
+}
+
+/// The child's side; returns only on failure.
+#[allow(clippy::too_many_arguments)]
+fn child(
+    program: &CString,
+    argv: &[*const libc::c_char],
+    envp: &[*const libc::c_char],
+    cwd: Option<&CString>,
+    joins: &[CString],
+    null: &CString,
+    stdout: Option<RawFd>,
+    stderr: Option<RawFd>,
+) -> SpawnError {
+    let last = || io::Error::last_os_error();
+    // SAFETY: process-level calls in a single-threaded child; every pointer
+    // is to data prepared before fork.
+    unsafe {
+        // The launcher blocks signals for its signalfd and Rust ignores
+        // SIGPIPE: a command starts with neither.
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        // The main process dies with the launcher even if it was killed
+        // without a chance to clean up.
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+        if libc::setsid() < 0 {
+            return SpawnError::io("setsid", &last());
+        }
+        for join in joins {
+            let fd = libc::open(join.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            if fd < 0 {
+                return SpawnError::io("cgroup", &last());
+            }
+            let ok = libc::write(fd, b"0".as_ptr().cast(), 1) == 1;
+            let err = last();
+            libc::close(fd);
+            if !ok {
+                return SpawnError::io("cgroup", &err);
+            }
+        }
+    }
+    // stdout and stderr first: their descriptors are >= 3 (0-2 are taken in
+    // the launcher), so installing 0 cannot clobber them.
+    if let Err(e) = install(stdout, 1, null)
+        .and_then(|()| install(stderr, 2, null))
+        .and_then(|()| install(None, 0, null))
+    {
+        return e;
+    }
+    // SAFETY: as above.
+    unsafe {
+        let dir = cwd.map(|c| c.as_ptr()).unwrap_or(c"/".as_ptr());
+        if libc::chdir(dir) < 0 {
+            return SpawnError::io("chdir", &last());
+        }
+    }
+    if let Err(e) = sys::drop_capabilities() {
+        return SpawnError::io("capabilities", &e);
+    }
+    if let Err(e) = sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1) {
+        return SpawnError::io("no_new_privs", &e);
+    }
+    // SAFETY: NULL-terminated arrays of valid C strings.
+    unsafe { libc::execve(program.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+    SpawnError::io("exec", &last())
+}
