@@ -4,7 +4,7 @@
 //! This module owns the instance lifecycle on MorphCloud: [`MorphProvider`]
 //! creates a VM from a snapshot with the runtime's tags and a server-side TTL,
 //! polls it until ready (deleting it again if it never gets there), and
-//! sweeps tagged orphans; [`MorphInstance`] runs commands in the VM and
+//! finds and stops tagged instances (the shutdown sweep, `hecate gc`); [`MorphInstance`] runs commands in the VM and
 //! deletes it. The wire contract is `shared/reference/morphcloud-api.md`. The
 //! API's exec has no timeout or background mode, so commands are wrapped in
 //! shell text that the VM runs (`shell`); HTTP and failure classification
@@ -13,9 +13,9 @@
 //! Futures are not `Send` and run on the arbiter that owns the instance; the
 //! provider itself is `Send + Sync` and shared.
 
-pub(crate) mod api;
+mod api;
 mod shell;
-pub(crate) mod wire;
+mod wire;
 
 use std::cell::Cell;
 use std::fmt;
@@ -70,6 +70,17 @@ impl MorphProvider {
                 "HECATE_DEFAULT_SNAPSHOT_ID: must not be empty",
             ));
         }
+        Self::without_snapshot_check(config)
+    }
+
+    /// A provider for finding and stopping tagged instances (`hecate gc`),
+    /// which never starts one and so does not need a snapshot id: an empty
+    /// one is not an error here. Sends no request.
+    pub(crate) fn for_cleanup(config: &MorphConfig) -> Result<Self> {
+        Self::without_snapshot_check(config)
+    }
+
+    fn without_snapshot_check(config: &MorphConfig) -> Result<Self> {
         Ok(MorphProvider {
             shared: Arc::new(Shared {
                 api: Api::new(config)?,
@@ -79,6 +90,24 @@ impl MorphProvider {
                 kill_grace: config.kill_grace,
             }),
         })
+    }
+}
+
+impl MorphProvider {
+    /// The instances carrying all of `tags` (`GET /instance` with metadata
+    /// filters). The filter is applied here too, so a server that ignored it
+    /// can never make a caller stop instances that are not its own.
+    pub(crate) async fn list_tagged(&self, tags: &[(&str, &str)]) -> Result<Vec<InstanceInfo>> {
+        self.shared.api.list_tagged(tags).await
+    }
+
+    /// Deletes each instance in turn; returns the stopped ids and the
+    /// failures. An instance that was already gone counts as stopped.
+    pub(crate) async fn stop_instances(
+        &self,
+        ids: &[String],
+    ) -> (Vec<String>, Vec<(String, Error)>) {
+        stop_all(&self.shared.api, ids).await
     }
 }
 
@@ -153,9 +182,8 @@ impl Provider for MorphProvider {
     }
 }
 
-/// Deletes each instance in turn; returns the stopped ids and the failures.
-/// An instance that was already gone counts as stopped.
-pub(crate) async fn stop_all(api: &Api, ids: &[String]) -> (Vec<String>, Vec<(String, Error)>) {
+/// See [`MorphProvider::stop_instances`].
+async fn stop_all(api: &Api, ids: &[String]) -> (Vec<String>, Vec<(String, Error)>) {
     let mut stopped = Vec::new();
     let mut failed = Vec::new();
     for id in ids {
