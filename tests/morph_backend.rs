@@ -277,6 +277,15 @@ async fn malformed_json_is_a_protocol_error() {
         .expect("garbage");
     assert_eq!(err.kind(), ErrorKind::Protocol, "{err}");
     assert!(err.message().contains("not valid JSON"), "{err}");
+    assert_eq!(
+        err.status(),
+        Some(200),
+        "the answer's status is kept: {err:?}"
+    );
+    assert!(
+        std::error::Error::source(&err).is_some(),
+        "the JSON error is the source: {err:?}"
+    );
     let err = provider
         .start(start_spec("t", "r"))
         .await
@@ -329,7 +338,7 @@ async fn status_codes_map_to_error_kinds() {
 
     let err = vm.exec(exec_spec("true")).await.expect_err("409");
     assert_eq!(err.kind(), ErrorKind::Transient, "{err}");
-    assert!(err.message().contains("409"), "{err}");
+    assert_eq!(err.status(), Some(409), "{err}");
 
     let err = vm.exec(exec_spec("true")).await.expect_err("429");
     assert_eq!(err.kind(), ErrorKind::Transient, "{err}");
@@ -337,14 +346,12 @@ async fn status_codes_map_to_error_kinds() {
 
     let err = vm.exec(exec_spec("true")).await.expect_err("422");
     assert_eq!(err.kind(), ErrorKind::Rejected, "{err}");
-    assert!(
-        err.message().contains("422") && err.message().contains("field required"),
-        "{err}"
-    );
+    assert_eq!(err.status(), Some(422), "{err}");
+    assert!(err.message().contains("field required"), "{err}");
 
     let err = vm.exec(exec_spec("true")).await.expect_err("400");
     assert_eq!(err.kind(), ErrorKind::Rejected, "{err}");
-    assert!(err.message().contains("400"), "{err}");
+    assert_eq!(err.status(), Some(400), "{err}");
     assert!(
         err.message().len() < 1000,
         "body is truncated: {}",
@@ -360,16 +367,14 @@ async fn status_codes_map_to_error_kinds() {
 
     let err = vm.exec(exec_spec("true")).await.expect_err("404");
     assert_eq!(err.kind(), ErrorKind::InstanceGone, "{err}");
-    assert!(err.message().contains("404"), "{err}");
+    assert_eq!(err.status(), Some(404), "{err}");
 
     vm.stop().await.expect("404 on stop is success");
 
     let err = provider.sweep_orphans("r").await.expect_err("401");
     assert_eq!(err.kind(), ErrorKind::Rejected, "{err}");
-    assert!(
-        err.message().contains("MORPH_API_KEY") && err.message().contains("401"),
-        "{err}"
-    );
+    assert_eq!(err.status(), Some(401), "{err}");
+    assert!(err.message().contains("MORPH_API_KEY"), "{err}");
     assert!(!err.message().contains(secret), "key leaked: {err}");
     assert!(
         !format!("{err:?} {provider:?}").contains(secret),
@@ -500,6 +505,7 @@ async fn a_start_that_never_gets_ready_times_out_and_deletes_the_instance() {
         .err()
         .expect("timeout");
     assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+    assert!(!err.message().contains("task="), "{err}");
     let stats = sim.stats();
     assert_eq!((stats.starts, stats.live_instances), (1, 0));
     sim.stop().await;
@@ -520,6 +526,10 @@ async fn boot_error_fails_the_start_and_deletes_the_instance() {
         .expect("boot error");
     assert_eq!(err.kind(), ErrorKind::Transient, "{err}");
     assert!(err.message().contains("boot"), "{err}");
+    assert!(
+        !err.message().contains("task=") && !err.message().contains("vm="),
+        "ids of the log lines stay out of the message: {err}"
+    );
     let stats = sim.stats();
     assert_eq!((stats.starts, stats.stops, stats.live_instances), (1, 1, 0));
     sim.stop().await;
@@ -537,7 +547,7 @@ async fn a_wrong_api_key_is_rejected_without_leaking_it() {
         .expect("401");
     assert_eq!(err.kind(), ErrorKind::Rejected, "{err}");
     assert!(err.message().contains("MORPH_API_KEY"), "{err}");
-    assert!(err.message().contains("401"), "{err}");
+    assert_eq!(err.status(), Some(401), "{err}");
     assert!(!format!("{err} {err:?}").contains(secret), "{err:?}");
     assert_eq!(sim.stats().starts, 0);
     sim.stop().await;
@@ -551,7 +561,7 @@ async fn exec_after_the_ttl_stopped_the_instance_is_instance_gone() {
     assert!(sim.expire(vm.id()));
     let err = vm.exec(exec_spec("echo after")).await.expect_err("gone");
     assert_eq!(err.kind(), ErrorKind::InstanceGone, "{err}");
-    assert!(err.message().contains("404"), "{err}");
+    assert_eq!(err.status(), Some(404), "{err}");
     assert_eq!(sim.command_runs_containing("echo after"), 0);
     vm.stop().await.expect("stopping a gone instance succeeds");
     sim.stop().await;
@@ -669,6 +679,11 @@ async fn a_refused_connection_is_transient() {
         err.kind(),
         ErrorKind::Transient,
         "a request never sent ran nothing: {err}"
+    );
+    assert_eq!(err.status(), None, "no answer, no status: {err:?}");
+    assert!(
+        std::error::Error::source(&err).is_some(),
+        "the transport failure is the source: {err:?}"
     );
     let err = vm.stop().await.expect_err("refused");
     assert_eq!(err.kind(), ErrorKind::Transient, "{err}");

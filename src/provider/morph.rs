@@ -10,6 +10,9 @@
 //! shell text that the VM runs (`shell`); HTTP and failure classification
 //! live in `api`, JSON parsing in `wire`.
 //!
+//! Error messages reach the agent, so they say what failed without the
+//! `task=… vm=…` prefix of the log lines; the logs keep the ids.
+//!
 //! Futures are not `Send` and run on the arbiter that owns the instance; the
 //! provider itself is `Send + Sync` and shared.
 
@@ -128,7 +131,10 @@ impl Provider for MorphProvider {
                 .api
                 .create_instance(&shared.snapshot_id, &spec.metadata, ttl_seconds)
                 .await
-                .map_err(|e| e.context(format!("task={task}: starting a MorphCloud instance")))?;
+                .map_err(|e| {
+                    log::warn!("task={task} could not create an instance: {e}");
+                    e.context("starting a MorphCloud instance")
+                })?;
             log::info!(
                 "task={task} vm={} created from {} (status {})",
                 info.id,
@@ -136,6 +142,7 @@ impl Provider for MorphProvider {
                 info.status
             );
             if let Err(err) = wait_ready(&shared, &task, &info).await {
+                log::warn!("task={task} vm={} did not become ready: {err}", info.id);
                 // Like the official SDK: a start that fails after the
                 // instance exists deletes it. Best effort: if this fails too,
                 // the instance carries the runtime's tags, so the shutdown
@@ -232,9 +239,9 @@ async fn wait_ready(shared: &Shared, task: &str, created: &InstanceInfo) -> Resu
             // the instance is deleted before this is returned, so another
             // attempt is safe.
             InstanceStatus::Error => {
-                return Err(Error::transient(format!(
-                    "task={task} vm={id}: the instance failed to boot (status \"error\")"
-                )))
+                return Err(Error::transient(
+                    "the new instance failed to boot (status \"error\")",
+                ))
             }
             _ => {}
         }
@@ -244,7 +251,7 @@ async fn wait_ready(shared: &Shared, task: &str, created: &InstanceInfo) -> Resu
             return Err(Error::new(
                 ErrorKind::Timeout,
                 format!(
-                    "task={task} vm={id}: not ready within {:?} (status \"{status}\"{why})",
+                    "the new instance was not ready within {:?} (status \"{status}\"{why})",
                     shared.ready_timeout
                 ),
             ));
@@ -269,11 +276,15 @@ async fn wait_ready(shared: &Shared, task: &str, created: &InstanceInfo) -> Resu
             }
             // Vanished while booting: a fresh start may well succeed.
             Err(err) if err.kind() == ErrorKind::InstanceGone => {
-                return Err(Error::transient(format!(
-                    "task={task} vm={id}: the instance disappeared while booting: {err}"
-                )))
+                let gone =
+                    Error::transient(format!("the new instance disappeared while booting: {err}"));
+                let gone = match err.status() {
+                    Some(status) => gone.with_status(status),
+                    None => gone,
+                };
+                return Err(gone.with_source(err));
             }
-            Err(err) => return Err(err.context(format!("task={task} vm={id}: readiness poll"))),
+            Err(err) => return Err(err.context("polling the new instance for readiness")),
         }
     }
 }

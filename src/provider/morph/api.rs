@@ -111,6 +111,20 @@ struct Reply {
     body: Bytes,
 }
 
+/// The text of an awc failure, scrubbed of the API key, kept as an error's
+/// [`source`](std::error::Error::source): awc's own errors are not `Send`,
+/// and their text is only safe to keep once scrubbed.
+#[derive(Debug)]
+struct TransportError(String);
+
+impl fmt::Display for TransportError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for TransportError {}
+
 /// The MorphCloud API as this backend uses it. Cheap to share (`Arc`); the
 /// HTTP client itself is per thread.
 pub(crate) struct Api {
@@ -190,8 +204,9 @@ impl Api {
             ttl_seconds,
             ttl_action: "stop",
         };
-        let body = serde_json::to_vec(&body)
-            .map_err(|e| Error::internal(format!("cannot encode the start request: {e}")))?;
+        let body = serde_json::to_vec(&body).map_err(|e| {
+            Error::internal(format!("cannot encode the start request: {e}")).with_source(e)
+        })?;
         let what = "POST /instance";
         let reply = self
             .send(
@@ -204,7 +219,9 @@ impl Api {
             )
             .await?;
         let reply = self.check(Call::Start, what, reply)?;
-        wire::parse_instance(what, &wire::parse_json(what, &reply.body)?)
+        self.parse(&reply, |body| {
+            wire::parse_instance(what, &wire::parse_json(what, body)?)
+        })
     }
 
     /// `GET /instance/{id}`. A missing instance is
@@ -216,7 +233,9 @@ impl Api {
             .send(Call::Get, &what, Method::GET, &path, None, timeout)
             .await?;
         let reply = self.check(Call::Get, &what, reply)?;
-        wire::parse_instance(&what, &wire::parse_json(&what, &reply.body)?)
+        self.parse(&reply, |body| {
+            wire::parse_instance(&what, &wire::parse_json(&what, body)?)
+        })
     }
 
     /// `GET /instance?metadata[k]=v&…`: the instances carrying all the given
@@ -245,7 +264,9 @@ impl Api {
             )
             .await?;
         let reply = self.check(Call::List, what, reply)?;
-        let all = wire::parse_instance_list(what, &wire::parse_json(what, &reply.body)?)?;
+        let all = self.parse(&reply, |body| {
+            wire::parse_instance_list(what, &wire::parse_json(what, body)?)
+        })?;
         Ok(all
             .into_iter()
             .filter(|i| {
@@ -287,15 +308,15 @@ impl Api {
     ) -> Result<ExecReply> {
         let path = format!("/instance/{}/exec", encode_segment(id));
         let what = format!("POST {path}");
-        let body = serde_json::to_vec(&wire::ExecBody { command: [command] })
-            .map_err(|e| Error::internal(format!("cannot encode the exec request: {e}")))?;
+        let body = serde_json::to_vec(&wire::ExecBody { command: [command] }).map_err(|e| {
+            Error::internal(format!("cannot encode the exec request: {e}")).with_source(e)
+        })?;
         let reply = self
             .send(Call::Exec, &what, Method::POST, &path, Some(body), deadline)
             .await?;
         let reply = self.check(Call::Exec, &what, reply)?;
-        let parsed = wire::parse_exec_body(&what, &reply.body)
-            .map_err(|e| e.context("the command ran, but its result is unreadable"))?;
-        Ok(parsed)
+        self.parse(&reply, |body| wire::parse_exec_body(&what, body))
+            .map_err(|e| e.context("the command ran, but its result is unreadable"))
     }
 
     /// Sends one request and reads the whole answer, classifying transport
@@ -343,7 +364,8 @@ impl Api {
         err: SendRequestError,
     ) -> Error {
         let err_text = self.scrub(&err.to_string());
-        match err {
+        let source = TransportError(err_text.clone());
+        let classified = match err {
             SendRequestError::Connect(ConnectError::SslIsNotSupported) => Error::config(format!(
                 "{what}: MORPH_BASE_URL needs TLS, which this build does not include"
             )),
@@ -365,11 +387,13 @@ impl Api {
             _ => call.lost(format!(
                 "{what}: the connection failed before an answer arrived: {err_text}"
             )),
-        }
+        };
+        classified.with_source(source)
     }
 
     fn body_error(&self, call: Call, what: &str, status: StatusCode, err: PayloadError) -> Error {
-        match err {
+        let source = TransportError(self.scrub(&err.to_string()));
+        let classified = match err {
             PayloadError::Overflow => {
                 let ran = if call == Call::Exec && status.is_success() {
                     " (the command ran, but its output was too large to receive)"
@@ -385,12 +409,12 @@ impl Api {
                     ),
                 )
             }
-            other => call.lost(format!(
-                "{what}: HTTP {}: the answer broke off: {}",
+            _ => call.lost(format!(
+                "{what}: HTTP {}: the answer broke off: {source}",
                 status.as_u16(),
-                self.scrub(&other.to_string())
             )),
-        }
+        };
+        classified.with_status(status.as_u16()).with_source(source)
     }
 
     /// Passes a 2xx answer through and turns any other status into an error
@@ -435,7 +459,23 @@ impl Api {
             ),
             _ => Error::new(ErrorKind::Protocol, format!("{base} (unexpected status)")),
         };
-        Err(err)
+        Err(err.with_status(code))
+    }
+
+    /// Parses a 2xx answer's body. An error says which status the
+    /// unreadable answer came with, and quotes nothing of the API key.
+    fn parse<T>(&self, reply: &Reply, parse: impl FnOnce(&[u8]) -> Result<T>) -> Result<T> {
+        let status = reply.status.as_u16();
+        parse(&reply.body).map_err(|e| {
+            let scrubbed = self.scrub(e.message());
+            if scrubbed == e.message() {
+                e.with_status(status)
+            } else {
+                // The parser quoted the body, and the body held the key: the
+                // source (the parser's error) may quote it too, so it goes.
+                Error::new(e.kind(), scrubbed).with_status(status)
+            }
+        })
     }
 
     /// `text` without the API key.
@@ -474,7 +514,7 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 /// (`metadata%5Bk%5D=v`), as the official SDK sends them.
 fn encode_query<K: serde::Serialize, V: serde::Serialize>(pairs: &[(K, V)]) -> Result<String> {
     serde_urlencoded::to_string(pairs)
-        .map_err(|e| Error::invalid_input(format!("cannot encode the query: {e}")))
+        .map_err(|e| Error::invalid_input(format!("cannot encode the query: {e}")).with_source(e))
 }
 
 /// One URL path segment: unreserved characters as they are, everything else
