@@ -149,7 +149,7 @@ fn refuse(req: &ServiceRequest) -> Option<HttpResponse> {
         log::debug!("sim refused {} {}: bad api key", req.method(), req.path());
         return Some(Reject::detail(StatusCode::UNAUTHORIZED, "Invalid API key").error_response());
     }
-    let fault = shared.with(|state| state.draw_http_fault());
+    let fault = shared.with(|state| state.faults.draw_http());
     let status = fault.status?;
     log::debug!("sim fault {status} on {} {}", req.method(), req.path());
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -544,9 +544,9 @@ async fn begin_exec(
         ));
     }
     let text = body.command.join(" ");
-    let faults = shared.with(|state| state.draw_exec_faults());
+    let faults = shared.with(|state| state.faults.draw_exec());
     if let Some(by) = faults.slow {
-        shared.with(|state| state.count_slow());
+        shared.with(|state| state.faults.count_slow());
         log::debug!("sim vm={id} slow exec (fault): {by:?}");
         actix_rt::time::sleep(by).await;
     }
@@ -560,7 +560,7 @@ async fn begin_exec(
         }
     };
     if faults.drop_before {
-        shared.with(|state| state.count_drop_before());
+        shared.with(|state| state.faults.count_drop_before());
         log::debug!("sim vm={id} dropping the connection before the command (fault)");
         return Err(drop_connection(req));
     }
@@ -628,7 +628,7 @@ async fn exec(
         .map_err(|_| Reject::detail(StatusCode::INTERNAL_SERVER_ERROR, "command task failed"))?;
     log::debug!("sim vm={id} exit {}", output.exit_code);
     if drop_after {
-        shared.with(|state| state.count_drop_after());
+        shared.with(|state| state.faults.count_drop_after());
         log::debug!("sim vm={id} dropping the connection after the command (fault)");
         return Err(drop_connection(&req));
     }
@@ -661,7 +661,7 @@ async fn exec_sse(
     let (started, drop_after) = begin_exec(&req, &shared, &id, &body).await?;
     if drop_after {
         let _ = actix_rt::spawn(started.finish(None)).await;
-        shared.with(|state| state.count_drop_after());
+        shared.with(|state| state.faults.count_drop_after());
         log::debug!("sim vm={id} dropping the connection after the command (fault)");
         return Err(drop_connection(&req));
     }
