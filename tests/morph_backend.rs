@@ -7,11 +7,13 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use actix_web::{web, HttpRequest, HttpResponse};
 use hecate::gc::{self, GcArgs, GcOptions};
 use hecate::provider::morph::MorphProvider;
 use hecate::sim::{ExecMode, FaultConfig, SimConfig, SimServer};
 use hecate::{ApiKey, Config, ErrorKind, ExecSpec, Instance, Provider, StartSpec};
+
+use crate::helper::server::{spawn_server, start_sim};
 
 const KEY: &str = "test-key";
 
@@ -52,7 +54,7 @@ fn exec_spec(command: &str) -> ExecSpec {
 }
 
 async fn sim_with(config: SimConfig) -> SimServer {
-    SimServer::start(config).await.expect("simulator starts")
+    start_sim(config).await
 }
 
 async fn sim() -> SimServer {
@@ -137,9 +139,9 @@ impl Scripted {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let queue = Arc::new(Mutex::new(VecDeque::from(replies)));
         let (seen2, queue2) = (Arc::clone(&seen), Arc::clone(&queue));
-        let server = HttpServer::new(move || {
+        let (url, handle) = spawn_server(move |cfg| {
             let (seen, queue) = (Arc::clone(&seen2), Arc::clone(&queue2));
-            App::new().default_service(web::to(move |req: HttpRequest, body: web::Bytes| {
+            cfg.default_service(web::to(move |req: HttpRequest, body: web::Bytes| {
                 let (seen, queue) = (Arc::clone(&seen), Arc::clone(&queue));
                 async move {
                     seen.lock().expect("lock").push(Seen {
@@ -168,20 +170,9 @@ impl Scripted {
                     }
                     resp.body(canned.body)
                 }
-            }))
-        })
-        .workers(1)
-        .bind(("127.0.0.1", 0))
-        .expect("bind loopback");
-        let addr = server.addrs()[0];
-        let server = server.run();
-        let handle = server.handle();
-        actix_rt::spawn(server);
-        Scripted {
-            url: format!("http://{addr}/api"),
-            seen,
-            handle,
-        }
+            }));
+        });
+        Scripted { url, seen, handle }
     }
 
     fn seen(&self) -> Vec<Seen> {
@@ -652,10 +643,15 @@ async fn an_exec_past_the_client_deadline_is_indeterminate() {
         timeout: Duration::from_millis(200),
         ..exec_spec("echo late")
     };
-    let t0 = Instant::now();
     let err = vm.exec(spec).await.expect_err("deadline");
     assert_eq!(err.kind(), ErrorKind::Indeterminate, "{err}");
-    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+    // The simulator holds the request 3 s before it runs the command, so a
+    // client that gave up at its own deadline returned before that.
+    assert_eq!(
+        sim.command_runs_containing("echo late"),
+        0,
+        "the client gave up at its deadline, before the slowed exec ran"
+    );
     sim.set_faults(FaultConfig::none());
     vm.stop().await.expect("stop");
     sim.stop().await;
@@ -742,15 +738,25 @@ async fn background_jobs_get_their_own_log_and_exit_file() {
     let sim = sim().await;
     let provider = provider_for(&sim.base_url());
     let vm = started(&provider, "bg").await;
-    let t0 = Instant::now();
+    // The jobs wait for a gate file that only appears once both execs have
+    // returned: an exec that waited for its job would never return.
+    let gate_dir = tempfile::tempdir().expect("tempdir");
+    let gate = gate_dir.path().join("go");
     let spec = ExecSpec {
         background: true,
-        ..exec_spec("echo \"out $((6*7))\"; echo err >&2; sleep 0.3; exit 3")
+        ..exec_spec(&format!(
+            "echo \"out $((6*7))\"; echo err >&2; \
+             until [ -e '{}' ]; do sleep 0.01; done; exit 3",
+            gate.display()
+        ))
     };
     let out = vm.exec(spec.clone()).await.expect("background exec");
-    assert!(t0.elapsed() < Duration::from_millis(300), "returns at once");
     assert_eq!(out.exit_code, 0);
     let job = out.job.expect("a job");
+    assert!(
+        !std::path::Path::new(&job.exit_file).exists(),
+        "the exec returned while its job still ran"
+    );
     assert_eq!(job.id, "1");
     assert!(job.pid.is_some_and(|p| p > 1), "{job:?}");
     let dir = format!("/tmp/hecate/jobs/{}", vm.id());
@@ -758,6 +764,7 @@ async fn background_jobs_get_their_own_log_and_exit_file() {
     assert_eq!(job.exit_file, format!("{dir}/1.exit"));
     let second = vm.exec(spec).await.expect("second job").job.expect("job");
     assert_eq!(second.id, "2");
+    std::fs::write(&gate, "").expect("open the gate");
 
     // Wait (bounded) for the job's exit file, reading it through the VM.
     let deadline = Instant::now() + Duration::from_secs(10);
