@@ -506,6 +506,23 @@ async fn boot_errors_are_retried_with_a_fresh_instance() {
 }
 
 #[actix_rt::test]
+async fn a_start_error_reaches_the_agent_without_internal_ids() {
+    let sim = sim_with(|c| c.boot_time = Duration::from_secs(3600)).await;
+    let mut config = morph_config(&sim.base_url());
+    config.morph.ready_timeout = Duration::from_millis(200);
+    let rt = runtime_over(config, Placement::CurrentThread);
+    let result = tool::terminal(&rt, tool_args("ids-task", "echo never")).await;
+    assert_eq!(result.error_kind, Some(ErrorKind::Timeout), "{result:?}");
+    let msg = result.error.as_deref().unwrap_or_default();
+    assert!(msg.contains("not ready within"), "{msg}");
+    for internal in ["task=", "vm=", "ids-task", "morphvm_"] {
+        assert!(!msg.contains(internal), "{internal} in {msg}");
+    }
+    shutdown_clean(&rt, &sim).await;
+    sim.stop().await;
+}
+
+#[actix_rt::test]
 async fn slow_boot_is_waited_for() {
     let sim = sim_with(|c| c.boot_time = Duration::from_millis(400)).await;
     let rt = runtime_over(morph_config(&sim.base_url()), Placement::CurrentThread);
