@@ -1,7 +1,7 @@
 //! The simulator's HTTP face: the actix-web server, the routing table,
 //! authentication, the HTTP-level faults, and the error answers every route
-//! shares. The routes themselves are in [`instance`] (lifecycle, TTL,
-//! metadata) and [`exec`] (plain and SSE exec).
+//! shares. The routes themselves are in [`instance`](mod@instance)
+//! (lifecycle, TTL, metadata) and [`exec`](mod@exec) (plain and SSE exec).
 //!
 //! Bodies are parsed by hand from bytes so that a malformed body gets the
 //! FastAPI 422 shape whatever its content type. A dropped connection is a

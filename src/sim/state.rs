@@ -287,7 +287,8 @@ impl State {
     }
 }
 
-/// The state shared by the server's workers and the [`SimServer`] handle.
+/// The state shared by the server's workers and the
+/// [`SimServer`](crate::sim::SimServer) handle.
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) config: SimConfig,
