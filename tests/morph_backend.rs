@@ -553,6 +553,7 @@ async fn exec_after_the_ttl_stopped_the_instance_is_instance_gone() {
     let err = vm.exec(exec_spec("echo after")).await.expect_err("gone");
     assert_eq!(err.kind(), ErrorKind::InstanceGone, "{err}");
     assert_eq!(err.status(), Some(404), "{err}");
+    assert!(!err.message().contains(vm.id()), "no instance id: {err}");
     assert_eq!(sim.command_runs_containing("echo after"), 0);
     vm.stop().await.expect("stopping a gone instance succeeds");
     sim.stop().await;

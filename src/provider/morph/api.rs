@@ -9,7 +9,9 @@
 //! the VM, a lost answer is [`Indeterminate`](ErrorKind::Indeterminate); for
 //! idempotent calls the same loss is [`Transient`](ErrorKind::Transient).
 //! The API key only ever goes into the `Authorization` header; any server
-//! body quoted in an error is scrubbed of it.
+//! body quoted in an error is scrubbed of it. Errors name the request by its
+//! route (`POST /instance/{id}/exec`), not by the instance's id: they reach
+//! the agent, and the callers' log lines carry the id.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -228,13 +230,13 @@ impl Api {
     /// [`InstanceGone`](ErrorKind::InstanceGone).
     pub(crate) async fn get_instance(&self, id: &str, timeout: Duration) -> Result<InstanceInfo> {
         let path = format!("/instance/{}", encode_segment(id));
-        let what = format!("GET {path}");
+        let what = "GET /instance/{id}";
         let reply = self
-            .send(Call::Get, &what, Method::GET, &path, None, timeout)
+            .send(Call::Get, what, Method::GET, &path, None, timeout)
             .await?;
-        let reply = self.check(Call::Get, &what, reply)?;
+        let reply = self.check(Call::Get, what, reply)?;
         self.parse(&reply, |body| {
-            wire::parse_instance(&what, &wire::parse_json(&what, body)?)
+            wire::parse_instance(what, &wire::parse_json(what, body)?)
         })
     }
 
@@ -280,11 +282,11 @@ impl Api {
     /// gone (404), which is not an error.
     pub(crate) async fn delete_instance(&self, id: &str) -> Result<bool> {
         let path = format!("/instance/{}", encode_segment(id));
-        let what = format!("DELETE {path}");
+        let what = "DELETE /instance/{id}";
         let reply = self
             .send(
                 Call::Delete,
-                &what,
+                what,
                 Method::DELETE,
                 &path,
                 None,
@@ -294,7 +296,7 @@ impl Api {
         if reply.status == StatusCode::NOT_FOUND {
             return Ok(false);
         }
-        self.check(Call::Delete, &what, reply)?;
+        self.check(Call::Delete, what, reply)?;
         Ok(true)
     }
 
@@ -307,15 +309,15 @@ impl Api {
         deadline: Duration,
     ) -> Result<ExecReply> {
         let path = format!("/instance/{}/exec", encode_segment(id));
-        let what = format!("POST {path}");
+        let what = "POST /instance/{id}/exec";
         let body = serde_json::to_vec(&wire::ExecBody { command: [command] }).map_err(|e| {
             Error::internal(format!("cannot encode the exec request: {e}")).with_source(e)
         })?;
         let reply = self
-            .send(Call::Exec, &what, Method::POST, &path, Some(body), deadline)
+            .send(Call::Exec, what, Method::POST, &path, Some(body), deadline)
             .await?;
-        let reply = self.check(Call::Exec, &what, reply)?;
-        self.parse(&reply, |body| wire::parse_exec_body(&what, body))
+        let reply = self.check(Call::Exec, what, reply)?;
+        self.parse(&reply, |body| wire::parse_exec_body(what, body))
             .map_err(|e| e.context("the command ran, but its result is unreadable"))
     }
 
