@@ -412,7 +412,13 @@ async fn ttl_stop_removes_the_instance_and_kills_its_processes() {
         actix_rt::time::sleep(Duration::from_millis(20)).await;
     }
     assert_no_processes_left(&id).await;
-    assert!(!dir.exists());
+    // The sweeper removes the directory after it has killed the processes,
+    // outside the state's lock: the instance is gone from the table first.
+    assert!(
+        crate::helper::eventually(Duration::from_secs(10), || !dir.exists()).await,
+        "{} outlived its instance",
+        dir.display()
+    );
     let (status, _) = api.get(&format!("/instance/{id}")).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let stats = sim.stats();
