@@ -14,8 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::config::MorphConfig;
 use crate::error::Result;
-use crate::provider::morph::api::Api;
-use crate::provider::morph::stop_all;
+use crate::provider::morph::MorphProvider;
 use crate::provider::tags;
 
 /// What [`gc`] should do.
@@ -65,12 +64,12 @@ pub struct GcInstance {
 /// Fails only if the instances cannot be listed; failures to stop single
 /// instances are reported in [`GcReport::failed`].
 pub async fn gc(config: &MorphConfig, opts: GcOptions) -> Result<GcReport> {
-    let api = Api::new(config)?;
+    let provider = MorphProvider::for_cleanup(config)?;
     let mut tags = vec![(tags::CREATED_BY, tags::CREATED_BY_VALUE)];
     if let Some(runtime) = &opts.runtime_id {
         tags.push((tags::RUNTIME_ID, runtime.as_str()));
     }
-    let listed = api.list_tagged(&tags).await?;
+    let listed = provider.list_tagged(&tags).await?;
     let now = unix_now();
     let mut found = Vec::new();
     for info in listed {
@@ -99,7 +98,7 @@ pub async fn gc(config: &MorphConfig, opts: GcOptions) -> Result<GcReport> {
         return Ok(report);
     }
     let ids: Vec<String> = report.found.iter().map(|i| i.id.clone()).collect();
-    let (stopped, failed) = stop_all(&api, &ids).await;
+    let (stopped, failed) = provider.stop_instances(&ids).await;
     for id in &stopped {
         log::info!("gc: vm={id} stopped");
     }

@@ -22,6 +22,7 @@ use hecate::{
 };
 
 use crate::helper::{environ_contains, processes_with_cmdline};
+use crate::helper::server::{spawn_server, start_sim, unused_port};
 
 const KEY: &str = "test-key";
 
@@ -59,7 +60,7 @@ async fn sim_with(f: impl FnOnce(&mut SimConfig)) -> SimServer {
         ..SimConfig::default()
     };
     f(&mut config);
-    SimServer::start(config).await.expect("simulator starts")
+    start_sim(config).await
 }
 
 async fn sim() -> SimServer {
@@ -321,7 +322,7 @@ async fn persistent_unavailability_is_a_transient_error_after_the_retries() {
         .await
         .expect_err("always 503");
     assert_eq!(err.kind(), ErrorKind::Transient, "{err}");
-    assert!(err.message().contains("503"), "{err}");
+    assert_eq!(err.status(), Some(503), "{err}");
     assert_eq!(sim.stats().faults.error_503, 6, "1 attempt + 5 retries");
     assert_eq!(sim.command_runs_containing("echo never"), 0);
     sim.set_faults(FaultConfig::none());
@@ -331,12 +332,7 @@ async fn persistent_unavailability_is_a_transient_error_after_the_retries() {
 
 #[actix_rt::test]
 async fn connection_refused_is_a_transient_error_after_the_retries() {
-    // A port that was just free: nothing listens there.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port();
+    let port = unused_port();
     let rt = runtime_over(
         morph_config(&format!("http://127.0.0.1:{port}/api")),
         Placement::CurrentThread,
@@ -511,6 +507,23 @@ async fn boot_errors_are_retried_with_a_fresh_instance() {
 }
 
 #[actix_rt::test]
+async fn a_start_error_reaches_the_agent_without_internal_ids() {
+    let sim = sim_with(|c| c.boot_time = Duration::from_secs(3600)).await;
+    let mut config = morph_config(&sim.base_url());
+    config.morph.ready_timeout = Duration::from_millis(200);
+    let rt = runtime_over(config, Placement::CurrentThread);
+    let result = tool::terminal(&rt, tool_args("ids-task", "echo never")).await;
+    assert_eq!(result.error_kind, Some(ErrorKind::Timeout), "{result:?}");
+    let msg = result.error.as_deref().unwrap_or_default();
+    assert!(msg.contains("not ready within"), "{msg}");
+    for internal in ["task=", "vm=", "ids-task", "morphvm_"] {
+        assert!(!msg.contains(internal), "{internal} in {msg}");
+    }
+    shutdown_clean(&rt, &sim).await;
+    sim.stop().await;
+}
+
+#[actix_rt::test]
 async fn slow_boot_is_waited_for() {
     let sim = sim_with(|c| c.boot_time = Duration::from_millis(400)).await;
     let rt = runtime_over(morph_config(&sim.base_url()), Placement::CurrentThread);
@@ -527,62 +540,51 @@ async fn slow_boot_is_waited_for() {
 
 /// A loopback server that starts instances fine but answers every exec
 /// with a body that is not JSON.
-async fn garbage_exec_server() -> (String, actix_web::dev::ServerHandle) {
-    use actix_web::{web, App, HttpResponse, HttpServer};
+fn garbage_exec_server() -> (String, actix_web::dev::ServerHandle) {
+    use actix_web::{web, HttpResponse};
     let instance = serde_json::json!({
         "id": "morphvm_garbage", "object": "instance", "created": 1, "status": "ready",
         "metadata": {}
     });
-    let inst = instance.clone();
-    let server = HttpServer::new(move || {
-        let a = inst.clone();
-        let b = inst.clone();
-        App::new()
-            .route(
-                "/api/instance",
-                web::post().to(move || {
-                    let a = a.clone();
-                    async move { HttpResponse::Ok().json(a) }
-                }),
-            )
-            .route(
-                "/api/instance",
-                web::get()
-                    .to(|| async { HttpResponse::Ok().json(serde_json::json!({"data": []})) }),
-            )
-            .route(
-                "/api/instance/{id}",
-                web::get().to(move || {
-                    let b = b.clone();
-                    async move { HttpResponse::Ok().json(b) }
-                }),
-            )
-            .route(
-                "/api/instance/{id}",
-                web::delete().to(|| async { HttpResponse::Ok().json(serde_json::json!({})) }),
-            )
-            .route(
-                "/api/instance/{id}/exec",
-                web::post().to(|| async {
-                    HttpResponse::Ok()
-                        .content_type("application/json")
-                        .body("{\"exit_code\": 0, \"stdout\": \"trunc")
-                }),
-            )
+    spawn_server(move |cfg| {
+        let a = instance.clone();
+        let b = instance.clone();
+        cfg.route(
+            "/api/instance",
+            web::post().to(move || {
+                let a = a.clone();
+                async move { HttpResponse::Ok().json(a) }
+            }),
+        )
+        .route(
+            "/api/instance",
+            web::get().to(|| async { HttpResponse::Ok().json(serde_json::json!({"data": []})) }),
+        )
+        .route(
+            "/api/instance/{id}",
+            web::get().to(move || {
+                let b = b.clone();
+                async move { HttpResponse::Ok().json(b) }
+            }),
+        )
+        .route(
+            "/api/instance/{id}",
+            web::delete().to(|| async { HttpResponse::Ok().json(serde_json::json!({})) }),
+        )
+        .route(
+            "/api/instance/{id}/exec",
+            web::post().to(|| async {
+                HttpResponse::Ok()
+                    .content_type("application/json")
+                    .body("{\"exit_code\": 0, \"stdout\": \"trunc")
+            }),
+        );
     })
-    .workers(1)
-    .bind(("127.0.0.1", 0))
-    .expect("bind");
-    let addr = server.addrs()[0];
-    let server = server.run();
-    let handle = server.handle();
-    actix_rt::spawn(server);
-    (format!("http://{addr}/api"), handle)
 }
 
 #[actix_rt::test]
 async fn malformed_json_is_a_clear_protocol_error() {
-    let (url, server) = garbage_exec_server().await;
+    let (url, server) = garbage_exec_server();
     let rt = runtime_over(morph_config(&url), Placement::CurrentThread);
     let result = tool::terminal(&rt, tool_args("garbage", "echo hi")).await;
     assert_eq!(result.error_kind, Some(ErrorKind::Protocol), "{result:?}");

@@ -10,6 +10,7 @@ use hecate::sim::{ExecMode, FaultConfig, SimConfig, SimServer};
 use serde_json::{json, Value};
 
 use crate::helper::processes_with_env;
+use crate::helper::server::start_sim;
 
 /// A small client for the simulator's API.
 struct Api {
@@ -133,7 +134,7 @@ impl Api {
 }
 
 async fn server(config: SimConfig) -> SimServer {
-    SimServer::start(config).await.expect("simulator starts")
+    start_sim(config).await
 }
 
 fn faults(f: impl FnOnce(&mut FaultConfig)) -> FaultConfig {
@@ -297,6 +298,26 @@ async fn unknown_instance_is_404_on_every_instance_route() {
 
 #[actix_rt::test]
 async fn instance_is_pending_for_boot_time_and_exec_then_gets_409() {
+    // Still booting, whatever the machine's speed: the boot takes an hour.
+    let booting = server(SimConfig {
+        boot_time: Duration::from_secs(3600),
+        ..SimConfig::default()
+    })
+    .await;
+    let api = Api::new(&booting);
+    let id = api.start(Value::Null, None, None).await;
+    let (status, inst) = api.get(&format!("/instance/{id}")).await;
+    assert_eq!(
+        (status, inst["status"].clone()),
+        (StatusCode::OK, json!("pending"))
+    );
+    let (status, body) = api.exec(&id, json!(["echo early"])).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(body["detail"].as_str().expect("detail").contains("pending"));
+    assert_eq!(booting.command_runs("echo early"), 0);
+    booting.stop().await;
+
+    // Ready once the boot time has passed, and never before.
     let sim = server(SimConfig {
         boot_time: Duration::from_millis(400),
         ..SimConfig::default()
@@ -305,16 +326,6 @@ async fn instance_is_pending_for_boot_time_and_exec_then_gets_409() {
     let api = Api::new(&sim);
     let started = Instant::now();
     let id = api.start(Value::Null, None, None).await;
-    let (status, inst) = api.get(&format!("/instance/{id}")).await;
-    if started.elapsed() < Duration::from_millis(350) {
-        assert_eq!(
-            (status, inst["status"].clone()),
-            (StatusCode::OK, json!("pending"))
-        );
-        let (status, body) = api.exec(&id, json!(["echo early"])).await;
-        assert_eq!(status, StatusCode::CONFLICT, "{body}");
-        assert!(body["detail"].as_str().expect("detail").contains("pending"));
-    }
     api.wait_status(&id, "ready").await;
     assert!(started.elapsed() >= Duration::from_millis(400));
     let (status, out) = api.exec(&id, json!(["echo late"])).await;
@@ -322,7 +333,6 @@ async fn instance_is_pending_for_boot_time_and_exec_then_gets_409() {
         (status, out["stdout"].clone()),
         (StatusCode::OK, json!("late\n"))
     );
-    assert_eq!(sim.command_runs("echo early"), 0);
     sim.stop().await;
 }
 
@@ -394,7 +404,13 @@ async fn ttl_stop_removes_the_instance_and_kills_its_processes() {
         actix_rt::time::sleep(Duration::from_millis(20)).await;
     }
     assert_no_processes_left(&id).await;
-    assert!(!dir.exists());
+    // The sweeper removes the directory after it has killed the processes,
+    // outside the state's lock: the instance is gone from the table first.
+    assert!(
+        crate::helper::eventually(Duration::from_secs(10), || !dir.exists()).await,
+        "{} outlived its instance",
+        dir.display()
+    );
     let (status, _) = api.get(&format!("/instance/{id}")).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let stats = sim.stats();
@@ -831,12 +847,26 @@ async fn slow_fault_delays_the_answer() {
         (status, out["stdout"].clone()),
         (StatusCode::OK, json!("slow\n"))
     );
-    // Only exec is slowed.
-    let started = Instant::now();
-    let (status, _) = api.get(&format!("/instance/{id}")).await;
-    assert_eq!(status, StatusCode::OK);
-    assert!(started.elapsed() < Duration::from_millis(300));
     assert_eq!(sim.stats().faults.slow, 1);
+    // Only exec is slowed: while an exec is held for an hour, a GET is
+    // answered.
+    sim.set_faults(faults(|f| {
+        f.slow = 1.0;
+        f.slow_by = Duration::from_secs(3600);
+    }));
+    let held = Box::pin(api.exec(&id, json!(["echo held"])));
+    let path = format!("/instance/{id}");
+    let get = Box::pin(api.get(&path));
+    match futures_util::future::select(held, get).await {
+        futures_util::future::Either::Right(((status, _), held)) => {
+            assert_eq!(status, StatusCode::OK);
+            drop(held);
+        }
+        futures_util::future::Either::Left(((status, body), _)) => {
+            panic!("the held exec answered before the GET: {status} {body}")
+        }
+    }
+    assert_eq!(sim.command_runs("echo held"), 0);
     sim.stop().await;
 }
 

@@ -4,18 +4,21 @@
 //! This module owns the instance lifecycle on MorphCloud: [`MorphProvider`]
 //! creates a VM from a snapshot with the runtime's tags and a server-side TTL,
 //! polls it until ready (deleting it again if it never gets there), and
-//! sweeps tagged orphans; [`MorphInstance`] runs commands in the VM and
+//! finds and stops tagged instances (the shutdown sweep, `hecate gc`); [`MorphInstance`] runs commands in the VM and
 //! deletes it. The wire contract is `shared/reference/morphcloud-api.md`. The
 //! API's exec has no timeout or background mode, so commands are wrapped in
 //! shell text that the VM runs (`shell`); HTTP and failure classification
 //! live in `api`, JSON parsing in `wire`.
 //!
+//! Error messages reach the agent, so they say what failed without the
+//! `task=… vm=…` prefix of the log lines; the logs keep the ids.
+//!
 //! Futures are not `Send` and run on the arbiter that owns the instance; the
 //! provider itself is `Send + Sync` and shared.
 
-pub(crate) mod api;
+mod api;
 mod shell;
-pub(crate) mod wire;
+mod wire;
 
 use std::cell::Cell;
 use std::fmt;
@@ -70,6 +73,17 @@ impl MorphProvider {
                 "HECATE_DEFAULT_SNAPSHOT_ID: must not be empty",
             ));
         }
+        Self::without_snapshot_check(config)
+    }
+
+    /// A provider for finding and stopping tagged instances (`hecate gc`),
+    /// which never starts one and so does not need a snapshot id: an empty
+    /// one is not an error here. Sends no request.
+    pub(crate) fn for_cleanup(config: &MorphConfig) -> Result<Self> {
+        Self::without_snapshot_check(config)
+    }
+
+    fn without_snapshot_check(config: &MorphConfig) -> Result<Self> {
         Ok(MorphProvider {
             shared: Arc::new(Shared {
                 api: Api::new(config)?,
@@ -79,6 +93,24 @@ impl MorphProvider {
                 kill_grace: config.kill_grace,
             }),
         })
+    }
+}
+
+impl MorphProvider {
+    /// The instances carrying all of `tags` (`GET /instance` with metadata
+    /// filters). The filter is applied here too, so a server that ignored it
+    /// can never make a caller stop instances that are not its own.
+    pub(crate) async fn list_tagged(&self, tags: &[(&str, &str)]) -> Result<Vec<InstanceInfo>> {
+        self.shared.api.list_tagged(tags).await
+    }
+
+    /// Deletes each instance in turn; returns the stopped ids and the
+    /// failures. An instance that was already gone counts as stopped.
+    pub(crate) async fn stop_instances(
+        &self,
+        ids: &[String],
+    ) -> (Vec<String>, Vec<(String, Error)>) {
+        stop_all(&self.shared.api, ids).await
     }
 }
 
@@ -99,7 +131,10 @@ impl Provider for MorphProvider {
                 .api
                 .create_instance(&shared.snapshot_id, &spec.metadata, ttl_seconds)
                 .await
-                .map_err(|e| e.context(format!("task={task}: starting a MorphCloud instance")))?;
+                .map_err(|e| {
+                    log::warn!("task={task} could not create an instance: {e}");
+                    e.context("starting a MorphCloud instance")
+                })?;
             log::info!(
                 "task={task} vm={} created from {} (status {})",
                 info.id,
@@ -107,6 +142,7 @@ impl Provider for MorphProvider {
                 info.status
             );
             if let Err(err) = wait_ready(&shared, &task, &info).await {
+                log::warn!("task={task} vm={} did not become ready: {err}", info.id);
                 // Like the official SDK: a start that fails after the
                 // instance exists deletes it. Best effort: if this fails too,
                 // the instance carries the runtime's tags, so the shutdown
@@ -153,9 +189,8 @@ impl Provider for MorphProvider {
     }
 }
 
-/// Deletes each instance in turn; returns the stopped ids and the failures.
-/// An instance that was already gone counts as stopped.
-pub(crate) async fn stop_all(api: &Api, ids: &[String]) -> (Vec<String>, Vec<(String, Error)>) {
+/// See [`MorphProvider::stop_instances`].
+async fn stop_all(api: &Api, ids: &[String]) -> (Vec<String>, Vec<(String, Error)>) {
     let mut stopped = Vec::new();
     let mut failed = Vec::new();
     for id in ids {
@@ -204,9 +239,9 @@ async fn wait_ready(shared: &Shared, task: &str, created: &InstanceInfo) -> Resu
             // the instance is deleted before this is returned, so another
             // attempt is safe.
             InstanceStatus::Error => {
-                return Err(Error::transient(format!(
-                    "task={task} vm={id}: the instance failed to boot (status \"error\")"
-                )))
+                return Err(Error::transient(
+                    "the new instance failed to boot (status \"error\")",
+                ))
             }
             _ => {}
         }
@@ -216,7 +251,7 @@ async fn wait_ready(shared: &Shared, task: &str, created: &InstanceInfo) -> Resu
             return Err(Error::new(
                 ErrorKind::Timeout,
                 format!(
-                    "task={task} vm={id}: not ready within {:?} (status \"{status}\"{why})",
+                    "the new instance was not ready within {:?} (status \"{status}\"{why})",
                     shared.ready_timeout
                 ),
             ));
@@ -241,11 +276,15 @@ async fn wait_ready(shared: &Shared, task: &str, created: &InstanceInfo) -> Resu
             }
             // Vanished while booting: a fresh start may well succeed.
             Err(err) if err.kind() == ErrorKind::InstanceGone => {
-                return Err(Error::transient(format!(
-                    "task={task} vm={id}: the instance disappeared while booting: {err}"
-                )))
+                let gone =
+                    Error::transient(format!("the new instance disappeared while booting: {err}"));
+                let gone = match err.status() {
+                    Some(status) => gone.with_status(status),
+                    None => gone,
+                };
+                return Err(gone.with_source(err));
             }
-            Err(err) => return Err(err.context(format!("task={task} vm={id}: readiness poll"))),
+            Err(err) => return Err(err.context("polling the new instance for readiness")),
         }
     }
 }

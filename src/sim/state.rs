@@ -1,5 +1,6 @@
-//! The simulator's shared state: its instances with their boot and TTL
-//! timers, the counters, and the seeded fault generator.
+//! The simulator's shared state: the instance table with its deadline heap
+//! of boot and TTL timers, the counters, and the fault generator
+//! ([`faults`]); one instance and its cleanup are in [`instance`].
 //!
 //! One mutex guards it all; every lock scope is short and synchronous.
 //! Timers are evaluated lazily against the real clock (every access first
@@ -8,185 +9,19 @@
 //! processes and removing directories happens outside the lock, through
 //! [`Cleanup`].
 
+mod faults;
+mod instance;
+
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
-
+use self::faults::FaultDice;
+pub(crate) use self::instance::{unix_now, Cleanup, Phase, SimInstance, Ttl, TtlAction};
 use super::process;
-use super::{ExecMode, FaultConfig, FaultCounts, SimConfig, SimStats};
-
-/// What the TTL does when it runs out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum TtlAction {
-    Stop,
-    Pause,
-}
-
-impl TtlAction {
-    pub(crate) fn parse(s: &str) -> Option<TtlAction> {
-        match s {
-            "stop" => Some(TtlAction::Stop),
-            "pause" => Some(TtlAction::Pause),
-            _ => None,
-        }
-    }
-
-    fn as_str(self) -> &'static str {
-        match self {
-            TtlAction::Stop => "stop",
-            TtlAction::Pause => "pause",
-        }
-    }
-}
-
-/// Where an instance is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Phase {
-    /// Booting until `ready_at`; then `Error` if `fails`, else `Ready`.
-    Booting {
-        ready_at: Instant,
-        fails: bool,
-    },
-    Ready,
-    Paused,
-    Error,
-}
-
-impl Phase {
-    pub(crate) fn status(self) -> &'static str {
-        match self {
-            Phase::Booting { .. } => "pending",
-            Phase::Ready => "ready",
-            Phase::Paused => "paused",
-            Phase::Error => "error",
-        }
-    }
-}
-
-/// An instance's TTL setting.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Ttl {
-    pub(crate) seconds: Option<u64>,
-    pub(crate) action: TtlAction,
-    /// When it runs out; `None` once it fired or when `seconds` is `None`.
-    pub(crate) expire_at: Option<(Instant, u64)>,
-}
-
-impl Ttl {
-    pub(crate) fn new(seconds: Option<u64>, action: TtlAction) -> Ttl {
-        let expire_at = seconds.map(|s| {
-            (
-                Instant::now() + Duration::from_secs(s),
-                unix_now().saturating_add(s),
-            )
-        });
-        Ttl {
-            seconds,
-            action,
-            expire_at,
-        }
-    }
-}
-
-/// One simulated instance.
-#[derive(Debug)]
-pub(crate) struct SimInstance {
-    pub(crate) id: String,
-    seq: u64,
-    created_unix: u64,
-    snapshot_id: String,
-    pub(crate) phase: Phase,
-    pub(crate) ttl: Ttl,
-    pub(crate) metadata: BTreeMap<String, String>,
-    /// The private directory (Bash mode only).
-    pub(crate) dir: Option<PathBuf>,
-    /// Process groups of the commands it ran that may still have members.
-    pgids: Vec<i32>,
-}
-
-impl SimInstance {
-    /// The Instance object of the wire contract (§3).
-    pub(crate) fn to_json(&self) -> Value {
-        json!({
-            "id": self.id,
-            "object": "instance",
-            "created": self.created_unix,
-            "status": self.phase.status(),
-            "spec": {"vcpus": 1, "memory": 1024, "disk_size": 10240},
-            "refs": {"snapshot_id": self.snapshot_id, "image_id": "morphvm-minimal"},
-            "networking": {
-                "internal_ip": format!("10.0.{}.{}", (self.seq / 250) % 250, self.seq % 250 + 2),
-                "http_services": [],
-            },
-            "ttl": {
-                "ttl_seconds": self.ttl.seconds,
-                "ttl_expire_at": self.ttl.expire_at.map(|(_, unix)| unix),
-                "ttl_action": self.ttl.action.as_str(),
-            },
-            "wake_on": {"wake_on_ssh": false, "wake_on_http": false},
-            "metadata": self.metadata,
-        })
-    }
-
-    fn cleanup(self) -> Cleanup {
-        Cleanup {
-            id: self.id,
-            dir: self.dir,
-            pgids: self.pgids,
-        }
-    }
-}
-
-/// What is left to do, outside the lock, for an instance that is gone:
-/// kill its processes and remove its directory.
-#[derive(Debug)]
-#[must_use = "an instance's processes stay alive until the cleanup runs"]
-pub(crate) struct Cleanup {
-    id: String,
-    dir: Option<PathBuf>,
-    pgids: Vec<i32>,
-}
-
-impl Cleanup {
-    pub(crate) fn run(self) {
-        let killed = process::kill_instance(&self.id, &self.pgids);
-        if killed > 0 {
-            log::debug!("sim vm={} killed {killed} processes", self.id);
-        }
-        if let Some(dir) = self.dir {
-            if let Err(err) = std::fs::remove_dir_all(&dir) {
-                if err.kind() != std::io::ErrorKind::NotFound {
-                    log::warn!(
-                        "sim vm={} could not remove {}: {err}",
-                        self.id,
-                        dir.display()
-                    );
-                }
-            }
-        }
-    }
-}
-
-/// The faults drawn for one request. Every class is drawn every time, so the
-/// sequence of draws does not depend on which faults hit.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct HttpFault {
-    pub(crate) status: Option<u16>,
-    pub(crate) retry_after_secs: u64,
-}
-
-/// The exec-level faults drawn for one exec request.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct ExecFaults {
-    pub(crate) vanish: bool,
-    pub(crate) drop_before: bool,
-    pub(crate) slow: Option<Duration>,
-    pub(crate) drop_after: bool,
-}
+use super::{ExecMode, FaultConfig, SimConfig, SimStats};
 
 /// What an exec may do, decided under the lock.
 #[derive(Debug)]
@@ -207,14 +42,13 @@ pub(crate) enum ExecAdmission {
 pub(crate) struct State {
     instances: HashMap<String, SimInstance>,
     next_seq: u64,
-    faults: FaultConfig,
-    rng: fastrand::Rng,
+    /// The injected faults: what hits each request, and the counts.
+    pub(crate) faults: FaultDice,
     ids: fastrand::Rng,
     starts: u64,
     stops: u64,
     expirations: u64,
     execs: u64,
-    fault_counts: FaultCounts,
     command_runs: HashMap<String, u64>,
     /// Boot and TTL deadlines, earliest first, so a request looks only at
     /// the instances that are due (a scan of every instance made 10,000
@@ -228,8 +62,7 @@ impl State {
         State {
             instances: HashMap::new(),
             next_seq: 0,
-            rng: fastrand::Rng::with_seed(faults.seed),
-            faults,
+            faults: FaultDice::new(faults),
             // Ids are not seeded: two simulators in one process must not
             // hand out the same id (it is the processes' kill marker).
             ids: fastrand::Rng::new(),
@@ -237,7 +70,6 @@ impl State {
             stops: 0,
             expirations: 0,
             execs: 0,
-            fault_counts: FaultCounts::default(),
             command_runs: HashMap::new(),
             deadlines: BinaryHeap::new(),
         }
@@ -301,64 +133,6 @@ impl State {
         Some(inst.cleanup())
     }
 
-    /// Draws the HTTP-level faults of one request.
-    pub(crate) fn draw_http_fault(&mut self) -> HttpFault {
-        let f = self.faults.clone();
-        let hit_429 = self.draw(f.error_429);
-        let hit_503 = self.draw(f.error_503);
-        let hit_502 = self.draw(f.error_502);
-        let hit_500 = self.draw(f.error_500);
-        let status = if hit_429 {
-            self.fault_counts.error_429 += 1;
-            Some(429)
-        } else if hit_503 {
-            self.fault_counts.error_503 += 1;
-            Some(503)
-        } else if hit_502 {
-            self.fault_counts.error_502 += 1;
-            Some(502)
-        } else if hit_500 {
-            self.fault_counts.error_500 += 1;
-            Some(500)
-        } else {
-            None
-        };
-        HttpFault {
-            status,
-            retry_after_secs: f.retry_after_secs,
-        }
-    }
-
-    /// Draws the exec-level faults of one exec request. They are counted
-    /// when they take effect, see the `count_*` methods.
-    pub(crate) fn draw_exec_faults(&mut self) -> ExecFaults {
-        let f = self.faults.clone();
-        ExecFaults {
-            vanish: self.draw(f.vanish),
-            drop_before: self.draw(f.drop_before),
-            slow: self.draw(f.slow).then_some(f.slow_by),
-            drop_after: self.draw(f.drop_after),
-        }
-    }
-
-    fn draw(&mut self, rate: f64) -> bool {
-        // Always consume one number so the sequence is stable.
-        let x = self.rng.f64();
-        rate > 0.0 && x < rate
-    }
-
-    pub(crate) fn count_drop_before(&mut self) {
-        self.fault_counts.drop_before += 1;
-    }
-
-    pub(crate) fn count_drop_after(&mut self) {
-        self.fault_counts.drop_after += 1;
-    }
-
-    pub(crate) fn count_slow(&mut self) {
-        self.fault_counts.slow += 1;
-    }
-
     /// Creates an instance.
     pub(crate) fn create(
         &mut self,
@@ -368,10 +142,7 @@ impl State {
         boot_time: Duration,
         dir_root: Option<&std::path::Path>,
     ) -> std::io::Result<&SimInstance> {
-        let fails = self.draw(self.faults.boot_error);
-        if fails {
-            self.fault_counts.boot_error += 1;
-        }
+        let fails = self.faults.draw_boot_error();
         let id = loop {
             let suffix: String = (0..8)
                 .map(|_| {
@@ -453,7 +224,7 @@ impl State {
             return ExecAdmission::NotFound;
         };
         if vanish {
-            self.fault_counts.vanish += 1;
+            self.faults.count_vanish();
             log::info!("sim vm={id} vanished (fault)");
             return match self.remove_expired(id) {
                 Some(cleanup) => ExecAdmission::Vanished(cleanup),
@@ -510,13 +281,14 @@ impl State {
             stops: self.stops,
             expirations: self.expirations,
             execs: self.execs,
-            faults_injected: self.fault_counts.total(),
-            faults: self.fault_counts,
+            faults_injected: self.faults.counts().total(),
+            faults: self.faults.counts(),
         }
     }
 }
 
-/// The state shared by the server's workers and the [`SimServer`] handle.
+/// The state shared by the server's workers and the
+/// [`SimServer`](crate::sim::SimServer) handle.
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) config: SimConfig,
@@ -604,28 +376,8 @@ impl Shared {
         }
     }
 
-    pub(crate) fn set_faults(&self, mut faults: FaultConfig) {
-        for rate in [
-            &mut faults.error_500,
-            &mut faults.error_502,
-            &mut faults.error_503,
-            &mut faults.error_429,
-            &mut faults.drop_before,
-            &mut faults.drop_after,
-            &mut faults.slow,
-            &mut faults.boot_error,
-            &mut faults.vanish,
-        ] {
-            *rate = if rate.is_nan() {
-                0.0
-            } else {
-                rate.clamp(0.0, 1.0)
-            };
-        }
-        self.with(|state| {
-            state.rng = fastrand::Rng::with_seed(faults.seed);
-            state.faults = faults;
-        });
+    pub(crate) fn set_faults(&self, faults: FaultConfig) {
+        self.with(|state| state.faults.set(faults));
     }
 
     /// Kills every instance's processes and removes the server's directory.
@@ -641,14 +393,6 @@ impl Shared {
             }
         }
     }
-}
-
-/// Seconds since the Unix epoch.
-pub(crate) fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -718,24 +462,6 @@ mod tests {
         assert!(st.get(&stop).is_none());
         assert_eq!(st.get(&pause).map(|i| i.phase.status()), Some("paused"));
         assert_eq!(st.stats().expirations, 1);
-    }
-
-    #[test]
-    fn fault_draws_repeat_with_the_same_seed() {
-        let faults = FaultConfig {
-            error_500: 0.5,
-            seed: 42,
-            ..FaultConfig::default()
-        };
-        let draw = |n| {
-            let mut st = State::new(faults.clone());
-            (0..n)
-                .map(|_| st.draw_http_fault().status)
-                .collect::<Vec<_>>()
-        };
-        let a = draw(64);
-        assert_eq!(a, draw(64));
-        assert!(a.contains(&Some(500)) && a.contains(&None));
     }
 
     #[test]

@@ -1,2 +1,43 @@
 //! Loopback HTTP servers for tests: the simulator and small actix-web
 //! servers that answer in odd ways, each on 127.0.0.1 port 0.
+
+use actix_web::dev::ServerHandle;
+use actix_web::{web, App, HttpServer};
+use hecate::sim::{SimConfig, SimServer};
+
+/// Serves the routes that `routes` sets up on 127.0.0.1, port 0, with one
+/// worker, on the current actix system. Returns the server's MorphCloud
+/// base URL (`http://127.0.0.1:PORT/api`) and the handle that stops it.
+pub fn spawn_server<F>(routes: F) -> (String, ServerHandle)
+where
+    F: Fn(&mut web::ServiceConfig) + Clone + Send + 'static,
+{
+    let server = HttpServer::new(move || {
+        let routes = routes.clone();
+        App::new().configure(move |cfg| routes(cfg))
+    })
+    .workers(1)
+    .bind(("127.0.0.1", 0))
+    .expect("bind loopback");
+    let addr = server.addrs()[0];
+    let server = server.run();
+    let handle = server.handle();
+    actix_rt::spawn(server);
+    (format!("http://{addr}/api"), handle)
+}
+
+/// Starts the simulator with `config` (127.0.0.1, port 0 unless the
+/// config names one).
+pub async fn start_sim(config: SimConfig) -> SimServer {
+    SimServer::start(config).await.expect("simulator starts")
+}
+
+/// A port on 127.0.0.1 that was free a moment ago, so nothing listens
+/// there: a connection to it is refused.
+pub fn unused_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}

@@ -9,7 +9,9 @@
 //! the VM, a lost answer is [`Indeterminate`](ErrorKind::Indeterminate); for
 //! idempotent calls the same loss is [`Transient`](ErrorKind::Transient).
 //! The API key only ever goes into the `Authorization` header; any server
-//! body quoted in an error is scrubbed of it.
+//! body quoted in an error is scrubbed of it. Errors name the request by its
+//! route (`POST /instance/{id}/exec`), not by the instance's id: they reach
+//! the agent, and the callers' log lines carry the id.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -111,6 +113,20 @@ struct Reply {
     body: Bytes,
 }
 
+/// The text of an awc failure, scrubbed of the API key, kept as an error's
+/// [`source`](std::error::Error::source): awc's own errors are not `Send`,
+/// and their text is only safe to keep once scrubbed.
+#[derive(Debug)]
+struct TransportError(String);
+
+impl fmt::Display for TransportError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for TransportError {}
+
 /// The MorphCloud API as this backend uses it. Cheap to share (`Arc`); the
 /// HTTP client itself is per thread.
 pub(crate) struct Api {
@@ -190,8 +206,9 @@ impl Api {
             ttl_seconds,
             ttl_action: "stop",
         };
-        let body = serde_json::to_vec(&body)
-            .map_err(|e| Error::internal(format!("cannot encode the start request: {e}")))?;
+        let body = serde_json::to_vec(&body).map_err(|e| {
+            Error::internal(format!("cannot encode the start request: {e}")).with_source(e)
+        })?;
         let what = "POST /instance";
         let reply = self
             .send(
@@ -204,19 +221,23 @@ impl Api {
             )
             .await?;
         let reply = self.check(Call::Start, what, reply)?;
-        wire::parse_instance(what, &wire::parse_json(what, &reply.body)?)
+        self.parse(&reply, |body| {
+            wire::parse_instance(what, &wire::parse_json(what, body)?)
+        })
     }
 
     /// `GET /instance/{id}`. A missing instance is
     /// [`InstanceGone`](ErrorKind::InstanceGone).
     pub(crate) async fn get_instance(&self, id: &str, timeout: Duration) -> Result<InstanceInfo> {
         let path = format!("/instance/{}", encode_segment(id));
-        let what = format!("GET {path}");
+        let what = "GET /instance/{id}";
         let reply = self
-            .send(Call::Get, &what, Method::GET, &path, None, timeout)
+            .send(Call::Get, what, Method::GET, &path, None, timeout)
             .await?;
-        let reply = self.check(Call::Get, &what, reply)?;
-        wire::parse_instance(&what, &wire::parse_json(&what, &reply.body)?)
+        let reply = self.check(Call::Get, what, reply)?;
+        self.parse(&reply, |body| {
+            wire::parse_instance(what, &wire::parse_json(what, body)?)
+        })
     }
 
     /// `GET /instance?metadata[k]=v&…`: the instances carrying all the given
@@ -245,7 +266,9 @@ impl Api {
             )
             .await?;
         let reply = self.check(Call::List, what, reply)?;
-        let all = wire::parse_instance_list(what, &wire::parse_json(what, &reply.body)?)?;
+        let all = self.parse(&reply, |body| {
+            wire::parse_instance_list(what, &wire::parse_json(what, body)?)
+        })?;
         Ok(all
             .into_iter()
             .filter(|i| {
@@ -259,11 +282,11 @@ impl Api {
     /// gone (404), which is not an error.
     pub(crate) async fn delete_instance(&self, id: &str) -> Result<bool> {
         let path = format!("/instance/{}", encode_segment(id));
-        let what = format!("DELETE {path}");
+        let what = "DELETE /instance/{id}";
         let reply = self
             .send(
                 Call::Delete,
-                &what,
+                what,
                 Method::DELETE,
                 &path,
                 None,
@@ -273,7 +296,7 @@ impl Api {
         if reply.status == StatusCode::NOT_FOUND {
             return Ok(false);
         }
-        self.check(Call::Delete, &what, reply)?;
+        self.check(Call::Delete, what, reply)?;
         Ok(true)
     }
 
@@ -286,16 +309,16 @@ impl Api {
         deadline: Duration,
     ) -> Result<ExecReply> {
         let path = format!("/instance/{}/exec", encode_segment(id));
-        let what = format!("POST {path}");
-        let body = serde_json::to_vec(&wire::ExecBody { command: [command] })
-            .map_err(|e| Error::internal(format!("cannot encode the exec request: {e}")))?;
+        let what = "POST /instance/{id}/exec";
+        let body = serde_json::to_vec(&wire::ExecBody { command: [command] }).map_err(|e| {
+            Error::internal(format!("cannot encode the exec request: {e}")).with_source(e)
+        })?;
         let reply = self
-            .send(Call::Exec, &what, Method::POST, &path, Some(body), deadline)
+            .send(Call::Exec, what, Method::POST, &path, Some(body), deadline)
             .await?;
-        let reply = self.check(Call::Exec, &what, reply)?;
-        let parsed = wire::parse_exec_body(&what, &reply.body)
-            .map_err(|e| e.context("the command ran, but its result is unreadable"))?;
-        Ok(parsed)
+        let reply = self.check(Call::Exec, what, reply)?;
+        self.parse(&reply, |body| wire::parse_exec_body(what, body))
+            .map_err(|e| e.context("the command ran, but its result is unreadable"))
     }
 
     /// Sends one request and reads the whole answer, classifying transport
@@ -343,7 +366,8 @@ impl Api {
         err: SendRequestError,
     ) -> Error {
         let err_text = self.scrub(&err.to_string());
-        match err {
+        let source = TransportError(err_text.clone());
+        let classified = match err {
             SendRequestError::Connect(ConnectError::SslIsNotSupported) => Error::config(format!(
                 "{what}: MORPH_BASE_URL needs TLS, which this build does not include"
             )),
@@ -365,11 +389,13 @@ impl Api {
             _ => call.lost(format!(
                 "{what}: the connection failed before an answer arrived: {err_text}"
             )),
-        }
+        };
+        classified.with_source(source)
     }
 
     fn body_error(&self, call: Call, what: &str, status: StatusCode, err: PayloadError) -> Error {
-        match err {
+        let source = TransportError(self.scrub(&err.to_string()));
+        let classified = match err {
             PayloadError::Overflow => {
                 let ran = if call == Call::Exec && status.is_success() {
                     " (the command ran, but its output was too large to receive)"
@@ -385,12 +411,12 @@ impl Api {
                     ),
                 )
             }
-            other => call.lost(format!(
-                "{what}: HTTP {}: the answer broke off: {}",
+            _ => call.lost(format!(
+                "{what}: HTTP {}: the answer broke off: {source}",
                 status.as_u16(),
-                self.scrub(&other.to_string())
             )),
-        }
+        };
+        classified.with_status(status.as_u16()).with_source(source)
     }
 
     /// Passes a 2xx answer through and turns any other status into an error
@@ -435,7 +461,23 @@ impl Api {
             ),
             _ => Error::new(ErrorKind::Protocol, format!("{base} (unexpected status)")),
         };
-        Err(err)
+        Err(err.with_status(code))
+    }
+
+    /// Parses a 2xx answer's body. An error says which status the
+    /// unreadable answer came with, and quotes nothing of the API key.
+    fn parse<T>(&self, reply: &Reply, parse: impl FnOnce(&[u8]) -> Result<T>) -> Result<T> {
+        let status = reply.status.as_u16();
+        parse(&reply.body).map_err(|e| {
+            let scrubbed = self.scrub(e.message());
+            if scrubbed == e.message() {
+                e.with_status(status)
+            } else {
+                // The parser quoted the body, and the body held the key: the
+                // source (the parser's error) may quote it too, so it goes.
+                Error::new(e.kind(), scrubbed).with_status(status)
+            }
+        })
     }
 
     /// `text` without the API key.
@@ -474,7 +516,7 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 /// (`metadata%5Bk%5D=v`), as the official SDK sends them.
 fn encode_query<K: serde::Serialize, V: serde::Serialize>(pairs: &[(K, V)]) -> Result<String> {
     serde_urlencoded::to_string(pairs)
-        .map_err(|e| Error::invalid_input(format!("cannot encode the query: {e}")))
+        .map_err(|e| Error::invalid_input(format!("cannot encode the query: {e}")).with_source(e))
 }
 
 /// One URL path segment: unreserved characters as they are, everything else

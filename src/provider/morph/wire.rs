@@ -98,6 +98,7 @@ pub(crate) fn parse_json(what: &str, body: &[u8]) -> Result<Value> {
             what,
             format!("response is not valid JSON ({e}): {}", excerpt(body)),
         )
+        .with_source(e)
     })
 }
 
