@@ -61,6 +61,8 @@
 //! contract builds without them:
 //! `hecate = { version = "0.1", default-features = false }`.
 
+#![warn(missing_docs)]
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
 // Dev-dependencies are not the library's, so test builds are exempt.
 #![cfg_attr(not(test), warn(unused_crate_dependencies))]
 

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod procs;
+#[cfg(feature = "sim")]
 pub mod server;
 
 pub use procs::*;
