@@ -21,12 +21,18 @@
 //! task's [`runtime::VmActor`], which a [`runtime::TaskSupervisor`] creates
 //! on the task's first request, spread over one worker arbiter per core.
 //! A `VmActor` owns its task's instance (a [`provider::Instance`] from the
-//! configured [`Provider`]): the lifecycle as one state enum, a FIFO command
-//! queue, an idle timer and a TTL deadline, and retries with backoff for
-//! errors its backend classifies as transient. When it retires (idle, TTL,
-//! eviction, failure) the registry forgets it and re-routes requests that
-//! reached it late, so every request gets exactly one answer. Shutdown is an
-//! explicit, awaited message that stops every instance. See [`runtime`].
+//! configured [`Provider`]): the lifecycle as one state enum whose variants
+//! carry their own data, a FIFO command queue, an idle timer and a TTL
+//! deadline, and one retry loop with backoff for errors its backend
+//! classifies as transient. When it retires (idle, TTL, eviction, failure)
+//! the registry forgets it and re-routes requests that reached it late, so
+//! every request gets exactly one answer. Shutdown is an explicit, awaited
+//! message that stops every instance. The [`runtime`] module doc follows one
+//! exec from [`Runtime::exec`] through the registry and the actor to the
+//! provider and back.
+//!
+//! Layers point down only: front-ends and the LLM contract ([`tool`]) on top,
+//! then [`runtime`], then [`provider`], then [`launcher`] and [`unix`].
 //!
 //! # Layout
 //!
