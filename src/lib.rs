@@ -55,7 +55,9 @@ pub mod unix;
 
 pub use config::{ApiKey, BackendKind, Config, RetryPolicy};
 pub use error::{Error, ErrorKind, Result};
-pub use provider::{Captured, ExecOutput, ExecSpec, Instance, JobInfo, Provider, StartSpec};
+pub use provider::{
+    Captured, ExecOutput, ExecSpec, Instance, JobInfo, Provider, StartSlot, StartSpec,
+};
 pub use runtime::{
     ExecOutcome, ExecRequest, Placement, RestartReason, Runtime, ShutdownReport, TaskInfo,
     TaskState,

@@ -1305,6 +1305,7 @@ async fn the_api_key_appears_in_no_output_log_error_debug_or_command_environment
             task_id: "t".into(),
             ttl: None,
             metadata: BTreeMap::new(),
+            create_slot: hecate::StartSlot::detached(),
         })
         .await
         .err()

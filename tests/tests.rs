@@ -9,5 +9,6 @@ mod morph_backend;
 mod morph_runtime;
 mod reliability;
 mod runtime;
+mod shutdown;
 mod simulator;
 mod tool;

@@ -100,6 +100,7 @@ impl Provider for MorphProvider {
                 .create_instance(&shared.snapshot_id, &spec.metadata, ttl_seconds)
                 .await
                 .map_err(|e| e.context(format!("task={task}: starting a MorphCloud instance")))?;
+            spec.create_slot.release();
             log::info!(
                 "task={task} vm={} created from {} (status {})",
                 info.id,
