@@ -8,7 +8,7 @@
 //! actor that owns it (awc's client is not `Send` either). A provider itself
 //! is shared by all arbiters and must be `Send + Sync`.
 //!
-//! Every failure is an [`Error`](crate::Error) with a kind that tells the
+//! Every failure is an [`Error`] with a kind that tells the
 //! runtime what to do: [`Transient`](crate::ErrorKind::Transient) is retried,
 //! [`InstanceGone`](crate::ErrorKind::InstanceGone) makes the runtime start a
 //! fresh instance, [`Indeterminate`](crate::ErrorKind::Indeterminate) is

@@ -110,10 +110,10 @@ impl Message for ListTasks {
 /// Stop taking work, stop every instance within `grace`, sweep the backend
 /// for leftovers, stop every actor and worker thread, and report.
 ///
-/// The grace bounds the whole shutdown: running commands may go on for the
-/// first part of it (up to half, and at least the last `stop_timeout` of it
-/// is kept for stopping); stopping instances, with their retries, and the
-/// sweep get the rest. What could not be stopped or swept in time is listed
+/// The grace bounds the whole shutdown. Running commands may go on until
+/// only `min(grace / 2, Config::stop_timeout)` of it is left; that rest is
+/// for stopping the instances (retries included) and the sweep. Task actors
+/// answer and stop by the end of the grace. What could not be stopped or swept in time is listed
 /// in the report as a [`Timeout`](crate::ErrorKind::Timeout) failure rather
 /// than waited for.
 ///
