@@ -713,8 +713,9 @@ async fn graceful_shutdown_leaves_no_instance_even_with_commands_running() {
         s.execs >= 6
     })
     .await;
+    // The grace bounds the deletes too: half of it is theirs.
     let report = rt
-        .shutdown(Duration::from_millis(200))
+        .shutdown(Duration::from_secs(2))
         .await
         .expect("shutdown");
     assert!(report.is_clean(), "{report:?}");
