@@ -453,7 +453,7 @@ impl Config {
         self
     }
 
-    /// Sets the cap on concurrent starts.
+    /// Sets the cap on create requests in flight (start slots).
     #[must_use]
     pub fn with_max_concurrent_starts(mut self, n: usize) -> Self {
         self.max_concurrent_starts = n;

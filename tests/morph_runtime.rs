@@ -714,10 +714,7 @@ async fn graceful_shutdown_leaves_no_instance_even_with_commands_running() {
     })
     .await;
     // The grace bounds the deletes too: half of it is theirs.
-    let report = rt
-        .shutdown(Duration::from_secs(2))
-        .await
-        .expect("shutdown");
+    let report = rt.shutdown(Duration::from_secs(2)).await.expect("shutdown");
     assert!(report.is_clean(), "{report:?}");
     assert_eq!(report.stopped.len(), 4, "{report:?}");
     assert_eq!(sim.stats().live_instances, 0);

@@ -38,7 +38,8 @@ pub(crate) struct Shared {
     pub runtime_id: Arc<str>,
     /// One permit per live instance (`max_instances`); FIFO.
     pub slots: Arc<Semaphore>,
-    /// One permit per start in flight (`max_concurrent_starts`); FIFO.
+    /// One permit per create request in flight (`max_concurrent_starts`),
+    /// handed to the provider as the start's `StartSlot`; FIFO.
     pub starts: Arc<Semaphore>,
     /// Where task actors report. Weak, so task actors do not keep the
     /// registry alive after a shutdown; shared rather than one clone per
