@@ -215,8 +215,11 @@ pub struct Config {
     /// Most instances live at once; further tasks wait in FIFO order for a
     /// slot (`HECATE_MAX_INSTANCES`; default 1024).
     pub max_instances: usize,
-    /// Most instance starts in flight at once (`HECATE_MAX_CONCURRENT_STARTS`;
-    /// default 64).
+    /// Most create requests in flight at once (`HECATE_MAX_CONCURRENT_STARTS`;
+    /// default 64): it caps the rate at which the backend's API is asked to
+    /// create instances. A start holds its slot only until the backend has
+    /// answered its create request, not while the instance boots, so many
+    /// more instances than this may be booting at once.
     pub max_concurrent_starts: usize,
     /// Retry of transient backend failures.
     pub retry: RetryPolicy,
@@ -230,8 +233,11 @@ pub struct Config {
     /// Characters of `output` the tool returns before cutting the middle
     /// (`HECATE_MAX_OUTPUT_CHARS`; default 50,000).
     pub max_output_chars: usize,
-    /// Deadline of a backend start, on top of its own readiness deadline
-    /// (default 600 s).
+    /// Deadline of a whole instance start, transient-failure retries and
+    /// the backend's own readiness wait included; the wait for an instance
+    /// slot (`max_instances`) comes before it and is not counted
+    /// (`HECATE_START_TIMEOUT_SECONDS`; default 600 s). It also caps how long
+    /// a background command may take to start.
     pub start_timeout: Duration,
     /// Deadline of a backend stop (default 60 s).
     pub stop_timeout: Duration,
@@ -296,6 +302,9 @@ impl Config {
         if let Some(v) = get("HECATE_COMMAND_TIMEOUT_SECONDS") {
             c.command_timeout = parse_secs("HECATE_COMMAND_TIMEOUT_SECONDS", &v)?;
         }
+        if let Some(v) = get("HECATE_START_TIMEOUT_SECONDS") {
+            c.start_timeout = parse_secs("HECATE_START_TIMEOUT_SECONDS", &v)?;
+        }
         if let Some(v) = get("HECATE_MAX_INSTANCES") {
             c.max_instances = parse_count("HECATE_MAX_INSTANCES", &v)?;
         }
@@ -357,6 +366,9 @@ impl Config {
                 "HECATE_COMMAND_TIMEOUT_SECONDS: must be between 1 and {} seconds",
                 self.max_command_timeout.as_secs()
             ));
+        }
+        if self.start_timeout.is_zero() {
+            return fail("HECATE_START_TIMEOUT_SECONDS: must be greater than 0".into());
         }
         if self.max_instances == 0 {
             return fail("HECATE_MAX_INSTANCES: must be at least 1".into());
@@ -427,6 +439,13 @@ impl Config {
         self
     }
 
+    /// Sets the deadline of an instance start.
+    #[must_use]
+    pub fn with_start_timeout(mut self, timeout: Duration) -> Self {
+        self.start_timeout = timeout;
+        self
+    }
+
     /// Sets the instance cap.
     #[must_use]
     pub fn with_max_instances(mut self, n: usize) -> Self {
@@ -434,7 +453,7 @@ impl Config {
         self
     }
 
-    /// Sets the cap on concurrent starts.
+    /// Sets the cap on create requests in flight (start slots).
     #[must_use]
     pub fn with_max_concurrent_starts(mut self, n: usize) -> Self {
         self.max_concurrent_starts = n;
@@ -533,6 +552,22 @@ mod tests {
         assert_eq!(c.command_timeout, Duration::from_secs(120));
         assert_eq!(c.morph.snapshot_id, "snapshot_defv9tjg");
         assert_eq!(c.max_output_chars, 50_000);
+        assert_eq!(c.start_timeout, Duration::from_secs(600));
+    }
+
+    #[test]
+    fn start_timeout_is_settable_and_must_be_positive() {
+        let c =
+            Config::from_lookup(lookup(&[("HECATE_START_TIMEOUT_SECONDS", "90")])).expect("valid");
+        assert_eq!(c.start_timeout, Duration::from_secs(90));
+        let err = Config::default()
+            .with_start_timeout(Duration::ZERO)
+            .validate()
+            .expect_err("zero");
+        assert!(
+            err.message().contains("HECATE_START_TIMEOUT_SECONDS"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -555,6 +590,7 @@ mod tests {
         for (var, value) in [
             ("HECATE_VM_TTL_SECONDS", "soon"),
             ("HECATE_VM_LIFETIME_SECONDS", "-5"),
+            ("HECATE_START_TIMEOUT_SECONDS", "0"),
             ("HECATE_MAX_INSTANCES", "0"),
             ("HECATE_RETRIES", "1.5"),
             ("HECATE_BACKEND", "docker"),

@@ -94,7 +94,9 @@ use env_logger as _;
 
 pub use config::{ApiKey, BackendKind, Config, RetryPolicy};
 pub use error::{Error, ErrorKind, Result};
-pub use provider::{Captured, ExecOutput, ExecSpec, Instance, JobInfo, Provider, StartSpec};
+pub use provider::{
+    Captured, ExecOutput, ExecSpec, Instance, JobInfo, Provider, StartSlot, StartSpec,
+};
 pub use runtime::{
     ExecOutcome, ExecRequest, Placement, RestartReason, Runtime, ShutdownReport, StopFailure,
     TaskInfo, TaskState,

@@ -84,6 +84,12 @@ pub trait Provider: Send + Sync + 'static {
     /// Starts an instance for a task and waits until it is ready to run
     /// commands. A start that fails after the backend created something must
     /// clean it up before returning the error.
+    ///
+    /// `spec.create_slot` is one of the runtime's start slots
+    /// (`HECATE_MAX_CONCURRENT_STARTS`), which cap the rate of create
+    /// requests to the backend. Release it ([`StartSlot::release`]) as soon
+    /// as the create request has been answered, before waiting for the
+    /// instance to become ready; dropping `spec` releases it too.
     fn start(&self, spec: StartSpec) -> BoxFuture<Result<Box<dyn Instance>>>;
 
     /// Stops every instance this backend can find that carries the tag
@@ -117,7 +123,7 @@ pub trait Instance: 'static {
 }
 
 /// What the runtime asks of [`Provider::start`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct StartSpec {
     /// The task the instance is for (any string the runtime accepted; a
     /// backend must never use it as a path component unescaped).
@@ -128,6 +134,43 @@ pub struct StartSpec {
     pub ttl: Option<Duration>,
     /// Tags to attach to the instance where the backend supports them.
     pub metadata: BTreeMap<String, String>,
+    /// The start slot this start holds; the provider releases it once its
+    /// create request has been answered (see [`Provider::start`]).
+    pub create_slot: StartSlot,
+}
+
+/// One of the runtime's start slots (`HECATE_MAX_CONCURRENT_STARTS`), held
+/// by a start while its create request is in flight. Released by
+/// [`release`](StartSlot::release) or when dropped.
+pub struct StartSlot(Option<tokio::sync::OwnedSemaphorePermit>);
+
+impl StartSlot {
+    /// A slot holding `permit` of the runtime's start semaphore.
+    pub fn new(permit: tokio::sync::OwnedSemaphorePermit) -> Self {
+        StartSlot(Some(permit))
+    }
+
+    /// A slot that limits nothing, for calling a provider directly (tests,
+    /// tools) without a runtime.
+    pub fn detached() -> Self {
+        StartSlot(None)
+    }
+
+    /// Frees the slot for the next start: the create request has been
+    /// answered.
+    pub fn release(self) {
+        drop(self);
+    }
+}
+
+impl fmt::Debug for StartSlot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "StartSlot(held)"
+        } else {
+            "StartSlot(detached)"
+        })
+    }
 }
 
 /// What the runtime asks of [`Instance::exec`].

@@ -48,13 +48,17 @@
 //! `Reroute`, stops its instance, and stops itself once no call is in
 //! flight. A graceful shutdown ([`Runtime::shutdown`]) sends every actor an
 //! awaited `StopVm`, then asks the supervisor to sweep the backend for
-//! leftovers, and reports in a [`ShutdownReport`].
+//! leftovers, all within the grace; then the supervisor stops and joins the
+//! worker arbiters, the registry publishes the [`ShutdownReport`] to every
+//! caller waiting for it, and stops. Task actors and the supervisor hold the
+//! registry's address only weakly, so nothing is left running.
 //!
 //! Modules: `messages.rs` (the messages), `registry.rs`, `supervisor.rs`,
 //! `vm_actor.rs` with `vm_actor/state.rs` (the state enum) and
 //! `vm_actor/run.rs` (the backend calls), `backoff.rs` (the one retry loop).
 
 mod backoff;
+mod guard;
 mod messages;
 mod registry;
 mod supervisor;
@@ -300,6 +304,8 @@ pub struct Runtime {
     registry: Addr<TaskRegistry>,
     config: Arc<Config>,
     runtime_id: Arc<str>,
+    /// The shutdown's report, once there is one.
+    done: registry::ShutdownDone,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -346,6 +352,9 @@ impl Runtime {
         let runtime_id: Arc<str> = new_runtime_id().into();
         // The registry's address exists before the registry runs, so the
         // supervisor can hand it to every task actor once, shared.
+        // The supervisor and the task actors hold it weakly: only the
+        // `Runtime` handles keep the registry alive, and only the registry
+        // the supervisor, so no address cycle outlives a shutdown.
         let registry_ctx = Context::<TaskRegistry>::new();
         let registry = registry_ctx.address();
         let supervisor = TaskSupervisor::new(
@@ -353,10 +362,11 @@ impl Runtime {
             provider,
             runtime_id.clone(),
             placement,
-            registry.clone(),
+            registry.downgrade(),
         )
         .start();
-        registry_ctx.run(TaskRegistry::new(config.clone(), supervisor));
+        let (done_tx, done) = tokio::sync::watch::channel(None);
+        registry_ctx.run(TaskRegistry::new(config.clone(), supervisor, done_tx));
         log::info!(
             "runtime={runtime_id} started (backend {}, {placement:?})",
             config.backend.as_str()
@@ -365,6 +375,7 @@ impl Runtime {
             registry,
             config,
             runtime_id,
+            done,
         })
     }
 
@@ -406,13 +417,22 @@ impl Runtime {
         self.registry.send(ListTasks).await.map_err(mailbox_error)
     }
 
-    /// Stops taking work, lets running commands finish for up to `grace`,
-    /// stops every instance, and reports any that could not be stopped.
+    /// Stops taking work, stops every instance within `grace` (running
+    /// commands get the first part of it; see [`ShutdownRuntime`]), sweeps
+    /// the backend for leftovers, stops the runtime's actors and worker
+    /// threads, and reports what could not be stopped in time.
+    ///
+    /// Calls while a shutdown is under way, or after it, wait for it and
+    /// answer with the same report.
     pub async fn shutdown(&self, grace: Duration) -> Result<ShutdownReport> {
-        self.registry
-            .send(ShutdownRuntime { grace })
-            .await
-            .map_err(mailbox_error)
+        match self.registry.send(ShutdownRuntime { grace }).await {
+            Ok(report) => Ok(report),
+            // The registry stopped: the shutdown is over (or the actix
+            // System is going away, and there is no report).
+            Err(err) => registry::wait_for_report(self.done.clone())
+                .await
+                .ok_or_else(|| mailbox_error(err)),
+        }
     }
 
     /// The registry's address, for orchestrators that speak actix messages

@@ -28,8 +28,24 @@ pub struct Journal {
     pub start_failures: Mutex<Vec<Error>>,
     /// Per-key failure counters for `fail:` commands.
     pub fail_counts: Mutex<HashMap<String, u32>>,
+    /// How long a start's create request takes; the start holds its start
+    /// slot meanwhile.
+    pub create_delay: Mutex<Duration>,
+    /// How long an instance takes to become ready once created (the start
+    /// slot is released by then).
     pub start_delay: Mutex<Duration>,
     pub start_hangs: Mutex<bool>,
+    /// Starts in their readiness wait, and the most there were at once.
+    pub booting: AtomicU64,
+    pub max_booting: AtomicU64,
+    /// `Instance::stop` never answers.
+    pub stop_hangs: Mutex<bool>,
+    /// `Instance::stop` always fails transiently.
+    pub stop_fails_transient: Mutex<bool>,
+    /// `Provider::sweep_orphans` never answers / panics.
+    pub sweep_hangs: Mutex<bool>,
+    pub sweep_panics: Mutex<bool>,
+    pub sweeps: AtomicU64,
     pub start_panics: Mutex<bool>,
     pub metadata: Mutex<Vec<std::collections::BTreeMap<String, String>>>,
 }
@@ -85,9 +101,17 @@ impl Provider for Scripted {
         let n = self.next.fetch_add(1, Ordering::SeqCst) + 1;
         Box::pin(async move {
             journal.metadata.lock().unwrap().push(spec.metadata.clone());
+            let create = *journal.create_delay.lock().unwrap();
+            if !create.is_zero() {
+                tokio::time::sleep(create).await;
+            }
+            spec.create_slot.release();
             let delay = *journal.start_delay.lock().unwrap();
             if !delay.is_zero() {
+                let now = journal.booting.fetch_add(1, Ordering::SeqCst) + 1;
+                journal.max_booting.fetch_max(now, Ordering::SeqCst);
                 tokio::time::sleep(delay).await;
+                journal.booting.fetch_sub(1, Ordering::SeqCst);
             }
             if *journal.start_hangs.lock().unwrap() {
                 std::future::pending::<()>().await;
@@ -116,6 +140,20 @@ impl Provider for Scripted {
                 stop_signal: Arc::new(tokio::sync::Notify::new()),
             });
             Ok(instance)
+        })
+    }
+
+    fn sweep_orphans(&self, _runtime_id: &str) -> BoxFuture<hecate::Result<Vec<String>>> {
+        let journal = self.journal.clone();
+        Box::pin(async move {
+            journal.sweeps.fetch_add(1, Ordering::SeqCst);
+            if *journal.sweep_hangs.lock().unwrap() {
+                std::future::pending::<()>().await;
+            }
+            if *journal.sweep_panics.lock().unwrap() {
+                panic!("scripted sweep panic");
+            }
+            Ok(Vec::new())
         })
     }
 }
@@ -216,7 +254,15 @@ impl Instance for ScriptedInstance {
         let journal = self.journal.clone();
         let stopped = self.stopped.clone();
         self.stop_signal.notify_waiters();
+        let hangs = *self.journal.stop_hangs.lock().unwrap();
+        let fails = *self.journal.stop_fails_transient.lock().unwrap();
         Box::pin(async move {
+            if hangs {
+                std::future::pending::<()>().await;
+            }
+            if fails {
+                return Err(Error::transient("scripted stop: 503"));
+            }
             let mut s = stopped.lock().unwrap();
             if !*s {
                 *s = true;

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use hecate::provider::local::LocalProvider;
-use hecate::{Config, ErrorKind, ExecOutput, ExecSpec, Instance, Provider, StartSpec};
+use hecate::{Config, ErrorKind, ExecOutput, ExecSpec, Instance, Provider, StartSlot, StartSpec};
 use tempfile::TempDir;
 
 use crate::helper::{eventually, pid_alive as is_alive, pid_exists, processes_with_env};
@@ -33,6 +33,7 @@ impl Fixture {
                 task_id: task.to_string(),
                 ttl: None,
                 metadata: Default::default(),
+                create_slot: StartSlot::detached(),
             })
             .await
             .expect("start")

@@ -11,7 +11,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use hecate::gc::{self, GcArgs, GcOptions};
 use hecate::provider::morph::MorphProvider;
 use hecate::sim::{ExecMode, FaultConfig, SimConfig, SimServer};
-use hecate::{ApiKey, Config, ErrorKind, ExecSpec, Instance, Provider, StartSpec};
+use hecate::{ApiKey, Config, ErrorKind, ExecSpec, Instance, Provider, StartSlot, StartSpec};
 
 use crate::helper::processes_with_env;
 use crate::helper::server::{spawn_server, start_sim};
@@ -42,6 +42,7 @@ fn start_spec(task: &str, runtime: &str) -> StartSpec {
         task_id: task.to_string(),
         ttl: Some(Duration::from_millis(60_200)),
         metadata,
+        create_slot: StartSlot::detached(),
     }
 }
 
@@ -863,6 +864,7 @@ async fn gc_lists_in_a_dry_run_and_stops_orphans_with_yes() {
             task_id: "foreign".to_string(),
             ttl: None,
             metadata: BTreeMap::from([("owner".to_string(), "someone".to_string())]),
+            create_slot: StartSlot::detached(),
         })
         .await
         .expect("foreign");

@@ -1,6 +1,7 @@
 //! The runtime's actors on a scripted backend and a paused tokio clock:
 //! queueing, timers, retries, caps, races, failure isolation, shutdown.
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures_util::future::join_all;
@@ -297,6 +298,11 @@ async fn a_hanging_backend_call_ends_at_its_deadline() {
     assert!(other.is_ok());
     let err = hung.expect_err("deadline");
     assert_eq!(err.kind(), ErrorKind::Timeout);
+    assert!(
+        err.message()
+            .contains("40 s (the command's timeout of 10 s plus exec_grace of 30 s)"),
+        "{err}"
+    );
     // The command's timeout plus the 30 s grace.
     assert_between(t0.elapsed(), secs(40), Duration::from_millis(40_010));
 }
@@ -342,18 +348,89 @@ async fn max_instances_makes_further_tasks_wait_in_fifo_order() {
 }
 
 #[actix_rt::test]
-async fn max_concurrent_starts_limits_starts_in_flight() {
+async fn max_concurrent_starts_limits_create_requests_in_flight() {
     tokio::time::pause();
     let config = Config {
         max_concurrent_starts: 1,
         ..test_config()
     };
     let (rt, journal) = scripted_runtime(config);
-    *journal.start_delay.lock().unwrap() = secs(5);
+    *journal.create_delay.lock().unwrap() = secs(5);
     let t0 = Instant::now();
     let results = join_all((0..3).map(|i| rt.exec(format!("t{i}"), req("echo:x")))).await;
     assert!(results.iter().all(|r| r.is_ok()));
     assert_between(t0.elapsed(), secs(15), Duration::from_millis(15_010));
+}
+
+#[actix_rt::test]
+async fn a_start_holds_its_start_slot_only_for_the_create_request() {
+    tokio::time::pause();
+    let config = Config {
+        max_concurrent_starts: 1,
+        ..test_config()
+    };
+    let (rt, journal) = scripted_runtime(config);
+    *journal.create_delay.lock().unwrap() = secs(1);
+    *journal.start_delay.lock().unwrap() = secs(10);
+    let t0 = Instant::now();
+    let results = join_all((0..5).map(|i| rt.exec(format!("t{i}"), req("echo:x")))).await;
+    assert!(results.iter().all(|r| r.is_ok()));
+    // Creates one after another (1 s each), boots side by side: the last
+    // create ends at 5 s and its instance is ready 10 s later. Holding the
+    // slot through the boot would take 5 × 11 s.
+    assert_between(t0.elapsed(), secs(15), Duration::from_millis(15_010));
+    assert_eq!(journal.max_booting.load(Ordering::SeqCst), 5);
+}
+
+#[actix_rt::test]
+async fn a_start_past_its_deadline_names_the_setting() {
+    tokio::time::pause();
+    let config = Config {
+        start_timeout: secs(60),
+        ..test_config()
+    };
+    let (rt, journal) = scripted_runtime(config);
+    *journal.start_hangs.lock().unwrap() = true;
+    let t0 = Instant::now();
+    let err = rt
+        .exec("t1", req("echo:x"))
+        .await
+        .expect_err("start deadline");
+    assert_eq!(err.kind(), ErrorKind::Timeout);
+    assert!(
+        err.message()
+            .contains("did not finish within 60 s (HECATE_START_TIMEOUT_SECONDS)"),
+        "{err}"
+    );
+    assert_between(t0.elapsed(), secs(60), Duration::from_millis(60_010));
+}
+
+#[actix_rt::test]
+async fn the_start_deadline_bounds_its_retries_too() {
+    tokio::time::pause();
+    let config = Config {
+        start_timeout: secs(5),
+        ..test_config()
+    };
+    let (rt, journal) = scripted_runtime(config);
+    *journal.start_failures.lock().unwrap() = (0..10)
+        .map(|_| hecate::Error::transient("503 try later"))
+        .collect();
+    let t0 = Instant::now();
+    let err = rt
+        .exec("t1", req("echo:x"))
+        .await
+        .expect_err("retries run out of time");
+    // Backoff of 2 s then 4 s (±20 %) would reach past 5 s: the second wait
+    // is cut to the deadline, and no attempt is made after it.
+    assert_between(t0.elapsed(), secs(5), Duration::from_millis(5_010));
+    assert_eq!(journal.metadata.lock().unwrap().len(), 2, "two attempts");
+    assert_eq!(err.kind(), ErrorKind::Timeout);
+    assert!(
+        err.message()
+            .contains("did not finish within 5 s (HECATE_START_TIMEOUT_SECONDS)"),
+        "{err}"
+    );
 }
 
 #[actix_rt::test]

@@ -167,6 +167,8 @@ impl Provider for LocalProvider {
         let started = self
             .start_sync(&spec)
             .map(|i| Box::new(i) as Box<dyn Instance>);
+        // The directory is made: nothing further to create.
+        spec.create_slot.release();
         Box::pin(async move { started })
     }
 

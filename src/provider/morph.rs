@@ -135,6 +135,7 @@ impl Provider for MorphProvider {
                     log::warn!("task={task} could not create an instance: {e}");
                     e.context("starting a MorphCloud instance")
                 })?;
+            spec.create_slot.release();
             log::info!(
                 "task={task} vm={} created from {} (status {})",
                 info.id,

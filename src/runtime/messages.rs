@@ -12,6 +12,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
+use super::guard::ShutdownEnd;
 use super::vm_actor::VmActor;
 use super::{ExecOutcome, ExecRequest, RestartReason, ShutdownReport, TaskInfo};
 use crate::error::Result;
@@ -106,12 +107,24 @@ impl Message for ListTasks {
     type Result = Vec<TaskInfo>;
 }
 
-/// Stop taking work, let running commands finish for up to `grace`, stop
-/// every instance, and report.
+/// Stop taking work, stop every instance within `grace`, sweep the backend
+/// for leftovers, stop every actor and worker thread, and report.
+///
+/// The grace bounds the whole shutdown. Running commands may go on until
+/// only `min(grace / 2, Config::stop_timeout)` of it is left; that rest is
+/// for stopping the instances (retries included) and the sweep. Task actors
+/// answer and stop by the end of the grace. What could not be stopped or swept in time is listed
+/// in the report as a [`Timeout`](crate::ErrorKind::Timeout) failure rather
+/// than waited for.
+///
+/// A second `ShutdownRuntime` while one is under way waits for it and gets
+/// the same report (its own `grace` is ignored). Once the shutdown is over
+/// the registry has stopped, so later messages fail to deliver;
+/// [`Runtime::shutdown`](super::Runtime::shutdown) then still answers with
+/// the report.
 #[derive(Debug, Clone, Copy)]
 pub struct ShutdownRuntime {
-    /// How long running commands may go on before their instances are
-    /// stopped under them.
+    /// How long the whole shutdown may take.
     pub grace: Duration,
 }
 
@@ -128,12 +141,25 @@ impl Message for SpawnVm {
     type Result = (Addr<VmActor>, u64);
 }
 
-/// Supervisor: the registry has stopped every task actor; stop backend
-/// leftovers (`sweep_orphans`) and answer with what was swept.
-pub(crate) struct SweepOrphans;
+/// Registry → supervisor: the registry has stopped every task actor; stop
+/// backend leftovers (`sweep_orphans`) by the shutdown's end and answer
+/// with what was swept.
+pub(crate) struct SweepOrphans {
+    pub end: ShutdownEnd,
+}
 
 impl Message for SweepOrphans {
     type Result = Result<Vec<String>>;
+}
+
+/// Registry → supervisor, last of a shutdown: stop the worker arbiters,
+/// wait until `until` for their threads to end, then stop.
+pub(crate) struct StopWorkers {
+    pub until: actix::clock::Instant,
+}
+
+impl Message for StopWorkers {
+    type Result = ();
 }
 
 /// VmActor → registry: this actor takes no more work (idle, TTL, evicted,
@@ -164,7 +190,12 @@ impl Message for Reroute {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum StopCause {
     Evicted,
-    Shutdown { grace: Duration },
+    /// A graceful shutdown: a running call may go on until
+    /// `commands_until`; the actor answers and stops by `end`.
+    Shutdown {
+        commands_until: actix::clock::Instant,
+        end: ShutdownEnd,
+    },
 }
 
 /// Registry → VmActor: stop the instance and the actor; answer when the

@@ -1,6 +1,8 @@
 //! [`TaskRegistry`]: routes requests by task id to the task's
 //! [`VmActor`], asks the supervisor for a new actor on a task's first
-//! request, forgets actors when they retire, and runs the graceful shutdown.
+//! request, forgets actors when they retire, and runs the graceful shutdown,
+//! at whose end it stops itself (and with it the supervisor, whose only
+//! address it holds).
 //!
 //! It remembers why a task's instance ended (TTL, idle, eviction) until the
 //! task's next request, so that request's result can say it runs on a fresh
@@ -9,14 +11,18 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use std::time::Duration;
+
+use actix::clock::Instant;
 use actix::prelude::*;
 use futures_util::future::join_all;
 use futures_util::stream::{self, StreamExt};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
+use super::guard::{secs, ShutdownEnd};
 use super::messages::{
     EvictTask, Exec, GetInfo, ListTasks, Reroute, RunCommand, ShutdownRuntime, SpawnVm, StopCause,
-    StopResult, StopVm, SweepOrphans, TaskId, VmRetired,
+    StopResult, StopVm, StopWorkers, SweepOrphans, TaskId, VmRetired,
 };
 use super::supervisor::TaskSupervisor;
 use super::vm_actor::VmActor;
@@ -25,7 +31,7 @@ use super::{
     MAILBOX_CAPACITY,
 };
 use crate::config::Config;
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 
 /// How many task actors a shutdown stops at once.
 const SHUTDOWN_IN_FLIGHT: usize = 10_000;
@@ -33,6 +39,23 @@ const SHUTDOWN_IN_FLIGHT: usize = 10_000;
 /// How many ended tasks the registry remembers for their next request.
 const MAX_REMEMBERED_ENDINGS: usize = 1 << 20;
 
+/// How long past a shutdown's end the registry still waits for a task actor
+/// to answer its stop. Every actor answers by the end on its own; only one
+/// whose thread is blocked (a backend calling blocking code) needs this.
+const WEDGED_ACTOR_MARGIN: Duration = Duration::from_secs(1);
+
+/// Joining the worker threads gets at least this long, even when the grace
+/// has run out: they only have to drop what they hold.
+const JOIN_AT_LEAST: Duration = Duration::from_secs(1);
+
+/// The shutdown's result, published once for every caller that waits for it.
+pub(crate) type ShutdownDone = watch::Receiver<Option<ShutdownReport>>;
+
+/// Waits for the report of a shutdown under way.
+pub(crate) async fn wait_for_report(mut done: ShutdownDone) -> Option<ShutdownReport> {
+    let report = done.wait_for(Option::is_some).await.ok()?;
+    report.clone()
+}
 /// Routes requests to task actors: one entry per live task, a fresh actor on
 /// a task's first request, and the graceful shutdown.
 pub struct TaskRegistry {
@@ -41,16 +64,23 @@ pub struct TaskRegistry {
     tasks: HashMap<TaskId, (Addr<VmActor>, u64)>,
     ended: HashMap<TaskId, RestartReason>,
     accepting: bool,
+    /// Where the shutdown's report goes once it is done.
+    done: watch::Sender<Option<ShutdownReport>>,
 }
 
 impl TaskRegistry {
-    pub(crate) fn new(config: Arc<Config>, supervisor: Addr<TaskSupervisor>) -> Self {
+    pub(crate) fn new(
+        config: Arc<Config>,
+        supervisor: Addr<TaskSupervisor>,
+        done: watch::Sender<Option<ShutdownReport>>,
+    ) -> Self {
         TaskRegistry {
             config,
             supervisor,
             tasks: HashMap::new(),
             ended: HashMap::new(),
             accepting: true,
+            done,
         }
     }
 
@@ -219,27 +249,71 @@ impl Handler<ListTasks> for TaskRegistry {
 }
 
 impl Handler<ShutdownRuntime> for TaskRegistry {
-    type Result = ResponseActFuture<Self, ShutdownReport>;
+    type Result = ResponseFuture<ShutdownReport>;
 
-    fn handle(&mut self, msg: ShutdownRuntime, _: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: ShutdownRuntime, ctx: &mut Self::Context) -> Self::Result {
+        // Every caller, the first included, waits for the one report; the
+        // answer is a detached future, so it outlives the registry, which
+        // stops once the shutdown is done.
+        let done = self.done.subscribe();
+        if self.accepting {
+            self.shut_down(msg.grace, ctx);
+        }
+        Box::pin(async move {
+            wait_for_report(done)
+                .await
+                .unwrap_or_else(|| ShutdownReport {
+                    failed: vec![StopFailure {
+                        task_id: None,
+                        instance_id: None,
+                        error: Error::actor_died("the shutdown"),
+                    }],
+                    ..ShutdownReport::default()
+                })
+        })
+    }
+}
+
+impl TaskRegistry {
+    /// Runs the shutdown: stops every task actor, has the supervisor sweep
+    /// and stop the workers, publishes the report, and stops the registry.
+    fn shut_down(&mut self, grace: Duration, ctx: &mut Context<Self>) {
         self.accepting = false;
         self.ended.clear();
-        let cause = StopCause::Shutdown { grace: msg.grace };
+        let end = ShutdownEnd {
+            at: Instant::now() + grace,
+            grace,
+        };
+        // Running commands get the grace but what stopping needs: its last
+        // `stop_timeout`, or its second half if that is less.
+        let for_stops = (grace / 2).min(self.config.stop_timeout);
+        let cause = StopCause::Shutdown {
+            commands_until: end.at - for_stops,
+            end,
+        };
         let actors: Vec<_> = self
             .tasks
             .drain()
             .map(|(task_id, (addr, _))| (task_id, addr))
             .collect();
-        log::info!("shutting down: stopping {} task(s)", actors.len());
+        log::info!(
+            "shutting down: stopping {} task(s) within {}",
+            actors.len(),
+            secs(grace)
+        );
         // At most SHUTDOWN_IN_FLIGHT stops at once: holding a million stop
         // requests and answers at once cost more memory than the idle tasks
         // themselves. A stop is sent when its turn comes.
+        let backstop = end.at + WEDGED_ACTOR_MARGIN;
         let stops = stream::iter(actors)
-            .map(move |(task_id, addr)| async move { (task_id, addr.send(StopVm { cause }).await) })
+            .map(move |(task_id, addr)| async move {
+                let answer = tokio::time::timeout_at(backstop, addr.send(StopVm { cause })).await;
+                (task_id, answer)
+            })
             .buffer_unordered(SHUTDOWN_IN_FLIGHT)
             .collect::<Vec<_>>();
         let supervisor = self.supervisor.clone();
-        Box::pin(
+        ctx.spawn(
             async move {
                 let mut report = ShutdownReport::default();
                 // Unconstrained: under tokio's coop budget every pending
@@ -250,11 +324,22 @@ impl Handler<ShutdownRuntime> for TaskRegistry {
                 let stopped_all = tokio::task::unconstrained(stops).await;
                 for (task_id, stopped) in stopped_all {
                     let (instance_id, result) = match stopped {
-                        Ok(StopResult {
+                        Ok(Ok(StopResult {
                             instance_id,
                             result,
-                        }) => (instance_id, result),
-                        Err(_) => (None, Err(Error::actor_died("the stop request"))),
+                        })) => (instance_id, result),
+                        Ok(Err(_)) => (None, Err(Error::actor_died("the stop request"))),
+                        Err(_) => (
+                            None,
+                            Err(Error::new(
+                                ErrorKind::Timeout,
+                                format!(
+                                    "the task's actor did not answer its stop within \
+                                     the shutdown's grace of {}",
+                                    secs(end.grace)
+                                ),
+                            )),
+                        ),
                     };
                     match result {
                         Ok(()) => report.stopped.extend(instance_id),
@@ -265,14 +350,17 @@ impl Handler<ShutdownRuntime> for TaskRegistry {
                         }),
                     }
                 }
-                match supervisor.send(SweepOrphans).await {
-                    Ok(Ok(swept)) => report.swept = swept,
-                    Ok(Err(err)) => report.failed.push(StopFailure {
+                let swept = match supervisor.send(SweepOrphans { end }).await {
+                    Ok(swept) => swept,
+                    Err(_) => Err(Error::actor_died("the sweep")),
+                };
+                match swept {
+                    Ok(swept) => report.swept = swept,
+                    Err(err) => report.failed.push(StopFailure {
                         task_id: None,
                         instance_id: None,
                         error: err.context("sweeping leftover instances failed"),
                     }),
-                    Err(_) => {}
                 }
                 for failure in &report.failed {
                     log::error!(
@@ -282,9 +370,17 @@ impl Handler<ShutdownRuntime> for TaskRegistry {
                         failure.error
                     );
                 }
+                let until = end.at.max(Instant::now() + JOIN_AT_LEAST);
+                // An unreachable supervisor has no workers left to stop.
+                let _ = supervisor.send(StopWorkers { until }).await;
                 report
             }
-            .into_actor(self),
-        )
+            .into_actor(self)
+            .map(|report, act, ctx| {
+                act.done.send_replace(Some(report));
+                log::info!("shutdown: done; the runtime has stopped");
+                ctx.stop();
+            }),
+        );
     }
 }

@@ -1,19 +1,26 @@
 //! [`TaskSupervisor`]: creates one [`VmActor`] per task, spread over worker
 //! arbiters, and owns what all task actors share: the provider, the caps on
-//! live instances and concurrent starts, and the runtime id.
+//! live instances and concurrent starts, and the runtime id. It also owns the
+//! worker arbiters, which the last step of a shutdown stops and joins.
+//!
+//! Only the registry holds the supervisor's address, and task actors hold
+//! the registry's only weakly, so once the registry stops the supervisor
+//! stops too: no address cycle keeps either alive.
 
 use std::sync::Arc;
 
+use actix::clock::Instant;
 use actix::prelude::*;
-use tokio::sync::Semaphore;
+use tokio::sync::{oneshot, Semaphore};
 
 use super::backoff::Backoff;
-use super::messages::{SpawnVm, SweepOrphans, TaskId};
+use super::guard::{guarded, Deadline, Source};
+use super::messages::{SpawnVm, StopWorkers, SweepOrphans, TaskId};
 use super::vm_actor::{Shared, VmActor};
 use super::TaskRegistry;
 use super::{Placement, MAILBOX_CAPACITY};
 use crate::config::Config;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::Result;
 use crate::provider::Provider;
 
 /// Creates task actors and holds what they share.
@@ -32,7 +39,7 @@ impl TaskSupervisor {
         provider: Arc<dyn Provider>,
         runtime_id: Arc<str>,
         placement: Placement,
-        registry: Addr<TaskRegistry>,
+        registry: actix::WeakAddr<TaskRegistry>,
     ) -> Self {
         let (owned, workers): (Vec<Arbiter>, Vec<ArbiterHandle>) = match placement {
             Placement::CurrentThread => (Vec::new(), vec![Arbiter::current()]),
@@ -93,32 +100,77 @@ impl Handler<SpawnVm> for TaskSupervisor {
 impl Handler<SweepOrphans> for TaskSupervisor {
     type Result = ResponseFuture<Result<Vec<String>>>;
 
-    fn handle(&mut self, _: SweepOrphans, _: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: SweepOrphans, _: &mut Self::Context) -> Self::Result {
         let shared = self.shared.clone();
+        let end = msg.end;
         Box::pin(async move {
-            let deadline = shared.config.stop_timeout;
+            let per_attempt = Deadline::new(shared.config.stop_timeout, Source::StopTimeout);
             // A sweep lists and stops again whatever is still there, so a
-            // transient failure is retried.
+            // transient failure is retried, within the shutdown's grace.
             let swept = Backoff::new(&shared.config.retry)
+                .until(end.at)
                 .run(
                     &format_args!("runtime={}", shared.runtime_id),
                     "sweep",
                     || async {
-                        actix::clock::timeout(
-                            deadline,
+                        let deadline = per_attempt.or_shutdown(Some(end), Instant::now());
+                        guarded(
+                            deadline.limit,
                             shared.provider.sweep_orphans(&shared.runtime_id),
                         )
                         .await
-                        .unwrap_or_else(|_| {
-                            Err(Error::new(
-                                ErrorKind::Timeout,
-                                "sweeping leftover instances did not finish in time",
-                            ))
-                        })
+                        .into_result("sweeping leftover instances", &deadline)
                     },
                 )
                 .await;
             swept.result
         })
     }
+}
+
+impl Handler<StopWorkers> for TaskSupervisor {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, msg: StopWorkers, _: &mut Self::Context) -> Self::Result {
+        let owned = std::mem::take(&mut self.owned);
+        let count = owned.len();
+        let joined = join_workers(owned);
+        Box::pin(
+            async move {
+                if count > 0 && tokio::time::timeout_at(msg.until, joined).await.is_err() {
+                    log::warn!("shutdown: worker threads still running at the deadline");
+                }
+            }
+            .into_actor(self)
+            .map(|(), _, ctx| ctx.stop()),
+        )
+    }
+}
+
+/// Tells the arbiters to stop and joins their threads on a helper thread
+/// (joining blocks); the receiver answers once all have ended.
+fn join_workers(owned: Vec<Arbiter>) -> oneshot::Receiver<()> {
+    let (tx, rx) = oneshot::channel();
+    if owned.is_empty() {
+        let _ = tx.send(());
+        return rx;
+    }
+    for arbiter in &owned {
+        arbiter.stop();
+    }
+    let joiner = std::thread::Builder::new()
+        .name("hecate-join".into())
+        .spawn(move || {
+            for arbiter in owned {
+                if arbiter.join().is_err() {
+                    log::error!("shutdown: a worker thread panicked");
+                }
+            }
+            let _ = tx.send(());
+        });
+    if let Err(err) = joiner {
+        // The arbiters were told to stop; they end without being joined.
+        log::warn!("shutdown: could not start a thread to join the workers: {err}");
+    }
+    rx
 }

@@ -20,6 +20,7 @@ use tokio::sync::{oneshot, Semaphore};
 
 use self::run::{CommandRun, RunningCommand};
 use self::state::{Live, Ready, RetireAfter, Retired, StartReport, Timer, VmState};
+use super::guard::{Deadline, ShutdownEnd, Source};
 use super::messages::{Exec, GetInfo, Reroute, StopCause, StopResult, StopVm, TaskId, VmRetired};
 use super::{RestartReason, TaskInfo, TaskRegistry};
 use crate::config::Config;
@@ -37,11 +38,13 @@ pub(crate) struct Shared {
     pub runtime_id: Arc<str>,
     /// One permit per live instance (`max_instances`); FIFO.
     pub slots: Arc<Semaphore>,
-    /// One permit per start in flight (`max_concurrent_starts`); FIFO.
+    /// One permit per create request in flight (`max_concurrent_starts`),
+    /// handed to the provider as the start's `StartSlot`; FIFO.
     pub starts: Arc<Semaphore>,
-    /// Where task actors report. Shared rather than one clone per actor:
-    /// each actix address clone costs two allocations.
-    pub registry: Addr<TaskRegistry>,
+    /// Where task actors report. Weak, so task actors do not keep the
+    /// registry alive after a shutdown; shared rather than one clone per
+    /// actor: each actix address clone costs two allocations.
+    pub registry: actix::WeakAddr<TaskRegistry>,
 }
 
 /// The actor that owns one task's instance and command queue.
@@ -67,7 +70,12 @@ pub struct VmActor {
 
 /// The callers waiting for a task's instance to stop.
 #[derive(Default)]
-struct StopWaiters(Vec<oneshot::Sender<StopResult>>);
+struct StopWaiters {
+    senders: Vec<oneshot::Sender<StopResult>>,
+    /// Set by a graceful shutdown: nothing the actor does for the stop goes
+    /// past its end.
+    shutdown: Option<ShutdownEnd>,
+}
 
 impl VmActor {
     pub(crate) fn new(task_id: TaskId, generation: u64, shared: Arc<Shared>) -> Self {
@@ -235,6 +243,10 @@ impl VmActor {
                     });
                     self.stop_instance(live, ctx);
                 }
+                // Nothing started, so nothing is left to stop.
+                Err(_) if matches!(self.state, VmState::Stopping(_)) => {
+                    self.mark_gone(Ok(()), ctx);
+                }
                 Err(_) => self.finish_if_gone(ctx),
             }
             return;
@@ -383,6 +395,7 @@ impl VmActor {
             return;
         }
         let call_in_flight = self.state.call_in_flight();
+        let starting = matches!(self.state, VmState::Starting { .. });
         let live = match std::mem::replace(&mut self.state, VmState::NoInstance) {
             VmState::Ready(ready) => {
                 if let Some(timer) = ready.timer {
@@ -398,7 +411,7 @@ impl VmActor {
             instance_id: live.as_ref().map(|live| live.id().to_string()),
             call_in_flight,
         });
-        self.shared.registry.do_send(VmRetired {
+        self.tell_registry(VmRetired {
             task_id: self.task_id.clone(),
             generation: self.generation,
             reason,
@@ -410,22 +423,89 @@ impl VmActor {
                     exec.restart = reason;
                 }
             }
-            self.shared.registry.do_send(Reroute { execs: late });
+            self.reroute(late);
         }
         match live {
             Some(live) => {
                 log::info!("task={} vm={} stopping", self.task_id, live.id());
                 self.stop_instance(live, ctx);
             }
+            // The start in flight may yet bring an instance: `on_started`
+            // stops it, and only then is the instance gone.
+            None if starting => {}
             None => self.mark_gone(Ok(()), ctx),
         }
+    }
+
+    /// Tells the registry, if it still runs, about this actor.
+    fn tell_registry<M>(&self, msg: M)
+    where
+        M: Message<Result = ()> + Send + 'static,
+        TaskRegistry: Handler<M>,
+    {
+        if let Some(registry) = self.shared.registry.upgrade() {
+            registry.do_send(msg);
+        }
+    }
+
+    /// Hands requests back to the registry for a fresh actor; once the
+    /// registry has stopped (after a shutdown) they are refused instead.
+    fn reroute(&self, execs: Vec<Exec>) {
+        let refuse = |execs: Vec<Exec>| {
+            for exec in execs {
+                let _ = exec.reply.send(Err(Error::shutting_down()));
+            }
+        };
+        let Some(registry) = self.shared.registry.upgrade() else {
+            return refuse(execs);
+        };
+        match registry.try_send(Reroute { execs }) {
+            Ok(()) => {}
+            Err(SendError::Full(msg)) => registry.do_send(msg),
+            Err(SendError::Closed(msg)) => refuse(msg.execs),
+        }
+    }
+
+    /// The end of the graceful shutdown this actor is stopping for, if any.
+    fn shutdown_end(&self) -> Option<ShutdownEnd> {
+        self.stop_waiters.as_ref().and_then(|w| w.shutdown)
+    }
+
+    /// A graceful shutdown's end has come: whoever still waits for the stop
+    /// is told it did not finish in time, and the actor stops, dropping any
+    /// call still in flight.
+    fn abandon(&mut self, ctx: &mut Context<Self>) {
+        if let Some(waiters) = self.stop_waiters.take() {
+            let instance_id = self.state.instance_id().map(str::to_string);
+            let doing = if instance_id.is_some() {
+                "stopping the instance"
+            } else {
+                "the instance start"
+            };
+            let error = waiters.shutdown.map_or_else(Error::shutting_down, |end| {
+                Deadline::new(end.grace, Source::ShutdownGrace { grace: end.grace }).expired(doing)
+            });
+            log::error!(
+                "task={} vm={} not stopped: {error}",
+                self.task_id,
+                instance_id.as_deref().unwrap_or("-")
+            );
+            for waiter in waiters.senders {
+                let _ = waiter.send(StopResult {
+                    instance_id: instance_id.clone(),
+                    result: Err(error.clone()),
+                });
+            }
+        }
+        ctx.stop();
     }
 
     /// Stops the instance of a `Stopping` actor, then marks it gone.
     fn stop_instance(&mut self, live: Live, ctx: &mut Context<Self>) {
         let config = self.shared.config.clone();
         let task_id = self.task_id.clone();
-        let stop = async move { run::stop_instance(&config, &task_id, live).await };
+        let end = self.shutdown_end();
+        let stop = async move { run::stop_instance(&config, &task_id, live, end).await };
         ctx.spawn(stop.into_actor(self).map(|stopped, act, ctx| {
             if let Err(err) = &stopped {
                 log::error!(
@@ -449,7 +529,7 @@ impl VmActor {
                 return;
             }
         };
-        for waiter in self.stop_waiters.take().into_iter().flat_map(|w| w.0) {
+        for waiter in self.stop_waiters.take().into_iter().flat_map(|w| w.senders) {
             let _ = waiter.send(StopResult {
                 instance_id: retired.instance_id.clone(),
                 result: stopped.clone(),
@@ -478,7 +558,7 @@ impl Actor for VmActor {
         // Best effort only: the registry learnt of the retirement through
         // VmRetired; this covers an actor stopped any other way.
         if !matches!(self.state, VmState::Gone { .. }) {
-            self.shared.registry.do_send(VmRetired {
+            self.tell_registry(VmRetired {
                 task_id: self.task_id.clone(),
                 generation: self.generation,
                 reason: Some(RestartReason::Failed),
@@ -495,7 +575,7 @@ impl Handler<Exec> for VmActor {
             if exec.restart.is_none() {
                 exec.restart = Some(retired.reason);
             }
-            self.shared.registry.do_send(Reroute { execs: vec![exec] });
+            self.reroute(vec![exec]);
             return;
         }
         self.queue.push_back(exec);
@@ -518,12 +598,24 @@ impl Handler<StopVm> for VmActor {
             None => self
                 .stop_waiters
                 .get_or_insert_with(Box::default)
-                .0
+                .senders
                 .push(tx),
         }
         match msg.cause {
             StopCause::Evicted => self.retire(Some(RestartReason::Evicted), ctx),
-            StopCause::Shutdown { grace } => {
+            StopCause::Shutdown {
+                commands_until,
+                end,
+            } => {
+                if let Some(waiters) = &mut self.stop_waiters {
+                    waiters.shutdown = Some(end);
+                }
+                let now = Instant::now();
+                // The shutdown's end bounds everything, whatever happens
+                // before it.
+                ctx.run_later(end.at.saturating_duration_since(now), |act, ctx| {
+                    act.abandon(ctx);
+                });
                 for exec in self.queue.drain(..) {
                     let _ = exec.reply.send(Err(
                         Error::shutting_down().context("the command was not run")
@@ -541,8 +633,11 @@ impl Handler<StopVm> for VmActor {
                     _ => false,
                 };
                 if waits {
-                    // Past the grace, stop the instance under the call.
-                    ctx.run_later(grace, |act, ctx| act.retire(None, ctx));
+                    // Past the commands' share of the grace, stop the
+                    // instance under the call.
+                    ctx.run_later(commands_until.saturating_duration_since(now), |act, ctx| {
+                        act.retire(None, ctx);
+                    });
                 } else {
                     self.retire(None, ctx);
                 }

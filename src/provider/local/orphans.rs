@@ -145,7 +145,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::provider::{Provider, StartSpec};
+    use crate::provider::{Provider, StartSlot, StartSpec};
 
     fn tag(runtime_id: &str) -> BTreeMap<String, String> {
         [(tags::RUNTIME_ID.to_string(), runtime_id.to_string())].into()
@@ -160,6 +160,7 @@ mod tests {
             task_id: "t".into(),
             ttl: None,
             metadata: tag(runtime),
+            create_slot: StartSlot::detached(),
         };
         let mine = provider.start(start("rt-1")).await.expect("start");
         let other = provider.start(start("rt-2")).await.expect("start");

@@ -6,24 +6,28 @@
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
-use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
 use std::time::Duration;
 
 use actix::clock::Instant;
-use futures_util::FutureExt;
 
 use super::state::{Live, StartReport};
 use super::Shared;
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
-use crate::provider::{tags, ExecOutput, ExecSpec, Instance, StartSpec};
+use crate::provider::{tags, ExecOutput, ExecSpec, Instance, StartSlot, StartSpec};
 use crate::runtime::backoff::Backoff;
+use crate::runtime::guard::{
+    guarded, Deadline, Guarded, ShutdownEnd, Source, BACKGROUND_START_LIMIT,
+};
 use crate::runtime::messages::Exec;
 use crate::runtime::ExecOutcome;
 
+/// What a start is called in its errors.
+const DOING_START: &str = "the instance start";
+
 /// Takes an instance slot, then starts an instance, retrying transient
-/// failures.
+/// failures, all within `Config::start_timeout`.
 pub(super) async fn start_instance(shared: &Shared, task_id: &str) -> Result<(Live, StartReport)> {
     let config = &shared.config;
     let waiting = Instant::now();
@@ -44,26 +48,43 @@ pub(super) async fn start_instance(shared: &Shared, task_id: &str) -> Result<(Li
         tags::CREATED_BY.to_string(),
         tags::CREATED_BY_VALUE.to_string(),
     );
-    let spec = StartSpec {
-        task_id: task_id.to_string(),
-        // A backstop the backend enforces even if this process dies: the
-        // TTL plus room for a command that began just before it.
-        ttl: Some(config.vm_ttl + config.command_timeout + Duration::from_secs(60)),
-        metadata,
-    };
+    // A backstop the backend enforces even if this process dies: the TTL
+    // plus room for a command that began just before it.
+    let ttl = Some(config.vm_ttl + config.command_timeout + Duration::from_secs(60));
+    // One deadline for the whole start, retries and their waits included;
+    // the wait for an instance slot above is `max_instances` queueing, not
+    // the start.
+    let timeout = Deadline::new(config.start_timeout, Source::StartTimeout);
+    let end = Instant::now() + config.start_timeout;
     let started = Backoff::new(&config.retry)
+        .until(end)
         .run(&format_args!("task={task_id}"), "start", || async {
-            // A start permit per attempt: a task waiting out its backoff
-            // does not hold up other tasks' starts.
-            let _permit = shared
-                .starts
-                .acquire()
+            let left = end.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                // Never send a create request that would be abandoned at once.
+                return Err(timeout.expired(DOING_START));
+            }
+            let attempt = async {
+                // A start slot per attempt, which the provider frees once its
+                // create request is answered: a task waiting out its backoff,
+                // or an instance booting, does not hold up other starts.
+                let permit = shared
+                    .starts
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| Error::shutting_down())?;
+                let spec = StartSpec {
+                    task_id: task_id.to_string(),
+                    ttl,
+                    metadata: metadata.clone(),
+                    create_slot: StartSlot::new(permit),
+                };
+                shared.provider.start(spec).await
+            };
+            guarded(left, attempt)
                 .await
-                .map_err(|_| Error::shutting_down())?;
-            let start = shared.provider.start(spec.clone());
-            guarded(config.start_timeout, start)
-                .await
-                .into_result("starting an instance", config.start_timeout)
+                .into_result(DOING_START, &timeout)
         })
         .await;
     let instance = started
@@ -77,19 +98,31 @@ pub(super) async fn start_instance(shared: &Shared, task_id: &str) -> Result<(Li
 }
 
 /// Stops an instance, retrying transient failures, and then frees its slot.
-pub(super) async fn stop_instance(config: &Config, task_id: &str, live: Live) -> Result<()> {
-    let deadline = config.stop_timeout;
+/// Each attempt has `Config::stop_timeout`; during a graceful shutdown
+/// nothing goes past the shutdown's `end`.
+pub(super) async fn stop_instance(
+    config: &Config,
+    task_id: &str,
+    live: Live,
+    end: Option<ShutdownEnd>,
+) -> Result<()> {
+    let per_attempt = Deadline::new(config.stop_timeout, Source::StopTimeout);
     // Stopping is idempotent (an instance already gone stops fine), so a
     // transient failure is retried like any other; giving up at once would
     // leak the instance.
-    let stopped = Backoff::new(&config.retry)
+    let mut backoff = Backoff::new(&config.retry);
+    if let Some(end) = end {
+        backoff = backoff.until(end.at);
+    }
+    let stopped = backoff
         .run(
             &format_args!("task={task_id} vm={}", live.id()),
             "stop",
             || async {
-                guarded(deadline, live.instance.stop())
+                let deadline = per_attempt.or_shutdown(end, Instant::now());
+                guarded(deadline.limit, live.instance.stop())
                     .await
-                    .into_result("stopping the instance", deadline)
+                    .into_result("stopping the instance", &deadline)
             },
         )
         .await;
@@ -158,9 +191,19 @@ pub(super) async fn run_command(
     spec: ExecSpec,
 ) -> CommandRun {
     let deadline = if spec.background {
-        config.start_timeout.min(Duration::from_secs(120))
+        if config.start_timeout < BACKGROUND_START_LIMIT {
+            Deadline::new(config.start_timeout, Source::StartTimeout)
+        } else {
+            Deadline::new(BACKGROUND_START_LIMIT, Source::BackgroundStart)
+        }
     } else {
-        spec.timeout + config.exec_grace
+        Deadline::new(
+            spec.timeout + config.exec_grace,
+            Source::CommandTimeout {
+                timeout: spec.timeout,
+                grace: config.exec_grace,
+            },
+        )
     };
     let indeterminate_failures = Cell::new(0);
     let panicked = Cell::new(false);
@@ -169,12 +212,12 @@ pub(super) async fn run_command(
     // itself could have.
     let ran = Backoff::new(&config.retry)
         .retry_indeterminate(config.retry_indeterminate)
-        .until(Instant::now() + deadline)
+        .until(Instant::now() + deadline.limit)
         .run(
             &format_args!("task={task_id} vm={}", instance.id()),
             "exec",
             || async {
-                match guarded(deadline, instance.exec(spec.clone())).await {
+                match guarded(deadline.limit, instance.exec(spec.clone())).await {
                     Guarded::Done(Ok(output)) => Ok(output),
                     Guarded::Done(Err(err)) => {
                         if err.kind() == ErrorKind::Indeterminate {
@@ -191,7 +234,7 @@ pub(super) async fn run_command(
                     Guarded::TimedOut => Err(Error::new(
                         ErrorKind::Timeout,
                         format!(
-                            "the backend did not answer within {deadline:?}; \
+                            "the backend did not answer within {deadline}; \
                              the command may still be running"
                         ),
                     )),
@@ -204,45 +247,5 @@ pub(super) async fn run_command(
         attempts: ran.attempts,
         indeterminate_failures: indeterminate_failures.get(),
         panicked: panicked.get(),
-    }
-}
-
-/// A backend call's end: done, panicked, or past its deadline.
-enum Guarded<T> {
-    Done(T),
-    Panicked(String),
-    TimedOut,
-}
-
-impl<T> Guarded<Result<T>> {
-    /// The call's result, a panic or a missed deadline as an error;
-    /// `doing` names the call ("starting an instance").
-    fn into_result(self, doing: &str, deadline: Duration) -> Result<T> {
-        match self {
-            Guarded::Done(result) => result,
-            Guarded::Panicked(msg) => Err(Error::internal(format!(
-                "the backend panicked while {doing}: {msg}"
-            ))),
-            Guarded::TimedOut => Err(Error::new(
-                ErrorKind::Timeout,
-                format!("{doing} did not finish within {deadline:?}"),
-            )),
-        }
-    }
-}
-
-/// Runs a backend future under a deadline, catching panics.
-async fn guarded<T>(deadline: Duration, fut: impl std::future::Future<Output = T>) -> Guarded<T> {
-    match actix::clock::timeout(deadline, AssertUnwindSafe(fut).catch_unwind()).await {
-        Ok(Ok(value)) => Guarded::Done(value),
-        Ok(Err(payload)) => {
-            let msg = payload
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".to_string());
-            Guarded::Panicked(msg)
-        }
-        Err(_) => Guarded::TimedOut,
     }
 }
