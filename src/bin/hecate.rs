@@ -215,12 +215,17 @@ async fn exec(args: ExecArgs, config: Config, signals: Signals) -> ExitCode {
         result = tool::terminal(&rt, args) => Some(result),
         () = signals.interrupted() => None,
     };
-    if result.is_none() {
-        eprintln!("hecate: interrupted; stopping (a second signal exits at once)");
-    }
     // A background job lives in the instance; a one-shot `exec` keeps the
-    // instance only for the call, so the job ends with it.
-    let clean = shutdown(&rt, Duration::from_secs(10)).await;
+    // instance only for the call, so the job ends with it. Once interrupted
+    // the command's result is lost anyway: stop the instance without
+    // waiting for the command.
+    let grace = if result.is_none() {
+        eprintln!("hecate: interrupted; stopping the instance (a second signal exits at once)");
+        Duration::ZERO
+    } else {
+        Duration::from_secs(10)
+    };
+    let clean = shutdown(&rt, grace).await;
     match result {
         Some(result) => {
             println!("{}", result.to_json());
