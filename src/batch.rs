@@ -77,6 +77,17 @@ pub struct BatchArgs {
 /// input or unwritable output is an error; command failures and bad lines
 /// are in the summary. Does not shut `rt` down.
 pub async fn run(args: &BatchArgs, rt: &Runtime) -> Result<BatchSummary> {
+    run_until(args, rt, std::future::pending()).await
+}
+
+/// [`run`] that stops reading input once `stop` resolves (an interrupt):
+/// tasks already started finish (or are answered by the runtime's
+/// shutdown), and the summary covers what ran.
+pub async fn run_until(
+    args: &BatchArgs,
+    rt: &Runtime,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<BatchSummary> {
     if args.concurrency == 0 {
         return Err(Error::invalid_input("--concurrency must be at least 1"));
     }
@@ -114,6 +125,7 @@ pub async fn run(args: &BatchArgs, rt: &Runtime) -> Result<BatchSummary> {
     let entries = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|read| (read, rx))
     })
+    .take_until(stop)
     .filter_map(|read| {
         let out = match read {
             Read::Entry(entry) => Some(entry),

@@ -559,3 +559,30 @@ fn sim_makes_a_random_key_unless_given_one() {
     assert_ne!(a, b, "a fresh key per run");
     assert_eq!(key_of(Some("fixed-key")), "fixed-key");
 }
+
+#[test]
+fn batch_of_endless_input_without_newlines_stays_bounded_and_stops_on_interrupt() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let mut child = hecate(root.path())
+        .args(["batch", "--no-progress", "/dev/zero"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let out = line_reader(child.stdout.take().expect("stdout"));
+    // The overlong line is named as soon as it passes the limit.
+    let first: Value = serde_json::from_str(&next_line(&out, "the line error")).expect("json");
+    assert_eq!(first["line"], 1);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).expect("status");
+    let rss_kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM");
+    assert!(
+        rss_kb < 3 * hecate::batch::MAX_LINE_BYTES as u64 / 1024 + 64 * 1024,
+        "peak RSS {rss_kb} kB"
+    );
+    signal(&child, libc::SIGINT);
+    assert_eq!(wait_exit(&mut child).code(), Some(130));
+}

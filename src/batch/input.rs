@@ -161,9 +161,13 @@ pub(super) fn for_each_entry(
         let entry = if !complete {
             let error =
                 format!("the line is longer than the limit of {max_line} bytes; it was skipped");
-            // The rest of the line is not stored, only read past.
+            // Said at once (input without newlines may never end), then the
+            // rest of the line is read past, never stored.
+            if !each(Err(LineError { line, error })) {
+                return Ok(());
+            }
             skip_line(&mut input)?;
-            Some(Err(LineError { line, error }))
+            None
         } else {
             match std::str::from_utf8(&buf) {
                 Ok(text) => parse_line(line, text, max_timeout),

@@ -282,7 +282,7 @@ async fn batch(args: BatchArgs, config: Config, signals: Signals) -> ExitCode {
             let _ = rt.shutdown(grace).await;
         })
     };
-    let summary = hecate::batch::run(&args, &rt).await;
+    let summary = hecate::batch::run_until(&args, &rt, signals.interrupted()).await;
     watcher.abort();
     let clean = shutdown(&rt, grace).await;
     match summary {
