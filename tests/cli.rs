@@ -254,7 +254,10 @@ fn gc_cleans_up_after_a_killed_runtime_on_the_local_backend() {
 fn wait_for_file(path: &Path) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while !path.exists() {
-        assert!(std::time::Instant::now() < deadline, "{path:?} never appeared");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{path:?} never appeared"
+        );
         // A poll interval for a real child process, not a synchronisation.
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
@@ -408,7 +411,10 @@ fn batch_refuses_an_overlong_line_and_goes_on() {
     let lines = json_lines(&text(&out).0);
     let bad = lines.iter().find(|l| l["line"] == 1).expect("line 1 named");
     assert!(
-        bad["error"].as_str().expect("error").contains("longer than the limit"),
+        bad["error"]
+            .as_str()
+            .expect("error")
+            .contains("longer than the limit"),
         "{bad}"
     );
     let after = lines
@@ -550,7 +556,9 @@ fn sim_makes_a_random_key_unless_given_one() {
         assert!(how.contains("key"), "{how}");
         signal(&child, libc::SIGTERM);
         assert!(wait_exit(&mut child).success());
-        key.strip_prefix("MORPH_API_KEY=").expect("a key line").to_string()
+        key.strip_prefix("MORPH_API_KEY=")
+            .expect("a key line")
+            .to_string()
     };
     let a = key_of(None);
     let b = key_of(None);

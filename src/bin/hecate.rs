@@ -324,6 +324,10 @@ async fn shutdown(rt: &Runtime, grace: Duration) -> bool {
     }
 }
 
+/// What a second signal runs before exiting: it prints what it must and
+/// says what was not stopped.
+type SecondSignalHook = Box<dyn Fn() -> String>;
+
 /// SIGINT and SIGTERM: the first starts a graceful shutdown (whoever
 /// awaits [`Signals::interrupted`] sees it); the second runs the hook set
 /// with [`Signals::on_second`], prints what it says was not stopped and
@@ -331,14 +335,14 @@ async fn shutdown(rt: &Runtime, grace: Duration) -> bool {
 #[derive(Clone)]
 struct Signals {
     first: tokio::sync::watch::Receiver<Option<&'static str>>,
-    on_second: Rc<RefCell<Option<Box<dyn Fn() -> String>>>>,
+    on_second: Rc<RefCell<Option<SecondSignalHook>>>,
 }
 
 impl Signals {
     fn install() -> Signals {
         use tokio::signal::unix::{signal, SignalKind};
         let (tx, first) = tokio::sync::watch::channel(None);
-        let on_second: Rc<RefCell<Option<Box<dyn Fn() -> String>>>> = Rc::default();
+        let on_second: Rc<RefCell<Option<SecondSignalHook>>> = Rc::default();
         let (int, term) = match (
             signal(SignalKind::interrupt()),
             signal(SignalKind::terminate()),
