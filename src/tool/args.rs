@@ -168,8 +168,9 @@ pub(super) fn clip(text: &str, max: usize) -> String {
 
 /// The one check of a timeout in seconds, for the tool's `timeout`, batch
 /// lines and `hecate exec --timeout`: the configuration's duration rule
-/// ([`duration_from_secs`](crate::config::duration_from_secs)), so NaN,
-/// infinities, zero, negatives and values above `max` are refused. The
+/// (at least [`MIN_DURATION`](crate::config::MIN_DURATION), at most `max`
+/// and [`MAX_DURATION`](crate::config::MAX_DURATION)), so NaN, infinities,
+/// zero, negatives and values above `max` are refused. The
 /// message starts with `timeout` and quotes the number in bounded form.
 pub fn check_timeout_secs(secs: f64, max: Duration) -> Result<Duration> {
     crate::config::duration_from_secs(secs, max)
