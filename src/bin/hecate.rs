@@ -372,7 +372,7 @@ impl Signals {
             let not_stopped = hook
                 .borrow()
                 .as_ref()
-                .map_or_else(|| "nothing was started".to_string(), |f| f());
+                .map_or_else(|| "its cleanup did not finish".to_string(), |f| f());
             eprintln!("hecate: second signal ({second}): exiting at once; {not_stopped}");
             std::process::exit(130);
         });
