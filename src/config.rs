@@ -14,6 +14,10 @@ use std::time::Duration;
 
 use crate::error::{Error, ErrorKind, Result};
 
+/// The most worker arbiters (threads) a runtime runs (`HECATE_WORKERS`):
+/// far above any useful number, far below what makes thread creation fail.
+pub const MAX_WORKERS: usize = 256;
+
 /// Which backend runs the instances.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum BackendKind {
@@ -355,29 +359,44 @@ impl Config {
     /// setting (and its environment variable).
     pub fn validate(&self) -> Result<()> {
         let fail = |msg: String| Err(Error::new(ErrorKind::Config, msg));
-        if self.vm_ttl.is_zero() {
-            return fail("HECATE_VM_TTL_SECONDS: must be greater than 0".into());
-        }
-        if self.idle_lifetime.is_zero() {
-            return fail("HECATE_VM_LIFETIME_SECONDS: must be greater than 0".into());
-        }
-        if self.command_timeout.is_zero() || self.command_timeout > self.max_command_timeout {
-            return fail(format!(
-                "HECATE_COMMAND_TIMEOUT_SECONDS: must be between 1 and {} seconds",
-                self.max_command_timeout.as_secs()
-            ));
-        }
-        if self.start_timeout.is_zero() {
-            return fail("HECATE_START_TIMEOUT_SECONDS: must be greater than 0".into());
-        }
+        check_duration("HECATE_VM_TTL_SECONDS", self.vm_ttl, MAX_DURATION)?;
+        check_duration(
+            "HECATE_VM_LIFETIME_SECONDS",
+            self.idle_lifetime,
+            MAX_DURATION,
+        )?;
+        check_duration(
+            "max_command_timeout",
+            self.max_command_timeout,
+            MAX_DURATION,
+        )?;
+        check_duration(
+            "HECATE_COMMAND_TIMEOUT_SECONDS",
+            self.command_timeout,
+            self.max_command_timeout,
+        )?;
+        check_duration(
+            "HECATE_MORPH_READY_TIMEOUT_SECONDS",
+            self.morph.ready_timeout,
+            MAX_DURATION,
+        )?;
+        check_duration(
+            "HECATE_START_TIMEOUT_SECONDS",
+            self.start_timeout,
+            MAX_DURATION,
+        )?;
+        check_duration("stop_timeout", self.stop_timeout, MAX_DURATION)?;
         if self.max_instances == 0 {
             return fail("HECATE_MAX_INSTANCES: must be at least 1".into());
         }
         if self.max_concurrent_starts == 0 {
             return fail("HECATE_MAX_CONCURRENT_STARTS: must be at least 1".into());
         }
-        if self.workers == 0 {
-            return fail("HECATE_WORKERS: must be at least 1".into());
+        if self.workers == 0 || self.workers > MAX_WORKERS {
+            return fail(format!(
+                "HECATE_WORKERS: must be between 1 and {MAX_WORKERS} (got {})",
+                self.workers
+            ));
         }
         if self.max_output_chars < 100 {
             return fail("HECATE_MAX_OUTPUT_CHARS: must be at least 100".into());
@@ -494,23 +513,88 @@ impl Config {
 fn parse_u64(var: &str, value: &str) -> Result<u64> {
     value.trim().parse::<u64>().map_err(|_| {
         Error::config(format!(
-            "{var}: {value:?} is not a whole non-negative number"
+            "{var}: {:?} is not a whole non-negative number",
+            clip(value.trim(), 40)
         ))
     })
 }
 
+/// The longest duration any setting accepts (30 days).
+pub const MAX_DURATION: Duration = Duration::from_secs(30 * 86_400);
+
+/// The shortest duration any setting or timeout accepts (1 ms): the
+/// runtime's timers work in milliseconds.
+pub const MIN_DURATION: Duration = Duration::from_millis(1);
+
+/// The one rule for durations given in seconds, used by every duration
+/// setting (environment or code, through [`Config::validate`]) and by the
+/// tool's `timeout`: a finite number of seconds (fractions allowed), at least
+/// [`MIN_DURATION`] and at most `max` (never more than [`MAX_DURATION`]).
+/// The error text names no setting (callers prefix it) and quotes the
+/// number in bounded form.
+pub(crate) fn duration_from_secs(
+    secs: f64,
+    max: Duration,
+) -> std::result::Result<Duration, String> {
+    let max = max.min(MAX_DURATION);
+    let shown = show_secs(secs);
+    if !secs.is_finite() {
+        return Err(format!("must be a finite number of seconds (got {shown})"));
+    }
+    if secs <= 0.0 {
+        return Err(format!("must be greater than 0 seconds (got {shown})"));
+    }
+    if secs > max.as_secs_f64() {
+        return Err(format!(
+            "{shown} s exceeds the maximum of {} s",
+            show_secs(max.as_secs_f64())
+        ));
+    }
+    match Duration::try_from_secs_f64(secs) {
+        Ok(d) if d >= MIN_DURATION && d <= max => Ok(d),
+        _ => Err(format!(
+            "must be at least {} seconds (got {shown})",
+            show_secs(MIN_DURATION.as_secs_f64())
+        )),
+    }
+}
+
+/// Checks an already-built duration against [`duration_from_secs`]'s rule.
+fn check_duration(var: &str, d: Duration, max: Duration) -> Result<()> {
+    duration_from_secs(d.as_secs_f64(), max)
+        .map(|_| ())
+        .map_err(|why| Error::config(format!("{var}: {why}")))
+}
+
+/// A number of seconds for an error message, never longer than about 20
+/// characters (a 309-digit float is shown in exponent form).
+pub(crate) fn show_secs(secs: f64) -> String {
+    if secs.is_finite() && secs.abs() < 1e9 && (secs == 0.0 || secs.abs() >= 1e-6) {
+        // Up to 6 decimals, without needless zeros.
+        let text = format!("{secs:.6}");
+        let text = text.trim_end_matches('0').trim_end_matches('.');
+        text.to_string()
+    } else {
+        format!("{secs:e}")
+    }
+}
+
 fn parse_secs(var: &str, value: &str) -> Result<Duration> {
-    let secs = value
-        .trim()
-        .parse::<f64>()
-        .ok()
-        .filter(|s| s.is_finite() && *s > 0.0 && *s < 1e9)
-        .ok_or_else(|| {
-            Error::config(format!(
-                "{var}: {value:?} is not a positive number of seconds"
-            ))
-        })?;
-    Ok(Duration::from_secs_f64(secs))
+    let secs = value.trim().parse::<f64>().map_err(|_| {
+        Error::config(format!(
+            "{var}: {:?} is not a number of seconds",
+            clip(value.trim(), 40)
+        ))
+    })?;
+    duration_from_secs(secs, MAX_DURATION).map_err(|why| Error::config(format!("{var}: {why}")))
+}
+
+/// At most `max` characters of `text`, with `…` when cut.
+fn clip(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_string(),
+    }
 }
 
 fn parse_count(var: &str, value: &str) -> Result<usize> {
@@ -525,7 +609,8 @@ fn parse_bool(var: &str, value: &str) -> Result<bool> {
         "1" | "true" | "yes" | "on" => Ok(true),
         "0" | "false" | "no" | "off" => Ok(false),
         _ => Err(Error::config(format!(
-            "{var}: {value:?} is not true or false"
+            "{var}: {:?} is not true or false",
+            clip(value.trim(), 40)
         ))),
     }
 }
@@ -599,6 +684,57 @@ mod tests {
             assert_eq!(err.kind(), ErrorKind::Config);
             assert!(err.message().contains(var), "{err}");
         }
+    }
+
+    #[test]
+    fn too_many_workers_is_a_config_error() {
+        let err = Config::from_lookup(lookup(&[("HECATE_WORKERS", "100000")])).expect_err("bound");
+        assert_eq!(err.kind(), ErrorKind::Config);
+        assert!(err.message().contains("HECATE_WORKERS"), "{err}");
+        assert!(err.message().contains(&MAX_WORKERS.to_string()), "{err}");
+        let c = Config::from_lookup(lookup(&[("HECATE_WORKERS", "256")])).expect("at the bound");
+        assert_eq!(c.workers, 256);
+        let err = Config::default().with_workers(100_000).validate();
+        assert!(err.is_err(), "code-set values are checked too");
+    }
+
+    #[test]
+    fn every_duration_setting_follows_one_rule() {
+        for var in [
+            "HECATE_VM_TTL_SECONDS",
+            "HECATE_VM_LIFETIME_SECONDS",
+            "HECATE_COMMAND_TIMEOUT_SECONDS",
+            "HECATE_MORPH_READY_TIMEOUT_SECONDS",
+        ] {
+            for bad in [
+                "0.0000001",
+                "0",
+                "-1",
+                "NaN",
+                "inf",
+                "1e308",
+                "3000000",
+                "soon",
+            ] {
+                let err = Config::from_lookup(lookup(&[(var, bad)])).expect_err(bad);
+                assert_eq!(err.kind(), ErrorKind::Config);
+                assert!(err.message().starts_with(var), "{var}={bad}: {err}");
+                assert!(err.message().len() < 160, "{var}={bad}: {err}");
+            }
+            let c = Config::from_lookup(lookup(&[(var, "0.001")])).expect("the minimum");
+            assert!(c.validate().is_ok());
+        }
+        let err = Config::from_lookup(lookup(&[("HECATE_COMMAND_TIMEOUT_SECONDS", "0.0000001")]))
+            .expect_err("below 1 ms");
+        assert!(err.message().contains("at least 0.001 seconds"), "{err}");
+        let err = Config::from_lookup(lookup(&[("HECATE_COMMAND_TIMEOUT_SECONDS", "90000")]))
+            .expect_err("above the command maximum");
+        assert!(err.message().contains("maximum of 86400 s"), "{err}");
+        let err = Config::default()
+            .with_command_timeout(Duration::from_nanos(100))
+            .validate()
+            .expect_err("code-set values follow the same rule");
+        assert!(err.message().contains("HECATE_COMMAND_TIMEOUT_SECONDS"));
     }
 
     #[test]

@@ -229,16 +229,7 @@ pub async fn run_cli(args: GcArgs, config: &crate::Config) -> Result<GcReport> {
     if args.json {
         for inst in &report.found {
             let (act, error) = action(&inst.id);
-            let line = serde_json::json!({
-                "id": inst.id,
-                "task_id": inst.task_id,
-                "runtime_id": inst.runtime_id,
-                "created": inst.created,
-                "status": inst.status,
-                "action": act,
-                "error": error,
-            });
-            println!("{line}");
+            println!("{}", json_line(inst, act, error));
         }
         return Ok(report);
     }
@@ -253,16 +244,7 @@ pub async fn run_cli(args: GcArgs, config: &crate::Config) -> Result<GcReport> {
         } else {
             "?".to_string()
         };
-        println!(
-            "{:<24} {:<24} {:<24} {:>8} {:<10} {}{}",
-            inst.id,
-            inst.task_id.as_deref().unwrap_or("-"),
-            inst.runtime_id.as_deref().unwrap_or("-"),
-            age,
-            inst.status,
-            act,
-            error.map_or(String::new(), |e| format!(": {e}"))
-        );
+        println!("{}", table_row(inst, &age, act, error));
     }
     if args.yes {
         println!(
@@ -278,6 +260,69 @@ pub async fn run_cli(args: GcArgs, config: &crate::Config) -> Result<GcReport> {
         );
     }
     Ok(report)
+}
+
+/// One `--json` line: the instance and what happened to it. Every string
+/// comes from a task or a server, so besides JSON's own escaping every
+/// control character (DEL and the C1 range too, which `serde_json` passes
+/// through raw and some terminals obey) is written as a `\uXXXX` escape:
+/// the line decodes to the same strings and reaches a terminal inert.
+#[cfg(feature = "cli")]
+pub fn json_line(inst: &GcInstance, action: &str, error: Option<&str>) -> String {
+    let line = serde_json::json!({
+        "id": inst.id,
+        "task_id": inst.task_id,
+        "runtime_id": inst.runtime_id,
+        "created": inst.created,
+        "status": inst.status,
+        "action": action,
+        "error": error,
+    })
+    .to_string();
+    let mut out = String::with_capacity(line.len());
+    for c in line.chars() {
+        if c.is_control() {
+            // JSON's own escapes already cover C0; what is left is one
+            // UTF-16 unit (DEL, C1).
+            out.push_str(&format!("\\u{:04x}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// One row of the table, every task- or server-written field escaped with
+/// [`escape_text`].
+#[cfg(feature = "cli")]
+pub fn table_row(inst: &GcInstance, age: &str, action: &str, error: Option<&str>) -> String {
+    format!(
+        "{:<24} {:<24} {:<24} {:>8} {:<10} {}{}",
+        escape_text(&inst.id),
+        escape_text(inst.task_id.as_deref().unwrap_or("-")),
+        escape_text(inst.runtime_id.as_deref().unwrap_or("-")),
+        age,
+        escape_text(&inst.status),
+        action,
+        error.map_or(String::new(), |e| format!(": {}", escape_text(e)))
+    )
+}
+
+/// `text` with every control character (C0, DEL, C1: escape sequences,
+/// carriage returns, newlines) written as `\u{..}`, so that a task id or
+/// path a task chose cannot move the cursor, recolour or rewrite the
+/// operator's terminal, or forge table rows.
+#[cfg(feature = "cli")]
+pub fn escape_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 #[cfg(feature = "cli")]
@@ -304,6 +349,47 @@ mod tests {
         for bad in ["", "m", "5x", "-3m", "1.5h", "99999999999999999999d"] {
             assert!(parse_age(bad).is_err(), "{bad}");
         }
+    }
+
+    #[cfg(feature = "cli")]
+    fn hostile() -> GcInstance {
+        GcInstance {
+            id: "local-1\u{1b}]0;owned\u{7}".into(),
+            task_id: Some("t\u{1b}[2J\r\nFAKE ROW\u{9b}31m".into()),
+            runtime_id: Some("rt\u{7f}".into()),
+            created: 0,
+            status: "abandoned".into(),
+        }
+    }
+
+    #[cfg(feature = "cli")]
+    #[test]
+    fn table_rows_escape_control_characters() {
+        let row = table_row(
+            &hostile(),
+            "?",
+            "failed",
+            Some("rm /tmp/\u{1b}[31mx: denied"),
+        );
+        assert!(!row.chars().any(char::is_control), "{row:?}");
+        assert!(
+            row.contains("t\\u{1b}[2J\\u{d}\\u{a}FAKE ROW\\u{9b}31m"),
+            "{row}"
+        );
+        assert!(row.contains("/tmp/\\u{1b}[31mx"), "{row}");
+    }
+
+    #[cfg(feature = "cli")]
+    #[test]
+    fn json_lines_escape_control_characters_and_decode_to_the_same_text() {
+        let inst = hostile();
+        let line = json_line(&inst, "failed", Some("\u{9b}2J"));
+        assert!(!line.chars().any(char::is_control), "{line:?}");
+        let back: serde_json::Value = serde_json::from_str(&line).expect("valid JSON");
+        assert_eq!(back["task_id"], inst.task_id.expect("set").as_str());
+        assert_eq!(back["id"], inst.id.as_str());
+        assert_eq!(back["runtime_id"], "rt\u{7f}");
+        assert_eq!(back["error"], "\u{9b}2J");
     }
 
     #[cfg(feature = "cli")]

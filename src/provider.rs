@@ -259,15 +259,25 @@ impl Captured {
         self.head.is_empty() && self.tail.is_empty() && self.dropped_bytes == 0
     }
 
-    /// The kept text, with a one-line marker where bytes were dropped.
+    /// The kept text, with a one-line marker ([`gap_marker`](Self::gap_marker))
+    /// where bytes were dropped.
     pub fn to_text(&self) -> String {
         if self.dropped_bytes == 0 {
             return format!("{}{}", self.head, self.tail);
         }
         format!(
-            "{}\n... [{} bytes dropped] ...\n{}",
-            self.head, self.dropped_bytes, self.tail
+            "{}{}{}",
+            self.head,
+            Self::gap_marker(self.dropped_bytes),
+            self.tail
         )
+    }
+
+    /// The marker [`to_text`](Self::to_text) puts between head and tail
+    /// when `dropped` bytes were dropped. The tool counts these bytes into
+    /// its own truncation notice when it cuts a marker away.
+    pub fn gap_marker(dropped: u64) -> String {
+        format!("\n... [{dropped} bytes dropped] ...\n")
     }
 }
 

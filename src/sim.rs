@@ -169,6 +169,22 @@ impl FaultConfig {
     }
 }
 
+/// A fresh random API key (`sim-` and 32 hex digits from the kernel's
+/// random source), what `hecate sim` uses unless given one.
+pub fn random_api_key() -> crate::error::Result<String> {
+    use std::io::Read as _;
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(|e| crate::error::Error::internal(format!("cannot read /dev/urandom: {e}")))?;
+    let mut key = String::with_capacity(4 + 32);
+    key.push_str("sim-");
+    for b in bytes {
+        key.push_str(&format!("{b:02x}"));
+    }
+    Ok(key)
+}
+
 /// How to run a [`SimServer`].
 #[derive(Clone)]
 pub struct SimConfig {
@@ -190,6 +206,9 @@ pub struct SimConfig {
 }
 
 impl Default for SimConfig {
+    /// The well-known key `test-key`, for in-process tests whose server
+    /// lives only as long as the test. A simulator other local users can
+    /// reach for longer (`hecate sim`) uses [`random_api_key`].
     fn default() -> Self {
         SimConfig {
             api_key: "test-key".to_owned(),

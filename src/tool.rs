@@ -6,6 +6,17 @@
 //! description and JSON schema ([`description`], [`schema`]). [`terminal`]
 //! and [`terminal_json`] put these together over a [`Runtime`].
 //!
+//! # Which task a call runs in
+//!
+//! `task_id` selects the environment a command runs in, so whoever writes
+//! the arguments can run commands in (read and change the files of) any
+//! task of the runtime. With [`terminal_json`] that is the model. When
+//! several agents share a runtime, bind each agent's tool to its task with
+//! [`terminal_json_pinned`] / [`terminal_pinned`] and give the model the
+//! pinned schema ([`SchemaOptions::pinned`], `hecate tool-schema
+//! --pinned`), which has no `task_id`: a call naming another task is then
+//! refused with an `invalid_input` error result.
+//!
 //! The result keeps the seed tool's fields (`output`, `exit_code`, `error`,
 //! `status`) and meaning: a command that exits non-zero is a normal result
 //! with `error: null`; `error` is set only when the tool itself failed.
@@ -24,18 +35,20 @@ mod truncate;
 
 use std::time::Duration;
 
-// The batch runner reads its task lines with the tool's own field check.
+// The batch runner reads its task lines with the tool's own checks.
 #[cfg(feature = "cli")]
-pub(crate) use args::check_known_fields;
-pub use args::ToolArgs;
+pub(crate) use args::{check_known_fields, parse_json_strict};
+pub use args::{check_timeout_secs, ToolArgs};
 pub(crate) use result::render_with_timeout;
 pub use result::{error_result, render, ToolResult};
 pub use schema::{
-    anthropic_schema, description, openai_schema, parameters_schema, schema, SchemaFormat,
+    anthropic_schema, description, description_with, openai_schema, parameters_schema,
+    parameters_schema_with, schema, schema_with, SchemaFormat, SchemaOptions,
 };
 pub use truncate::truncate_middle;
 
-use crate::runtime::Runtime;
+use crate::error::Error;
+use crate::runtime::{validate_task_id, Runtime};
 
 /// The tool's name, as the model calls it.
 pub const TOOL_NAME: &str = "terminal";
@@ -81,6 +94,46 @@ pub async fn terminal_json(rt: &Runtime, args_json: &str) -> String {
         Err(err) => {
             log::debug!("terminal: rejected arguments: {err}");
             error_result(&err).to_json()
+        }
+    }
+}
+
+/// [`terminal`] bound to one task, for an orchestrator that gives each agent
+/// its own tool: the command runs in `task_id`'s environment. A call whose
+/// own `task_id` names a different task is refused (an `invalid_input`
+/// error result, nothing runs); naming the same task is allowed.
+pub async fn terminal_pinned(rt: &Runtime, task_id: &str, mut args: ToolArgs) -> ToolResult {
+    if let Err(err) = pin(task_id, &mut args) {
+        log::warn!("task={task_id} terminal: refused: {err}");
+        return error_result(&err);
+    }
+    terminal(rt, args).await
+}
+
+/// [`terminal_json`] bound to one task; see [`terminal_pinned`]. Give the
+/// model the pinned schema (`schema_with(format,
+/// &SchemaOptions::for_config(config).pinned(true))`).
+pub async fn terminal_json_pinned(rt: &Runtime, task_id: &str, args_json: &str) -> String {
+    match ToolArgs::from_json_with_max(args_json, rt.config().max_command_timeout) {
+        Ok(args) => terminal_pinned(rt, task_id, args).await.to_json(),
+        Err(err) => {
+            log::debug!("task={task_id} terminal: rejected arguments: {err}");
+            error_result(&err).to_json()
+        }
+    }
+}
+
+/// Binds `args` to `task_id`, refusing another task.
+fn pin(task_id: &str, args: &mut ToolArgs) -> crate::error::Result<()> {
+    validate_task_id(task_id)?;
+    match &args.task_id {
+        Some(asked) if asked != task_id => Err(Error::invalid_input(
+            "task_id is not accepted here: this tool runs commands only in its own task's \
+             environment; leave task_id out",
+        )),
+        _ => {
+            args.task_id = Some(task_id.to_string());
+            Ok(())
         }
     }
 }

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use hecate::provider::{Captured, JobInfo};
 use hecate::tool::{
-    self, error_result, render, truncate_middle, SchemaFormat, ToolArgs, ToolResult, TOOL_NAME,
+    self, error_result, render, truncate_middle, SchemaFormat, SchemaOptions, ToolArgs, ToolResult,
+    TOOL_NAME,
 };
 use hecate::{Config, Error, ErrorKind, ExecOutcome, RestartReason};
 use proptest::prelude::*;
@@ -65,8 +66,14 @@ fn bad_arguments_name_the_problem() {
             "{\"command\": \"ls\", \"timeout\": \"-5\"}",
             "timeout must be greater than 0",
         ),
-        ("{\"command\": \"ls\", \"timeout\": \"NaN\"}", "not \"NaN\""),
-        ("{\"command\": \"ls\", \"timeout\": \"inf\"}", "not \"inf\""),
+        (
+            "{\"command\": \"ls\", \"timeout\": \"NaN\"}",
+            "must be a finite number of seconds (got NaN)",
+        ),
+        (
+            "{\"command\": \"ls\", \"timeout\": \"inf\"}",
+            "must be a finite number of seconds (got inf)",
+        ),
         (
             "{\"command\": \"ls\", \"timeout\": \"soon\"}",
             "not \"soon\"",
@@ -448,10 +455,129 @@ fn check_parameters(params: &Value) {
     let props = &params["properties"];
     assert_eq!(props["command"]["type"], "string");
     assert_eq!(props["background"]["type"], "boolean");
-    assert_eq!(props["timeout"]["type"], "integer");
-    assert_eq!(props["timeout"]["minimum"], 1);
+    // Fractions are accepted, so the schema must not say integer.
+    assert_eq!(props["timeout"]["type"], "number");
+    assert_eq!(props["timeout"]["exclusiveMinimum"], 0);
     assert_eq!(props["task_id"]["type"], "string");
     assert_eq!(props.as_object().map(|p| p.len()), Some(4));
+}
+
+#[test]
+fn fractional_timeouts_the_schema_allows_are_accepted() {
+    let args = ToolArgs::from_json(r#"{"command": "x", "timeout": 0.5}"#).expect("a number");
+    assert_eq!(args.timeout, Some(Duration::from_millis(500)));
+}
+
+#[test]
+fn pinned_schema_has_no_task_id_and_states_the_configured_timeout() {
+    let config = Config {
+        command_timeout: Duration::from_secs(45),
+        ..test_config()
+    };
+    let opts = SchemaOptions::for_config(&config).pinned(true);
+    for format in [SchemaFormat::OpenAi, SchemaFormat::Anthropic] {
+        let s = tool::schema_with(format, &opts);
+        let params = match format {
+            SchemaFormat::OpenAi => &s["function"]["parameters"],
+            SchemaFormat::Anthropic => &s["input_schema"],
+        };
+        let props = params["properties"].as_object().expect("properties");
+        assert!(!props.contains_key("task_id"), "{s:#}");
+        assert_eq!(props.len(), 3);
+        let timeout = props["timeout"]["description"].as_str().expect("text");
+        assert!(timeout.contains("(default 45)"), "{timeout}");
+        assert!(!timeout.contains("120"), "{timeout}");
+        let desc = tool::description_with(&opts);
+        assert!(!desc.contains("task_id"), "{desc}");
+        assert!(desc.contains("(default 45)"), "{desc}");
+    }
+    // The default keeps the original contract.
+    let d = tool::description();
+    assert!(d.contains("task_id") && d.contains("(default 120)"), "{d}");
+}
+
+#[test]
+fn duplicate_keys_are_refused() {
+    for text in [
+        r#"{"command": "ls", "command": "rm -rf ~"}"#,
+        r#"{"command": "ls", "task_id": "a", "task_id": "b"}"#,
+        r#"{"command": "ls", "timeout": 5, "timeout": null}"#,
+    ] {
+        let err = parse_err(text);
+        assert!(err.message().contains("duplicate key"), "{text}: {err}");
+    }
+}
+
+#[test]
+fn errors_never_quote_huge_numbers_in_full() {
+    for text in [
+        r#"{"command": "x", "timeout": 1e308}"#,
+        r#"{"command": "x", "timeout": -1e308}"#,
+        r#"{"command": "x", "timeout": "1e308"}"#,
+        r#"{"command": "x", "timeout": 123456789012345678901234567890}"#,
+        r#"{"command": "x", "timeout": 1e-300}"#,
+    ] {
+        let err = parse_err(text);
+        let longest_digits = err
+            .message()
+            .split(|c: char| !c.is_ascii_digit())
+            .map(str::len)
+            .max()
+            .unwrap_or(0);
+        assert!(longest_digits <= 20, "{text}: {err}");
+        assert!(err.message().len() < 200, "{text}: {err}");
+    }
+}
+
+#[test]
+fn non_finite_timeouts_are_refused() {
+    for bad in ["\"NaN\"", "\"inf\"", "\"-inf\"", "\"Infinity\"", "1e400"] {
+        let text = format!(r#"{{"command": "x", "timeout": {bad}}}"#);
+        parse_err(&text);
+    }
+    let max = Duration::from_secs(60);
+    for secs in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 0.0, -1.0, 61.0] {
+        let err = tool::check_timeout_secs(secs, max).expect_err("refused");
+        assert_eq!(err.kind(), ErrorKind::InvalidInput);
+        assert!(err.message().starts_with("timeout"), "{err}");
+    }
+}
+
+#[test]
+fn capture_drops_and_character_cuts_are_both_counted() {
+    // 200,000 bytes of output; the capture keeps 100,000 and the tool
+    // 1,000 characters: the notice must account for all 199,000-odd.
+    let mut o = outcome("", "", 0);
+    o.stdout = Captured::from_text(&"x".repeat(200_000), 100_000);
+    assert_eq!(o.stdout.dropped_bytes, 100_000);
+    let r = render(Ok(o), 1_000);
+    assert!(r.truncated);
+    assert!(r.output.chars().count() <= 1_000);
+    assert!(!r.output.contains("bytes dropped]"), "{}", r.output);
+    let kept = r.output.chars().filter(|c| *c == 'x').count();
+    let want = format!(
+        "[100000 bytes and {} characters cut from the middle",
+        100_000 - kept
+    );
+    assert!(r.output.contains(&want), "{want} in {}", r.output);
+}
+
+#[test]
+fn capture_drops_in_stdout_and_stderr_are_added() {
+    let mut o = outcome("", "", 1);
+    o.stdout = Captured::from_text(&"o".repeat(5_000), 1_000);
+    o.stderr = Captured::from_text(&"e".repeat(7_000), 1_000);
+    let r = render(Ok(o), 500);
+    let kept = r.output.chars().filter(|c| *c == 'o' || *c == 'e').count();
+    // "bytes and" / "characters" hold no 'o' or 'e' except these:
+    let notice_oe = "[10000 bytes and 0 characters cut from the middle of the output]"
+        .chars()
+        .filter(|c| *c == 'o' || *c == 'e')
+        .count();
+    let kept = kept - notice_oe;
+    // 1,000 characters of each stream and the newline between them.
+    let want = format!("[10000 bytes and {} characters cut", 2_001 - kept);
+    assert!(r.output.contains(&want), "{want} in {}", r.output);
 }
 
 #[test]
@@ -533,6 +659,45 @@ async fn terminal_json_runs_in_the_default_task() {
     assert_eq!(v["exit_code"], 3);
     assert_eq!(v["error"], Value::Null);
     assert_eq!(journal.ran()[1].0, "t9");
+}
+
+#[actix_rt::test]
+async fn pinned_tool_runs_only_in_its_task() {
+    let (rt, journal) = scripted_runtime(test_config());
+    let out = tool::terminal_json_pinned(&rt, "agent-a", r#"{"command": "echo:hi"}"#).await;
+    let v: Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(v["output"], "hi");
+    let out = tool::terminal_json_pinned(
+        &rt,
+        "agent-a",
+        r#"{"command": "echo:same", "task_id": "agent-a"}"#,
+    )
+    .await;
+    let v: Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(v["error"], Value::Null, "naming its own task is fine: {v}");
+
+    let out = tool::terminal_json_pinned(
+        &rt,
+        "agent-a",
+        r#"{"command": "echo:pwned", "task_id": "agent-b"}"#,
+    )
+    .await;
+    let v: Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(v["exit_code"], -1);
+    assert_eq!(v["status"], "error");
+    assert_eq!(v["error_kind"], "invalid_input");
+    assert!(
+        v["error"].as_str().is_some_and(|e| e.contains("task_id")),
+        "{v}"
+    );
+    assert_eq!(
+        journal.ran(),
+        [
+            ("agent-a".to_string(), "echo:hi".to_string()),
+            ("agent-a".to_string(), "echo:same".to_string())
+        ],
+        "nothing ran in agent-b"
+    );
 }
 
 #[actix_rt::test]

@@ -12,7 +12,13 @@ use serde_json::{json, Value};
 use crate::error::Error;
 use crate::json::type_name;
 use crate::runtime::validate_task_id;
-use crate::tool::{check_known_fields, ToolArgs};
+use crate::tool::{check_known_fields, parse_json_strict, ToolArgs};
+
+/// The longest input line accepted, in bytes (newline excluded). A task's
+/// commands are each at most
+/// [`MAX_COMMAND_BYTES`](crate::provider::MAX_COMMAND_BYTES); a line
+/// beyond this is refused without being held in memory.
+pub const MAX_LINE_BYTES: usize = 4 * 1024 * 1024;
 
 /// One task of a batch, checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,7 +65,7 @@ fn parse_task(
     text: &str,
     max_timeout: Duration,
 ) -> std::result::Result<TaskSpec, String> {
-    let value: Value = serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
+    let value: Value = parse_json_strict(text).map_err(|e| format!("not valid JSON: {e}"))?;
     let Value::Object(map) = &value else {
         return Err(format!(
             "a task must be a JSON object like {{\"task_id\": \"t1\", \"commands\": [\"ls\"]}}, \
@@ -118,27 +124,122 @@ fn parse_task(
 }
 
 /// Parses a whole JSON-lines input, one entry per non-blank, non-comment
-/// line. A line that is not valid UTF-8 is a [`LineError`]; only a read
-/// failure is an `Err`.
+/// line. A line that is not valid UTF-8 or longer than [`MAX_LINE_BYTES`]
+/// is a [`LineError`]; only a read failure is an `Err`.
 pub fn parse_tasks(
-    mut input: impl BufRead,
+    input: impl BufRead,
     max_timeout: Duration,
 ) -> std::io::Result<Vec<std::result::Result<TaskSpec, LineError>>> {
     let mut out = Vec::new();
+    for_each_entry(input, max_timeout, MAX_LINE_BYTES, |entry| {
+        out.push(entry);
+        true
+    })?;
+    Ok(out)
+}
+
+/// Reads `input` line by line, at most `max_line` bytes of a line held in
+/// memory, and hands each entry to `each` as soon as its line is complete;
+/// stops early when `each` returns false. A longer line is an entry
+/// `{"line": N, "error": ...}` and the rest of it is skipped unread into
+/// memory, so even input without any newline runs in bounded memory.
+pub(super) fn for_each_entry(
+    mut input: impl BufRead,
+    max_timeout: Duration,
+    max_line: usize,
+    mut each: impl FnMut(std::result::Result<TaskSpec, LineError>) -> bool,
+) -> std::io::Result<()> {
     let mut buf = Vec::new();
     let mut line = 0;
     loop {
         buf.clear();
-        if input.read_until(b'\n', &mut buf)? == 0 {
-            return Ok(out);
+        let (read, complete) = read_line_bounded(&mut input, &mut buf, max_line)?;
+        if read == 0 {
+            return Ok(());
         }
         line += 1;
-        match std::str::from_utf8(&buf) {
-            Ok(text) => out.extend(parse_line(line, text, max_timeout)),
-            Err(_) => out.push(Err(LineError {
-                line,
-                error: "the line is not valid UTF-8".into(),
-            })),
+        let entry = if !complete {
+            let error =
+                format!("the line is longer than the limit of {max_line} bytes; it was skipped");
+            // Said at once (input without newlines may never end), then the
+            // rest of the line is read past, never stored.
+            if !each(Err(LineError { line, error })) {
+                return Ok(());
+            }
+            skip_line(&mut input)?;
+            None
+        } else {
+            match std::str::from_utf8(&buf) {
+                Ok(text) => parse_line(line, text, max_timeout),
+                Err(_) => Some(Err(LineError {
+                    line,
+                    error: "the line is not valid UTF-8".into(),
+                })),
+            }
+        };
+        if let Some(entry) = entry {
+            if !each(entry) {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Reads one line (with its newline) into `buf`, stopping after `max`
+/// bytes without a newline. Returns the bytes read and whether the line
+/// fit (ended with a newline or at the end of the input within `max`).
+fn read_line_bounded(
+    input: &mut impl BufRead,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<(usize, bool)> {
+    let mut read = 0;
+    loop {
+        let available = match input.fill_buf() {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if available.is_empty() {
+            return Ok((read, true));
+        }
+        let room = max + 1 - buf.len().min(max + 1);
+        let window = &available[..available.len().min(room)];
+        if let Some(at) = window.iter().position(|b| *b == b'\n') {
+            buf.extend_from_slice(&window[..=at]);
+            input.consume(at + 1);
+            return Ok((read + at + 1, true));
+        }
+        let n = window.len();
+        buf.extend_from_slice(window);
+        input.consume(n);
+        read += n;
+        if buf.len() > max {
+            return Ok((read, false));
+        }
+    }
+}
+
+/// Reads past the rest of the current line without storing it.
+fn skip_line(input: &mut impl BufRead) -> std::io::Result<()> {
+    loop {
+        let available = match input.fill_buf() {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if available.is_empty() {
+            return Ok(());
+        }
+        match available.iter().position(|b| *b == b'\n') {
+            Some(at) => {
+                input.consume(at + 1);
+                return Ok(());
+            }
+            None => {
+                let n = available.len();
+                input.consume(n);
+            }
         }
     }
 }
@@ -169,5 +270,54 @@ mod tests {
         assert_eq!(spec.commands[0], ToolArgs::new("ls"));
         assert_eq!(spec.commands[1].timeout, Some(Duration::from_secs(5)));
         assert!(spec.commands[2].background);
+    }
+
+    #[test]
+    fn an_overlong_line_is_named_and_the_next_line_still_parses() {
+        let max = Duration::from_secs(60);
+        let long = format!("{}\n", "x".repeat(100));
+        let input = format!(
+            "{long}{}\n{}",
+            r#"{"task_id": "a", "commands": ["ls"]}"#,
+            "y".repeat(5_000)
+        );
+        let mut entries = Vec::new();
+        for_each_entry(input.as_bytes(), max, 50, |e| {
+            entries.push(e);
+            true
+        })
+        .expect("reads");
+        assert_eq!(entries.len(), 3, "{entries:?}");
+        let first = entries[0].as_ref().expect_err("too long");
+        assert_eq!(first.line, 1);
+        assert!(first.error.contains("longer than the limit of 50 bytes"));
+        assert_eq!(entries[1].as_ref().expect("valid").task_id, "a");
+        assert_eq!(entries[2].as_ref().expect_err("too long").line, 3);
+    }
+
+    #[test]
+    fn a_line_exactly_at_the_limit_fits() {
+        let text = r#"{"task_id": "a", "commands": ["ls"]}"#;
+        for tail in ["", "\n"] {
+            let input = format!("{text}{tail}");
+            let mut entries = Vec::new();
+            for_each_entry(input.as_bytes(), Duration::from_secs(9), text.len(), |e| {
+                entries.push(e);
+                true
+            })
+            .expect("reads");
+            assert!(entries[0].is_ok(), "{entries:?}");
+        }
+    }
+
+    #[test]
+    fn duplicate_keys_in_a_line_are_refused() {
+        let max = Duration::from_secs(60);
+        let line = r#"{"task_id": "a", "task_id": "b", "commands": ["ls"]}"#;
+        let err = parse_line(1, line, max).expect("a line").expect_err("dup");
+        assert!(err.error.contains("duplicate key \"task_id\""), "{err}");
+        let line = r#"{"task_id": "a", "commands": [{"command": "ls", "command": "rm"}]}"#;
+        let err = parse_line(1, line, max).expect("a line").expect_err("dup");
+        assert!(err.error.contains("duplicate key \"command\""), "{err}");
     }
 }

@@ -59,6 +59,20 @@ impl Progress {
         }
     }
 
+    /// One more task to run (the input is read while tasks run, so the
+    /// total grows as lines arrive).
+    pub(super) fn task_added(&mut self) {
+        self.total += 1;
+        self.step = if self.total <= 20 {
+            1
+        } else {
+            self.total.div_ceil(10)
+        };
+        if let Some(bar) = &self.bar {
+            bar.inc_length(1);
+        }
+    }
+
     /// A message of its own (a bad line), kept clear of the bar.
     pub(super) fn note(&self, text: &str) {
         match (&self.bar, self.mode) {

@@ -1,13 +1,14 @@
 //! Running a batch: tasks concurrently on a [`Runtime`], each task's
 //! commands in order in its own environment, which is evicted when the task
-//! is done; duplicate task ids are bad lines; a failed write stops new tasks.
+//! is done, each starting as soon as its input line has arrived; duplicate
+//! task ids are bad lines; a failed write stops new tasks.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::io::Write;
 use std::time::Duration;
 
-use futures_util::stream::{self, StreamExt};
+use futures_util::stream::{self, Stream, StreamExt};
 use tokio::time::Instant;
 
 use super::output::write_line;
@@ -89,16 +90,36 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// Runs parsed tasks on `rt`, at most `concurrency` at once (at least 1),
-/// writing a line per bad input entry first and then one per task in
-/// completion order to `sink`. A later task with an id used before is a bad
-/// line. Each task's commands run in order in its own environment, which is
-/// evicted after its last command. If writing to `sink` fails, tasks not yet
-/// started are skipped (the others finish and are released) and the error is
-/// in [`BatchSummary::output_error`]. Does not shut the runtime down.
+/// Runs parsed tasks on `rt`; see [`run_task_stream`].
 pub async fn run_tasks(
     rt: &Runtime,
     tasks: Vec<std::result::Result<TaskSpec, LineError>>,
+    concurrency: usize,
+    sink: impl Write,
+    progress: ProgressMode,
+) -> BatchSummary {
+    run_task_stream(rt, stream::iter(tasks), concurrency, sink, progress).await
+}
+
+/// What one input entry gave: a bad line, or a task's run (`None`: skipped
+/// after a failed write).
+enum Done {
+    Bad(LineError),
+    Ran(Option<TaskRun>),
+}
+
+/// Runs tasks on `rt` as `tasks` yields them (a task starts as soon as its
+/// line has arrived and a slot is free), at most `concurrency` at once (at
+/// least 1), writing one line per entry to `sink` in completion order: a
+/// bad entry's `{"line", "error"}` line, or the task's report. A later task
+/// with an id used before is a bad line. Each task's commands run in order
+/// in its own environment, which is evicted after its last command. If
+/// writing to `sink` fails, tasks not yet started are skipped (the others
+/// finish and are released) and the error is in
+/// [`BatchSummary::output_error`]. Does not shut the runtime down.
+pub async fn run_task_stream(
+    rt: &Runtime,
+    tasks: impl Stream<Item = std::result::Result<TaskSpec, LineError>>,
     concurrency: usize,
     mut sink: impl Write,
     progress: ProgressMode,
@@ -106,29 +127,7 @@ pub async fn run_tasks(
     let started = Instant::now();
     let mut summary = BatchSummary::default();
     let mut first_line: HashMap<String, usize> = HashMap::new();
-    let mut bad = Vec::new();
-    let mut good = Vec::new();
-    for entry in tasks {
-        match entry {
-            Ok(spec) => match first_line.get(&spec.task_id) {
-                Some(first) => bad.push(LineError {
-                    line: spec.line,
-                    error: format!(
-                        "duplicate task_id {:?} (first used on line {first})",
-                        spec.task_id
-                    ),
-                }),
-                None => {
-                    first_line.insert(spec.task_id.clone(), spec.line);
-                    good.push(spec);
-                }
-            },
-            Err(e) => bad.push(e),
-        }
-    }
-    bad.sort_by_key(|e| e.line);
-
-    let mut progress = Progress::new(progress, good.len() as u64);
+    let progress = RefCell::new(Progress::new(progress, 0));
     let abort = Cell::new(false);
     let record_write = |summary: &mut BatchSummary, result: std::io::Result<()>| {
         if let Err(e) = result {
@@ -137,21 +136,55 @@ pub async fn run_tasks(
             abort.set(true);
         }
     };
-    summary.bad_lines = bad.len() as u64;
-    for e in &bad {
-        progress.note(&format!("hecate batch: skipping {e}"));
-        let result = write_line(&mut sink, e);
-        record_write(&mut summary, result);
-    }
 
     let mut latencies = Vec::new();
-    let mut runs = stream::iter(good)
-        .map(|spec| run_task(rt, spec, &abort))
+    let abort_ref = &abort;
+    let progress_ref = &progress;
+    let runs = tasks
+        .map(move |entry| {
+            let checked = entry.and_then(|spec| match first_line.get(&spec.task_id) {
+                Some(first) => Err(LineError {
+                    line: spec.line,
+                    error: format!(
+                        "duplicate task_id {:?} (first used on line {first})",
+                        spec.task_id
+                    ),
+                }),
+                None => {
+                    first_line.insert(spec.task_id.clone(), spec.line);
+                    Ok(spec)
+                }
+            });
+            async move {
+                match checked {
+                    Ok(spec) => {
+                        progress_ref.borrow_mut().task_added();
+                        Done::Ran(run_task(rt, spec, abort_ref).await)
+                    }
+                    Err(bad) => Done::Bad(bad),
+                }
+            }
+        })
         .buffer_unordered(concurrency.max(1));
-    while let Some(run) = runs.next().await {
-        let Some(run) = run else {
-            summary.skipped += 1;
-            continue;
+    let mut runs = std::pin::pin!(runs);
+    while let Some(done) = runs.next().await {
+        let run = match done {
+            Done::Bad(e) => {
+                summary.bad_lines += 1;
+                progress
+                    .borrow()
+                    .note(&format!("hecate batch: skipping {e}"));
+                if summary.output_error.is_none() {
+                    let result = write_line(&mut sink, &e);
+                    record_write(&mut summary, result);
+                }
+                continue;
+            }
+            Done::Ran(None) => {
+                summary.skipped += 1;
+                continue;
+            }
+            Done::Ran(Some(run)) => run,
         };
         summary.tasks += 1;
         summary.commands += run.report.results.len() as u64;
@@ -163,12 +196,11 @@ pub async fn run_tasks(
             let result = write_line(&mut sink, &run.report);
             record_write(&mut summary, result);
         }
-        progress.task_done(&summary);
+        progress.borrow_mut().task_done(&summary);
     }
-    drop(runs);
     summary.p50_ms = percentile(&latencies, 50.0);
     summary.p99_ms = percentile(&latencies, 99.0);
     summary.wall_ms = millis(started.elapsed());
-    progress.finish(&summary);
+    progress.borrow().finish(&summary);
     summary
 }

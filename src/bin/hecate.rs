@@ -2,15 +2,17 @@
 //! library. Each subcommand builds a [`Config`] from the environment (and
 //! flags), runs, and maps the outcome to an exit code.
 
+use std::cell::RefCell;
 use std::process::ExitCode;
+use std::rc::Rc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use hecate::batch::BatchArgs;
 use hecate::gc::GcArgs;
 use hecate::sim::SimArgs;
-use hecate::tool::{self, SchemaFormat, ToolArgs};
-use hecate::{BackendKind, Config, Runtime};
+use hecate::tool::{self, SchemaFormat, SchemaOptions, ToolArgs};
+use hecate::{BackendKind, Config, Error, ErrorKind, Runtime};
 
 /// Runs shell commands for AI agents, each task in its own sandbox
 /// (a local directory, or a MorphCloud VM).
@@ -20,6 +22,10 @@ use hecate::{BackendKind, Config, Runtime};
 /// HECATE_COMMAND_TIMEOUT_SECONDS, HECATE_MAX_INSTANCES, MORPH_API_KEY,
 /// MORPH_BASE_URL, HECATE_DEFAULT_SNAPSHOT_ID, ... (see the README).
 /// Logging: RUST_LOG (default `warn`).
+///
+/// The first SIGINT or SIGTERM stops gracefully (running commands get a
+/// grace period, then every instance is stopped); a second one exits at
+/// once with code 130, after saying what was not stopped.
 #[derive(Debug, Parser)]
 #[command(name = "hecate", version)]
 struct Cli {
@@ -37,11 +43,17 @@ enum Command {
     Batch(BatchArgs),
     /// Run one command and print the tool's JSON result.
     Exec(ExecArgs),
-    /// Print the tool's JSON schema for function calling.
+    /// Print the tool's JSON schema for function calling (its default
+    /// timeout is the configured HECATE_COMMAND_TIMEOUT_SECONDS).
     ToolSchema {
         /// `openai` or `anthropic`.
         #[arg(long, default_value = "openai")]
         format: SchemaFormat,
+        /// Leave out `task_id`: for a tool the orchestrator binds to one
+        /// task (recommended whenever several agents share a runtime; with
+        /// `task_id` a model can run commands in any task's environment).
+        #[arg(long)]
+        pinned: bool,
     },
     /// Run a MorphCloud simulator on 127.0.0.1 (for tests and dry runs).
     Sim(SimArgs),
@@ -59,7 +71,7 @@ struct ExecArgs {
     /// The task whose instance runs the command.
     #[arg(long, default_value = tool::DEFAULT_TASK_ID)]
     task_id: String,
-    /// Timeout in seconds.
+    /// Timeout in seconds (a positive, finite number; fractions allowed).
     #[arg(long)]
     timeout: Option<f64>,
     /// Start the command in the background and return at once.
@@ -75,17 +87,52 @@ fn main() -> ExitCode {
     // local backend's process launcher, not the CLI.
     hecate::launcher::run_if_requested();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    raise_nofile_limit();
     let cli = Cli::parse();
     let system = actix_rt::System::new();
     system.block_on(run(cli))
 }
 
+/// Raises the soft limit of open files to the hard limit: each task's
+/// instance, connection and child process holds descriptors, and the usual
+/// soft limit of 1024 caps a batch far below what the machine allows. The
+/// binary's choice; the library leaves an embedder's limits alone.
+fn raise_nofile_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes only into the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        log::debug!("getrlimit(RLIMIT_NOFILE) failed; keeping the limit");
+        return;
+    }
+    if lim.rlim_cur >= lim.rlim_max {
+        return;
+    }
+    let raised = libc::rlimit {
+        rlim_cur: lim.rlim_max,
+        rlim_max: lim.rlim_max,
+    };
+    // SAFETY: setrlimit reads only the struct we pass.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+        log::debug!("setrlimit(RLIMIT_NOFILE) failed; keeping the limit");
+    }
+}
+
 async fn run(cli: Cli) -> ExitCode {
+    // Listen before anything starts, so that no signal finds the default
+    // action (dying without stopping instances).
+    let signals = Signals::install();
     match cli.command {
-        Command::ToolSchema { format } => {
-            println!("{:#}", tool::schema(format));
-            ExitCode::SUCCESS
-        }
+        Command::ToolSchema { format, pinned } => match config(cli.backend.as_deref()) {
+            Ok(config) => {
+                let opts = SchemaOptions::for_config(&config).pinned(pinned);
+                println!("{:#}", tool::schema_with(format, &opts));
+                ExitCode::SUCCESS
+            }
+            Err(err) => fail(&err),
+        },
         Command::Sim(args) => report(hecate::sim::run_cli(args).await),
         Command::Gc(args) => match config(cli.backend.as_deref()) {
             Ok(config) => report(hecate::gc::run_cli(args, &config).await.map(|_| ())),
@@ -93,11 +140,11 @@ async fn run(cli: Cli) -> ExitCode {
         },
         Command::Bench(args) => report(hecate::bench::run_cli(args, cli.backend.as_deref()).await),
         Command::Batch(args) => match config(cli.backend.as_deref()) {
-            Ok(config) => batch(args, config).await,
+            Ok(config) => batch(args, config, signals).await,
             Err(err) => fail(&err),
         },
         Command::Exec(args) => match config(cli.backend.as_deref()) {
-            Ok(config) => exec(args, config).await,
+            Ok(config) => exec(args, config, signals).await,
             Err(err) => {
                 // The seed's contract: a missing key is a result, not a crash.
                 println!("{}", tool::error_result(&err).to_json());
@@ -117,32 +164,68 @@ fn config(backend: Option<&str>) -> hecate::Result<Config> {
     Ok(config)
 }
 
-async fn exec(args: ExecArgs, config: Config) -> ExitCode {
+async fn exec(args: ExecArgs, config: Config, signals: Signals) -> ExitCode {
     let mut value = serde_json::json!({
         "command": args.command.join(" "),
         "background": args.background,
         "task_id": args.task_id,
     });
+    let mut parsed = Ok(());
     if let Some(t) = args.timeout {
-        value["timeout"] = serde_json::json!(t);
+        // Checked here, not after JSON: `json!(f64::NAN)` is null, which
+        // the tool would read as "no timeout" and run with the default.
+        match tool::check_timeout_secs(t, config.max_command_timeout) {
+            Ok(_) => value["timeout"] = serde_json::json!(t),
+            Err(err) => {
+                parsed = Err(Error::invalid_input(format!(
+                    "--timeout: {}",
+                    err.message()
+                )))
+            }
+        }
     }
-    let parsed = ToolArgs::from_value_with_max(&value, config.max_command_timeout);
+    let parsed =
+        parsed.and_then(|()| ToolArgs::from_value_with_max(&value, config.max_command_timeout));
+    let args = match parsed {
+        Ok(args) => args,
+        Err(err) => {
+            println!("{}", tool::error_result(&err).to_json());
+            return ExitCode::FAILURE;
+        }
+    };
     let rt = match Runtime::start(config) {
         Ok(rt) => rt,
         Err(err) => return fail(&err),
     };
-    let result = match parsed {
-        Ok(args) => {
-            tokio::select! {
-                result = tool::terminal(&rt, args) => Some(result),
-                () = termination() => None,
-            }
-        }
-        Err(err) => Some(tool::error_result(&err)),
+    let task = args.task_id.clone().unwrap_or_default();
+    // A second signal exits at once; the caller still gets its one result.
+    {
+        let rt = rt.clone();
+        let first = signals.clone_first();
+        signals.on_second(move || {
+            println!("{}", interrupted_result(&first).to_json());
+            format!(
+                "the instance of task {task:?} (runtime {}) may still be running; \
+                 `hecate gc` finds it",
+                rt.runtime_id()
+            )
+        });
+    }
+    let result = tokio::select! {
+        result = tool::terminal(&rt, args) => Some(result),
+        () = signals.interrupted() => None,
     };
     // A background job lives in the instance; a one-shot `exec` keeps the
-    // instance only for the call, so the job ends with it.
-    let clean = shutdown(&rt, Duration::from_secs(10)).await;
+    // instance only for the call, so the job ends with it. Once interrupted
+    // the command's result is lost anyway: stop the instance without
+    // waiting for the command.
+    let grace = if result.is_none() {
+        eprintln!("hecate: interrupted; stopping the instance (a second signal exits at once)");
+        Duration::ZERO
+    } else {
+        Duration::from_secs(10)
+    };
+    let clean = shutdown(&rt, grace).await;
     match result {
         Some(result) => {
             println!("{}", result.to_json());
@@ -152,34 +235,58 @@ async fn exec(args: ExecArgs, config: Config) -> ExitCode {
                 ExitCode::SUCCESS
             }
         }
-        None => ExitCode::from(130),
+        None => {
+            println!("{}", interrupted_result(&signals.clone_first()).to_json());
+            ExitCode::from(130)
+        }
     }
 }
 
-async fn batch(args: BatchArgs, config: Config) -> ExitCode {
+/// The result of an `exec` whose command a signal interrupted.
+fn interrupted_result(
+    first: &tokio::sync::watch::Receiver<Option<&'static str>>,
+) -> tool::ToolResult {
+    let name = first.borrow().unwrap_or("a signal");
+    tool::error_result(&Error::new(
+        ErrorKind::ShuttingDown,
+        format!("interrupted by {name} before the command's result arrived"),
+    ))
+}
+
+async fn batch(args: BatchArgs, config: Config, signals: Signals) -> ExitCode {
     let rt = match Runtime::start(config) {
         Ok(rt) => rt,
         Err(err) => return fail(&err),
     };
     let grace = Duration::from_secs(args.shutdown_grace_secs);
-    let interrupted = std::rc::Rc::new(std::cell::Cell::new(false));
+    {
+        let rt = rt.clone();
+        signals.on_second(move || {
+            format!(
+                "instances of runtime {} may still be running; `hecate gc` finds them",
+                rt.runtime_id()
+            )
+        });
+    }
     let watcher = {
         let rt = rt.clone();
-        let interrupted = interrupted.clone();
+        let signals = signals.clone();
         actix_rt::spawn(async move {
-            termination().await;
-            eprintln!("hecate: interrupted; stopping (running commands get {grace:?})");
-            interrupted.set(true);
+            signals.interrupted().await;
+            eprintln!(
+                "hecate: interrupted; stopping (running commands get {grace:?}; a second \
+                 signal exits at once)"
+            );
             // Queued commands are answered at once; running ones finish
             // within the grace; then every instance is stopped.
             let _ = rt.shutdown(grace).await;
         })
     };
-    let summary = hecate::batch::run(&args, &rt).await;
+    let summary = hecate::batch::run_until(&args, &rt, signals.interrupted()).await;
     watcher.abort();
     let clean = shutdown(&rt, grace).await;
     match summary {
-        Ok(summary) if interrupted.get() => {
+        Ok(summary) if signals.is_interrupted() => {
             eprintln!("hecate: interrupted after {} task(s)", summary.tasks);
             ExitCode::from(130)
         }
@@ -217,15 +324,83 @@ async fn shutdown(rt: &Runtime, grace: Duration) -> bool {
     }
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn termination() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut term) = signal(SignalKind::terminate()) else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+/// What a second signal runs before exiting: it prints what it must and
+/// says what was not stopped.
+type SecondSignalHook = Box<dyn Fn() -> String>;
+
+/// SIGINT and SIGTERM: the first starts a graceful shutdown (whoever
+/// awaits [`Signals::interrupted`] sees it); the second runs the hook set
+/// with [`Signals::on_second`], prints what it says was not stopped and
+/// exits with 130 at once.
+#[derive(Clone)]
+struct Signals {
+    first: tokio::sync::watch::Receiver<Option<&'static str>>,
+    on_second: Rc<RefCell<Option<SecondSignalHook>>>,
+}
+
+impl Signals {
+    fn install() -> Signals {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (tx, first) = tokio::sync::watch::channel(None);
+        let on_second: Rc<RefCell<Option<SecondSignalHook>>> = Rc::default();
+        let (int, term) = match (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) {
+            (Ok(int), Ok(term)) => (int, term),
+            (Err(e), _) | (_, Err(e)) => {
+                // Without handlers the default action (exit) applies.
+                eprintln!("hecate: cannot listen for signals: {e}");
+                return Signals { first, on_second };
+            }
+        };
+        let hook = on_second.clone();
+        actix_rt::spawn(async move {
+            let (mut int, mut term) = (int, term);
+            async fn next(
+                int: &mut tokio::signal::unix::Signal,
+                term: &mut tokio::signal::unix::Signal,
+            ) -> &'static str {
+                tokio::select! {
+                    _ = int.recv() => "SIGINT",
+                    _ = term.recv() => "SIGTERM",
+                }
+            }
+            let name = next(&mut int, &mut term).await;
+            let _ = tx.send(Some(name));
+            let second = next(&mut int, &mut term).await;
+            let not_stopped = hook
+                .borrow()
+                .as_ref()
+                .map_or_else(|| "its cleanup did not finish".to_string(), |f| f());
+            eprintln!("hecate: second signal ({second}): exiting at once; {not_stopped}");
+            std::process::exit(130);
+        });
+        Signals { first, on_second }
+    }
+
+    /// Resolves once the first signal arrived.
+    async fn interrupted(&self) {
+        let mut first = self.first.clone();
+        if first.wait_for(Option::is_some).await.is_err() {
+            // The watcher is gone (no handlers): never interrupted.
+            std::future::pending::<()>().await;
+        }
+    }
+
+    fn is_interrupted(&self) -> bool {
+        self.first.borrow().is_some()
+    }
+
+    /// The first signal's name, once there was one.
+    fn clone_first(&self) -> tokio::sync::watch::Receiver<Option<&'static str>> {
+        self.first.clone()
+    }
+
+    /// What a second signal does before exiting: print what it must and
+    /// return a sentence saying what was not stopped.
+    fn on_second(&self, f: impl Fn() -> String + 'static) {
+        *self.on_second.borrow_mut() = Some(Box::new(f));
     }
 }
 

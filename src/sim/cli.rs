@@ -35,8 +35,11 @@ pub struct SimArgs {
     #[arg(long)]
     pub echo: bool,
     /// The API key clients must send (a made-up one; never a real key).
-    #[arg(long, default_value = "test-key")]
-    pub api_key: String,
+    /// Without it a random key is made for this run and printed: the
+    /// simulator runs commands as the user who started it, so a key other
+    /// local users can guess would let them do the same.
+    #[arg(long, env = "HECATE_SIM_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
     /// Directory for the instances' private directories (default: the
     /// system's temporary directory).
     #[arg(long)]
@@ -72,9 +75,13 @@ impl SimArgs {
                 self.fault_rate
             )));
         }
-        if self.api_key.trim().is_empty() {
-            return Err(Error::config("--api-key must not be empty"));
-        }
+        let api_key = match &self.api_key {
+            Some(key) if key.trim().is_empty() => {
+                return Err(Error::config("--api-key must not be empty"))
+            }
+            Some(key) => key.clone(),
+            None => super::random_api_key()?,
+        };
         if self.workers == 0 {
             return Err(Error::config("--workers must be at least 1"));
         }
@@ -86,7 +93,7 @@ impl SimArgs {
         }
         .spread(self.fault_rate);
         Ok(SimConfig {
-            api_key: self.api_key.clone(),
+            api_key,
             boot_time: Duration::from_millis(self.boot_ms),
             exec_mode: if self.echo {
                 ExecMode::Echo
@@ -102,7 +109,8 @@ impl SimArgs {
 }
 
 /// Runs `hecate sim`: starts a simulator, prints `MORPH_BASE_URL=…` and
-/// `MORPH_API_KEY=…` on stdout, and serves until Ctrl-C or SIGTERM, then
+/// `MORPH_API_KEY=…` on stdout (a random key unless one was given) and how
+/// to use them on stderr, and serves until Ctrl-C or SIGTERM, then
 /// stops it (killing the instances' processes and removing their
 /// directories).
 pub async fn run_cli(args: SimArgs) -> Result<()> {
@@ -110,10 +118,21 @@ pub async fn run_cli(args: SimArgs) -> Result<()> {
     let server = SimServer::start(config)
         .await
         .map_err(|err| Error::internal(format!("cannot start the simulator: {err}")))?;
-    // The key is one the user made up for the simulator; printing it is the
-    // point (it is what a client must send).
+    // The key is the simulator's own (random, or made up by the user);
+    // printing it is the point: it is what a client must send.
     println!("MORPH_BASE_URL={}", server.base_url());
     println!("MORPH_API_KEY={}", server.api_key());
+    let origin = if args.api_key.is_some() {
+        "the key you gave"
+    } else {
+        "a random key made for this run; give --api-key or HECATE_SIM_API_KEY for a fixed one"
+    };
+    eprintln!(
+        "hecate sim: serving on {} with {origin}.\n\
+         Use it from another shell: export the two lines above, then \
+         HECATE_BACKEND=morph hecate exec -- echo hi",
+        server.base_url()
+    );
     let waited = wait_for_termination().await;
     server.stop().await;
     waited
@@ -150,7 +169,18 @@ mod tests {
         assert!((config.faults.vanish - 0.1).abs() < 1e-9);
         assert_eq!(config.boot_time, Duration::from_millis(250));
         assert_eq!(config.exec_mode, ExecMode::Echo);
-        assert_eq!(config.api_key, "test-key");
+    }
+
+    #[test]
+    fn without_a_key_each_run_gets_a_random_one() {
+        let cli = Cli::parse_from(["sim"]);
+        let a = cli.sim.to_config().expect("valid").api_key;
+        let b = cli.sim.to_config().expect("valid").api_key;
+        assert_ne!(a, "test-key");
+        assert_ne!(a, b, "a fresh key per run");
+        assert!(a.len() >= 32, "{} characters", a.len());
+        let cli = Cli::parse_from(["sim", "--api-key", "fixed"]);
+        assert_eq!(cli.sim.to_config().expect("valid").api_key, "fixed");
     }
 
     #[test]

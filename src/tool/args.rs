@@ -47,7 +47,7 @@ impl ToolArgs {
     /// Like [`from_json`](Self::from_json), accepting timeouts up to
     /// `max_timeout`.
     pub fn from_json_with_max(text: &str, max_timeout: Duration) -> Result<ToolArgs> {
-        let value: Value = serde_json::from_str(text)
+        let value = parse_json_strict(text)
             .map_err(|e| Error::invalid_input(format!("arguments are not valid JSON: {e}")))?;
         Self::from_value_with_max(&value, max_timeout)
     }
@@ -166,11 +166,22 @@ pub(super) fn clip(text: &str, max: usize) -> String {
     }
 }
 
+/// The one check of a timeout in seconds, for the tool's `timeout`, batch
+/// lines and `hecate exec --timeout`: the configuration's duration rule
+/// (at least [`MIN_DURATION`](crate::config::MIN_DURATION), at most `max`
+/// and [`MAX_DURATION`](crate::config::MAX_DURATION)), so NaN, infinities,
+/// zero, negatives and values above `max` are refused. The
+/// message starts with `timeout` and quotes the number in bounded form.
+pub fn check_timeout_secs(secs: f64, max: Duration) -> Result<Duration> {
+    crate::config::duration_from_secs(secs, max)
+        .map_err(|why| Error::invalid_input(format!("timeout {why}")))
+}
+
 fn parse_timeout(value: &Value, max: Duration) -> Result<Duration> {
     let secs = match value {
         Value::Number(n) => n.as_f64(),
         // Models often quote numbers; accept plain numeric text only.
-        Value::String(s) => s.trim().parse::<f64>().ok().filter(|f| f.is_finite()),
+        Value::String(s) => s.trim().parse::<f64>().ok(),
         _ => {
             return Err(Error::invalid_input(format!(
                 "timeout must be a number of seconds (like 30), not {}",
@@ -178,30 +189,110 @@ fn parse_timeout(value: &Value, max: Duration) -> Result<Duration> {
             )))
         }
     };
-    let Some(secs) = secs.filter(|f| f.is_finite()) else {
+    let Some(secs) = secs else {
         let shown = match value {
             Value::String(s) => format!("{:?}", clip(s, 40)),
-            other => other.to_string(),
+            other => clip(&other.to_string(), 40),
         };
         return Err(Error::invalid_input(format!(
             "timeout must be a number of seconds (like 30), not {shown}"
         )));
     };
-    if secs <= 0.0 {
-        return Err(Error::invalid_input(format!(
-            "timeout must be greater than 0 seconds (got {secs})"
-        )));
+    check_timeout_secs(secs, max)
+}
+
+/// Parses JSON text like `serde_json::from_str::<Value>`, but refuses an
+/// object with the same key twice (at any depth): serde_json would keep the
+/// last one silently, so `{"command": "ls", "command": "rm -rf ~"}` would
+/// run something other than what a reviewer reads first.
+pub(crate) fn parse_json_strict(text: &str) -> serde_json::Result<Value> {
+    use serde::de::DeserializeSeed;
+    let mut de = serde_json::Deserializer::from_str(text);
+    let value = StrictValue.deserialize(&mut de)?;
+    de.end()?;
+    Ok(value)
+}
+
+/// A [`Value`] seed that fails on a duplicate object key.
+struct StrictValue;
+
+impl<'de> serde::de::DeserializeSeed<'de> for StrictValue {
+    type Value = Value;
+
+    fn deserialize<D: serde::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> std::result::Result<Value, D::Error> {
+        deserializer.deserialize_any(self)
     }
-    if secs > max.as_secs_f64() {
-        return Err(Error::invalid_input(format!(
-            "timeout of {secs} s exceeds the maximum of {} s",
-            max.as_secs()
-        )));
+}
+
+impl<'de> serde::de::Visitor<'de> for StrictValue {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
     }
-    match Duration::try_from_secs_f64(secs) {
-        Ok(d) if d >= Duration::from_millis(1) => Ok(d),
-        _ => Err(Error::invalid_input(format!(
-            "timeout must be at least 0.001 seconds (got {secs})"
-        ))),
+
+    fn visit_bool<E>(self, v: bool) -> std::result::Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> std::result::Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> std::result::Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> std::result::Result<Value, E> {
+        // JSON text cannot hold a non-finite number; `from` maps it to null.
+        Ok(Value::from(v))
+    }
+
+    fn visit_str<E>(self, v: &str) -> std::result::Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> std::result::Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> std::result::Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_none<E>(self) -> std::result::Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(
+        self,
+        mut seq: A,
+    ) -> std::result::Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element_seed(StrictValue)? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(
+        self,
+        mut access: A,
+    ) -> std::result::Result<Value, A::Error> {
+        let mut map = Map::new();
+        while let Some(key) = access.next_key::<String>()? {
+            if map.contains_key(&key) {
+                return Err(serde::de::Error::custom(format!(
+                    "duplicate key {:?}",
+                    clip(&key, 40)
+                )));
+            }
+            let value = access.next_value_seed(StrictValue)?;
+            map.insert(key, value);
+        }
+        Ok(Value::Object(map))
     }
 }

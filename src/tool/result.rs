@@ -9,9 +9,9 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::json;
 
-use super::truncate::truncate_middle;
+use super::truncate::{truncate_middle, truncate_middle_with_gaps, Gap};
 use crate::error::{Error, ErrorKind, Result};
-use crate::provider::JobInfo;
+use crate::provider::{Captured, JobInfo};
 use crate::runtime::ExecOutcome;
 
 /// The JSON result of one `terminal` call. Fields serialize in this order;
@@ -123,21 +123,19 @@ pub(crate) fn render_with_timeout(
     // A background start's stdout is the backend launcher's own report
     // (pid, log path; the command's output goes to the job log), which
     // the job text below states uniformly for every backend.
-    let mut body = if outcome.job.is_some() {
-        String::new()
-    } else {
-        outcome.stdout.to_text()
-    };
-    let stderr = outcome.stderr.to_text();
-    if !stderr.is_empty() {
-        if !body.is_empty() && !body.ends_with('\n') {
-            body.push('\n');
+    let mut body = Body::default();
+    if outcome.job.is_none() {
+        body.push_captured(&outcome.stdout);
+    }
+    if !outcome.stderr.is_empty() {
+        if !body.text.is_empty() && !body.text.ends_with('\n') {
+            body.push_text("\n");
         }
-        body.push_str(&stderr);
+        body.push_captured(&outcome.stderr);
     }
     // Like the seed's `.strip()`, but only at the end: leading indentation
     // of the first line can matter.
-    body.truncate(body.trim_end().len());
+    body.trim_end();
 
     let mut notices: Vec<String> = Vec::new();
     if outcome.timed_out {
@@ -159,7 +157,7 @@ pub(crate) fn render_with_timeout(
         ));
     }
 
-    let (output, cut) = assemble(&body, &notices, max_chars);
+    let (output, cut) = assemble(&body.text, &body.gaps, &notices, max_chars);
     ToolResult {
         output,
         exit_code: outcome.exit_code,
@@ -176,19 +174,63 @@ pub(crate) fn render_with_timeout(
     }
 }
 
+/// The output text being built, with the capture markers' positions so
+/// that a cut can count the bytes they stand for.
+#[derive(Default)]
+struct Body {
+    text: String,
+    /// Characters in `text`.
+    chars: usize,
+    gaps: Vec<Gap>,
+}
+
+impl Body {
+    fn push_text(&mut self, text: &str) {
+        self.text.push_str(text);
+        self.chars += text.chars().count();
+    }
+
+    fn push_captured(&mut self, cap: &Captured) {
+        self.push_text(&cap.head);
+        if cap.dropped_bytes > 0 {
+            let marker = Captured::gap_marker(cap.dropped_bytes);
+            let start = self.chars;
+            self.push_text(&marker);
+            self.gaps.push(Gap {
+                start,
+                len: self.chars - start,
+                bytes: cap.dropped_bytes,
+            });
+        }
+        self.push_text(&cap.tail);
+    }
+
+    fn trim_end(&mut self) {
+        let keep = self.text.trim_end().len();
+        self.chars -= self.text[keep..].chars().count();
+        self.text.truncate(keep);
+        // Trimming may shorten a marker whose tail was only whitespace.
+        let chars = self.chars;
+        self.gaps.retain(|g| g.start < chars);
+        for g in &mut self.gaps {
+            g.len = g.len.min(chars - g.start);
+        }
+    }
+}
+
 /// Body plus notices within `max_chars`: the body is cut first so that the
 /// notices survive; only when they alone do not fit is the whole cut.
-fn assemble(body: &str, notices: &[String], max_chars: usize) -> (String, bool) {
+fn assemble(body: &str, gaps: &[Gap], notices: &[String], max_chars: usize) -> (String, bool) {
     let notes = notices.join("\n");
     if notes.is_empty() {
-        return truncate_middle(body, max_chars);
+        return truncate_middle_with_gaps(body, max_chars, gaps);
     }
     if body.is_empty() {
         return truncate_middle(&notes, max_chars);
     }
     let reserve = notes.chars().count() + 1;
     if reserve < max_chars {
-        let (body, cut) = truncate_middle(body, max_chars - reserve);
+        let (body, cut) = truncate_middle_with_gaps(body, max_chars - reserve, gaps);
         let body = body.trim_end();
         let text = if body.is_empty() {
             notes
@@ -197,7 +239,7 @@ fn assemble(body: &str, notices: &[String], max_chars: usize) -> (String, bool) 
         };
         return (text, cut);
     }
-    truncate_middle(&format!("{body}\n{notes}"), max_chars)
+    truncate_middle_with_gaps(&format!("{body}\n{notes}"), max_chars, gaps)
 }
 
 /// The lines telling the agent about a background job and how to handle it.
@@ -252,7 +294,7 @@ mod tests {
     #[test]
     fn notices_survive_a_cut_body() {
         let notes = vec!["[notice]".to_string()];
-        let (out, cut) = assemble(&"y".repeat(500), &notes, 200);
+        let (out, cut) = assemble(&"y".repeat(500), &[], &notes, 200);
         assert!(cut);
         assert!(out.ends_with("\n[notice]"), "{out}");
         assert!(out.chars().count() <= 200);

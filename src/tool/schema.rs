@@ -2,6 +2,7 @@
 //! schema of its arguments, in OpenAI's and Anthropic's formats.
 
 use std::str::FromStr;
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
@@ -9,7 +10,8 @@ use super::args::clip;
 use super::TOOL_NAME;
 use crate::error::{Error, Result};
 
-const DESCRIPTION: &str = "\
+/// The description's text before the arguments.
+const INTRO: &str = "\
 Run a shell command in this task's own isolated Linux environment and get its output.
 
 Environment:
@@ -26,14 +28,23 @@ and background processes from earlier calls are gone; recreate what you need.
 
 Arguments:
 - command (required): the shell command to run.
-- timeout: seconds before the command and all its child processes are killed (default 120). On \
-timeout you get the output so far, exit code 124 and `timed_out: true`.
+- timeout: seconds before the command and all its child processes are killed (default ";
+
+/// The description's text from after the default timeout to `task_id`.
+const MIDDLE: &str = "\
+). On timeout you get the output so far, exit code 124 and `timed_out: true`.
 - background: true for servers and other long-running processes. The call returns at once with \
 the job's id, pid, log file (stdout and stderr) and exit file (written when the job ends). Read \
 its output with `tail -n 50 LOG` or `cat LOG`; check whether it ended with \
 `test -f EXIT && cat EXIT`; stop it with `kill -- -PID` (its whole process group). Use this \
-instead of ending a command with `&`.
-- task_id: which task's environment to use (normally set for you; default \"default\").
+instead of ending a command with `&`.";
+
+/// The `task_id` argument's line, only in the unpinned description.
+const TASK_ID_LINE: &str = "
+- task_id: which task's environment to use (normally set for you; default \"default\").";
+
+/// The description's text after the arguments.
+const OUTRO: &str = "
 
 Result (JSON): `output` (stdout, then stderr, then notices), `exit_code`, `error` (set only when \
 the tool itself failed, never just because your command exited non-zero), `timed_out`, \
@@ -47,15 +58,81 @@ Avoid interactive programs (vim, nano, less, top, tmux, a python or node REPL, `
 without -m): there is no terminal, so they wait for input until the timeout. Stop pagers by \
 piping to cat (`git log | cat`) or with `git --no-pager`.";
 
-/// The tool description for the model: what the environment is, what
-/// persists, timeouts, output limits, background jobs and what to avoid.
-pub fn description() -> &'static str {
-    DESCRIPTION
+/// What a schema or description is for: the default timeout it states
+/// (the runtime's configured one) and whether the tool is pinned to one
+/// task (then `task_id` is not offered; see
+/// [`terminal_json_pinned`](super::terminal_json_pinned)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SchemaOptions {
+    /// The timeout a call without `timeout` gets
+    /// ([`Config::command_timeout`](crate::Config::command_timeout)).
+    pub default_timeout: Duration,
+    /// Leave `task_id` out: the orchestrator binds each tool instance to
+    /// one task and the model cannot name another.
+    pub pinned: bool,
 }
 
-/// The JSON schema of the tool's arguments.
+impl Default for SchemaOptions {
+    /// The default configuration's timeout, not pinned (the original
+    /// contract).
+    fn default() -> Self {
+        SchemaOptions {
+            default_timeout: crate::Config::default().command_timeout,
+            pinned: false,
+        }
+    }
+}
+
+impl SchemaOptions {
+    /// The options stating `config`'s default timeout, not pinned.
+    pub fn for_config(config: &crate::Config) -> Self {
+        SchemaOptions {
+            default_timeout: config.command_timeout,
+            pinned: false,
+        }
+    }
+
+    /// The same options, pinned (no `task_id`) or not.
+    #[must_use]
+    pub fn pinned(mut self, pinned: bool) -> Self {
+        self.pinned = pinned;
+        self
+    }
+}
+
+/// The tool description for the model: what the environment is, what
+/// persists, timeouts, output limits, background jobs and what to avoid,
+/// stating the default configuration's timeout.
+pub fn description() -> String {
+    description_with(&SchemaOptions::default())
+}
+
+/// [`description`] for the given options.
+pub fn description_with(opts: &SchemaOptions) -> String {
+    let mut text = String::with_capacity(4096);
+    text.push_str(INTRO);
+    text.push_str(&crate::config::show_secs(
+        opts.default_timeout.as_secs_f64(),
+    ));
+    text.push_str(MIDDLE);
+    if !opts.pinned {
+        text.push_str(TASK_ID_LINE);
+    }
+    text.push_str(OUTRO);
+    text
+}
+
+/// The JSON schema of the tool's arguments (with `task_id`, default timeout
+/// of the default configuration).
 pub fn parameters_schema() -> Value {
-    json!({
+    parameters_schema_with(&SchemaOptions::default())
+}
+
+/// [`parameters_schema`] for the given options. `timeout` is a number
+/// (fractions are accepted) greater than 0.
+pub fn parameters_schema_with(opts: &SchemaOptions) -> Value {
+    let default = crate::config::show_secs(opts.default_timeout.as_secs_f64());
+    let mut schema = json!({
         "type": "object",
         "properties": {
             "command": {
@@ -68,9 +145,11 @@ pub fn parameters_schema() -> Value {
                 "default": false
             },
             "timeout": {
-                "type": "integer",
-                "minimum": 1,
-                "description": "Seconds before the command is killed (default 120). Exit code 124 on timeout."
+                "type": "number",
+                "exclusiveMinimum": 0,
+                "description": format!(
+                    "Seconds before the command is killed (default {default}). Exit code 124 on timeout."
+                )
             },
             "task_id": {
                 "type": "string",
@@ -79,7 +158,13 @@ pub fn parameters_schema() -> Value {
         },
         "required": ["command"],
         "additionalProperties": false
-    })
+    });
+    if opts.pinned {
+        if let Some(props) = schema["properties"].as_object_mut() {
+            props.remove("task_id");
+        }
+    }
+    schema
 }
 
 /// Which tool-definition format [`schema`] produces.
@@ -108,29 +193,36 @@ impl FromStr for SchemaFormat {
 
 /// The tool definition in OpenAI's function-calling format.
 pub fn openai_schema() -> Value {
-    json!({
-        "type": "function",
-        "function": {
-            "name": TOOL_NAME,
-            "description": description(),
-            "parameters": parameters_schema(),
-        }
-    })
+    schema_with(SchemaFormat::OpenAi, &SchemaOptions::default())
 }
 
 /// The tool definition in Anthropic's tool-use format.
 pub fn anthropic_schema() -> Value {
-    json!({
-        "name": TOOL_NAME,
-        "description": description(),
-        "input_schema": parameters_schema(),
-    })
+    schema_with(SchemaFormat::Anthropic, &SchemaOptions::default())
 }
 
-/// The tool definition in the given format.
+/// The tool definition in the given format (the original contract, with
+/// `task_id`).
 pub fn schema(format: SchemaFormat) -> Value {
+    schema_with(format, &SchemaOptions::default())
+}
+
+/// The tool definition in the given format for the given options; with
+/// [`SchemaOptions::pinned`] it has no `task_id`, for multi-agent use.
+pub fn schema_with(format: SchemaFormat, opts: &SchemaOptions) -> Value {
     match format {
-        SchemaFormat::OpenAi => openai_schema(),
-        SchemaFormat::Anthropic => anthropic_schema(),
+        SchemaFormat::OpenAi => json!({
+            "type": "function",
+            "function": {
+                "name": TOOL_NAME,
+                "description": description_with(opts),
+                "parameters": parameters_schema_with(opts),
+            }
+        }),
+        SchemaFormat::Anthropic => json!({
+            "name": TOOL_NAME,
+            "description": description_with(opts),
+            "input_schema": parameters_schema_with(opts),
+        }),
     }
 }
