@@ -97,11 +97,15 @@ impl Call {
                 ErrorKind::Indeterminate,
                 format!("{message}; the command may have run on the instance"),
             ),
-            // GET and DELETE are idempotent. A start POST that did create an
-            // instance is not lost either: it carries the runtime's tags, and
-            // the runtime's graceful shutdown calls `sweep_orphans`, which
-            // finds and stops it (its TTL is the last backstop).
-            Call::Start | Call::Get | Call::List | Call::Delete => Error::transient(message),
+            // The start path looks the create's attempt up before anything
+            // retries it (see `start`), so that a lost answer does not make
+            // a second instance.
+            Call::Start => Error::new(
+                ErrorKind::Indeterminate,
+                format!("{message}; the instance may have been created"),
+            ),
+            // GET and DELETE are idempotent.
+            Call::Get | Call::List | Call::Delete => Error::transient(message),
         }
     }
 }
@@ -385,7 +389,10 @@ impl Api {
                 ErrorKind::Config,
                 format!("{what}: cannot build the request (check MORPH_BASE_URL): {err_text}"),
             ),
-            SendRequestError::Timeout => call.lost(format!("{what}: no answer within {timeout:?}")),
+            SendRequestError::Timeout => call.lost(format!(
+                "{what}: no answer within {timeout:?}{}",
+                self.deadline_name(call, timeout)
+            )),
             _ => call.lost(format!(
                 "{what}: the connection failed before an answer arrived: {err_text}"
             )),
@@ -417,6 +424,18 @@ impl Api {
             )),
         };
         classified.with_status(status.as_u16()).with_source(source)
+    }
+
+    /// Which setting a request's deadline came from, for its timeout error:
+    /// every call but exec waits the request timeout, except a readiness
+    /// poll near the end of the ready timeout, which waits what is left.
+    fn deadline_name(&self, call: Call, timeout: Duration) -> &'static str {
+        match call {
+            Call::Exec => "",
+            _ if timeout == self.request_timeout => " (the MorphCloud request timeout)",
+            Call::Get => " (what was left of HECATE_MORPH_READY_TIMEOUT_SECONDS)",
+            Call::Start | Call::List | Call::Delete => "",
+        }
     }
 
     /// Passes a 2xx answer through and turns any other status into an error
