@@ -260,7 +260,8 @@ pub struct FaultCounts {
     pub vanish: u64,
     /// Creates whose answer was dropped.
     pub create_lost: u64,
-    /// Creates held past the client's deadline, then done.
+    /// Creates held before being done (counted when the hold begins, so a
+    /// test knows how many creates are still to land).
     pub create_late: u64,
 }
 

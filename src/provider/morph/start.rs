@@ -38,12 +38,13 @@ const MAX_POLL: Duration = Duration::from_secs(2);
 /// The shortest poll interval, whatever is configured: a zero would spin.
 const MIN_POLL: Duration = Duration::from_millis(1);
 
-/// How many times an unsettled attempt is looked for after its start ended,
-/// one request timeout apart: a create that is answered after the client
-/// gave up lands within a request timeout or two on any sane server, and
-/// whatever lands later still carries the runtime's tags (shutdown sweep)
-/// and a TTL.
-const SETTLE_CHECKS: u32 = 2;
+/// How many times an unsettled attempt is looked for after its start ended:
+/// after one request timeout, then after waits twice as long each time (1,
+/// 3 and 7 request timeouts after the end). A create that the server takes
+/// up after its client gave up lands within a request timeout or two on any
+/// sane server; whatever lands later still carries the runtime's tags (the
+/// shutdown sweep, `hecate gc`) and a TTL.
+const SETTLE_CHECKS: u32 = 3;
 
 /// Makes every start attempt's id unique within this process; the random
 /// part makes it unique across processes.
@@ -239,17 +240,18 @@ impl Drop for Unsettled {
     }
 }
 
-/// Looks for an unsettled attempt's instances [`SETTLE_CHECKS`] times, one
-/// request timeout apart, and stops every one it sees.
+/// Looks for an unsettled attempt's instances [`SETTLE_CHECKS`] times, and
+/// stops every one it sees.
 async fn settle(
     shared: Arc<Shared>,
     task: String,
     attempt: String,
     metadata: BTreeMap<String, String>,
 ) {
-    let every = shared.api.request_timeout();
+    let mut wait = shared.api.request_timeout();
     for _ in 0..SETTLE_CHECKS {
-        sleep(every).await;
+        sleep(wait).await;
+        wait = wait.saturating_mul(2);
         let found = match find_attempt(&shared, &metadata).await {
             Ok(found) => found,
             Err(err) => {

@@ -99,10 +99,10 @@ pub(super) async fn start(req: HttpRequest, shared: web::Data<Shared>, body: Byt
             // long before, and the create must happen all the same.
             let (tx, rx) = tokio::sync::oneshot::channel();
             let shared = shared.clone();
+            shared.with(|state| state.faults.count_create_late());
             actix_rt::spawn(async move {
                 actix_rt::time::sleep(late).await;
                 let created = create(&shared, snapshot_id, metadata, ttl_seconds, action);
-                shared.with(|state| state.faults.count_create_late());
                 if let Ok((id, _)) = &created {
                     log::info!("sim vm={id} created late (fault, held {late:?})");
                 }
