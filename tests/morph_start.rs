@@ -13,8 +13,8 @@ use futures_util::future::join_all;
 use hecate::provider::morph::MorphProvider;
 use hecate::sim::{FaultConfig, SimConfig, SimServer, SimStats};
 use hecate::{
-    ApiKey, BackendKind, Config, ErrorKind, ExecRequest, Placement, Provider, RetryPolicy,
-    Runtime, StartSpec,
+    ApiKey, BackendKind, Config, ErrorKind, ExecRequest, Placement, Provider, RetryPolicy, Runtime,
+    StartSpec,
 };
 
 use crate::helper::server::start_sim;
@@ -221,7 +221,10 @@ async fn lost_create_answers_create_exactly_one_instance_per_task() {
     for (task, id) in &used {
         assert_eq!(live.get(task), Some(&vec![id.clone()]), "{task}");
     }
-    let report = rt.shutdown(Duration::from_secs(10)).await.expect("shutdown");
+    let report = rt
+        .shutdown(Duration::from_secs(10))
+        .await
+        .expect("shutdown");
     assert!(report.is_clean(), "{report:?}");
     assert_eq!(sim.stats().live_instances, 0);
     sim.stop().await;
@@ -267,7 +270,10 @@ async fn late_and_lost_creates_settle_to_one_live_instance_per_task() {
     // runs where the first did.
     let again = one_command_each(&rt, tasks).await;
     assert_eq!(again, used);
-    let report = rt.shutdown(Duration::from_secs(10)).await.expect("shutdown");
+    let report = rt
+        .shutdown(Duration::from_secs(10))
+        .await
+        .expect("shutdown");
     assert!(report.is_clean(), "{report:?}");
     assert_eq!(sim.stats().live_instances, 0);
     sim.stop().await;

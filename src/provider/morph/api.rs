@@ -5,9 +5,12 @@
 //! is not `Send`), the request settings (bearer auth, JSON content type, no
 //! redirects, an explicit deadline per request, a body limit), and the one
 //! place where a transport failure or an HTTP status becomes an error kind.
-//! What a failure means depends on the call: after an exec may have reached
-//! the VM, a lost answer is [`Indeterminate`](ErrorKind::Indeterminate); for
-//! idempotent calls the same loss is [`Transient`](ErrorKind::Transient).
+//! What a failure means depends on the call: after an exec or a create may
+//! have reached the server, a lost answer is
+//! [`Indeterminate`](ErrorKind::Indeterminate) (the start path then looks
+//! the create up before anything retries it); for idempotent calls the same
+//! loss is [`Transient`](ErrorKind::Transient). A timeout names the setting
+//! its deadline came from.
 //! The API key only ever goes into the `Authorization` header; any server
 //! body quoted in an error is scrubbed of it. Errors name the request by its
 //! route (`POST /instance/{id}/exec`), not by the instance's id: they reach

@@ -193,7 +193,16 @@ async fn find_attempt(
 /// disarmed, dropping it spawns [`settle`] on the current arbiter.
 struct Unsettled {
     /// `None` once disarmed.
-    armed: Option<(Arc<Shared>, String, String, BTreeMap<String, String>)>,
+    armed: Option<Attempt>,
+}
+
+/// What [`settle`] needs to find an attempt's instances.
+struct Attempt {
+    shared: Arc<Shared>,
+    task: String,
+    id: String,
+    /// The create's whole metadata, attempt id included: the lookup filter.
+    metadata: BTreeMap<String, String>,
 }
 
 impl Unsettled {
@@ -204,12 +213,12 @@ impl Unsettled {
         metadata: &BTreeMap<String, String>,
     ) -> Self {
         Unsettled {
-            armed: Some((
-                Arc::clone(shared),
-                task.to_string(),
-                attempt.to_string(),
-                metadata.clone(),
-            )),
+            armed: Some(Attempt {
+                shared: Arc::clone(shared),
+                task: task.to_string(),
+                id: attempt.to_string(),
+                metadata: metadata.clone(),
+            }),
         }
     }
 
@@ -220,7 +229,7 @@ impl Unsettled {
 
 impl Drop for Unsettled {
     fn drop(&mut self) {
-        let Some((shared, task, attempt, metadata)) = self.armed.take() else {
+        let Some(attempt) = self.armed.take() else {
             return;
         };
         // Futures here are not `Send`, so the check runs on this thread's
@@ -229,7 +238,7 @@ impl Drop for Unsettled {
         match actix_rt::Arbiter::try_current() {
             Some(arbiter) => {
                 let queued = arbiter.spawn_fn(move || {
-                    actix_rt::spawn(settle(shared, task, attempt, metadata));
+                    actix_rt::spawn(settle(attempt));
                 });
                 if !queued {
                     log::debug!("start attempt left unsettled: the arbiter is stopping");
@@ -242,12 +251,13 @@ impl Drop for Unsettled {
 
 /// Looks for an unsettled attempt's instances [`SETTLE_CHECKS`] times, and
 /// stops every one it sees.
-async fn settle(
-    shared: Arc<Shared>,
-    task: String,
-    attempt: String,
-    metadata: BTreeMap<String, String>,
-) {
+async fn settle(attempt: Attempt) {
+    let Attempt {
+        shared,
+        task,
+        id: attempt,
+        metadata,
+    } = attempt;
     let mut wait = shared.api.request_timeout();
     for _ in 0..SETTLE_CHECKS {
         sleep(wait).await;
