@@ -59,7 +59,7 @@ struct Shared {
 impl MorphProvider {
     /// A provider using `config.morph`: base URL (a trailing `/` is ignored;
     /// plain `http://` is allowed), API key (required: a
-    /// [`Config`](ErrorKind::Config) error naming `MORPH_API_KEY` if absent),
+    /// [`Config`](crate::ErrorKind::Config) error naming `MORPH_API_KEY` if absent),
     /// snapshot, poll interval, ready timeout, request timeout, kill grace
     /// and body limit. Sends no request.
     pub fn new(config: &Config) -> Result<Self> {
