@@ -206,6 +206,29 @@ mod tests {
     }
 
     #[test]
+    fn create_faults_do_not_shift_the_other_faults() {
+        let faults = FaultConfig {
+            error_500: 0.5,
+            seed: 3,
+            ..FaultConfig::default()
+        };
+        let mut plain = FaultDice::new(faults.clone());
+        let mut with_creates = FaultDice::new(FaultConfig {
+            create_lost: 0.5,
+            create_late: 0.5,
+            ..faults
+        });
+        let mut hits = (0, 0);
+        for _ in 0..64 {
+            let c = with_creates.draw_create();
+            hits.0 += u32::from(c.lost);
+            hits.1 += u32::from(c.late.is_some());
+            assert_eq!(plain.draw_http().status, with_creates.draw_http().status);
+        }
+        assert!(hits.0 > 0 && hits.1 > 0, "{hits:?}");
+    }
+
+    #[test]
     fn rates_are_clamped_and_nan_is_zero() {
         let mut dice = FaultDice::new(FaultConfig::default());
         dice.set(FaultConfig {
