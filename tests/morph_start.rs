@@ -253,10 +253,12 @@ async fn late_and_lost_creates_settle_to_one_live_instance_per_task() {
         "both faults hit: {during:?}"
     );
     // Settled: every late create (counted when its hold began) has landed
-    // and been stopped again, and only the instances in use are left.
+    // and every instance not in use was stopped again. On a loaded machine
+    // an ordinary create can also outlast the short request timeout and
+    // land late; it is stopped the same way.
     let settled = wait_for(&sim, "the starts to settle", Duration::from_secs(20), |s| {
-        s.starts == tasks as u64 + s.faults.create_late
-            && s.stops == s.faults.create_late
+        s.starts >= tasks as u64 + s.faults.create_late
+            && s.starts == tasks as u64 + s.stops
             && s.live_instances == tasks
     })
     .await;
