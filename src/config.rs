@@ -170,7 +170,12 @@ pub struct MorphConfig {
     pub api_key: Option<ApiKey>,
     /// Snapshot to start instances from (`HECATE_DEFAULT_SNAPSHOT_ID`).
     pub snapshot_id: String,
-    /// Interval between readiness polls (`HECATE_MORPH_POLL_MS`; default 1 s).
+    /// The base interval of readiness polls (`HECATE_MORPH_POLL_MS`;
+    /// default 100 ms): the first poll comes this long after the create is
+    /// answered, and the next ones as often, until the instance has been
+    /// pending for ten of them; from then on a poll comes after a tenth of
+    /// the time it has been pending (at most every 2 s), so a ready instance
+    /// is seen within about a tenth of its boot time.
     pub poll_interval: Duration,
     /// Overall deadline for an instance to become ready
     /// (`HECATE_MORPH_READY_TIMEOUT_SECONDS`; default 300 s).
@@ -189,7 +194,7 @@ impl Default for MorphConfig {
             base_url: "https://cloud.morph.so/api".to_string(),
             api_key: None,
             snapshot_id: "snapshot_defv9tjg".to_string(),
-            poll_interval: Duration::from_secs(1),
+            poll_interval: Duration::from_millis(100),
             ready_timeout: Duration::from_secs(300),
             request_timeout: Duration::from_secs(30),
             kill_grace: Duration::from_secs(5),

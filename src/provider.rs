@@ -37,6 +37,9 @@ pub mod tags {
     pub const CREATED_BY: &str = "created_by";
     /// The value of [`CREATED_BY`].
     pub const CREATED_BY_VALUE: &str = "hecate";
+    /// A unique id per create request of a start, so that an instance whose
+    /// create answer was lost can be found (and adopted or stopped) by it.
+    pub const START_ATTEMPT: &str = "hecate_start_attempt";
 }
 
 /// Longest command text accepted, in bytes. Linux refuses a single

@@ -29,6 +29,10 @@
 //!   and happen before the request has any effect. `drop_before`,
 //!   `drop_after`, `slow` and `vanish` apply to exec (plain and SSE) only;
 //!   `slow` delays before the command runs. `boot_error` is drawn at start.
+//! - `create_lost` and `create_late` apply to `POST /instance` only, drawn
+//!   from their own seeded sequence: the instance is created, but the answer
+//!   is dropped, or comes after `create_late_by` (the instance is created
+//!   then, whether or not the client still waits).
 //! - A dropped connection is a `shutdown(2)` of the request's socket: the
 //!   client sees end-of-file without any response.
 //! - Pausing leaves the instance's processes running; stopping (DELETE, TTL
@@ -94,6 +98,15 @@ pub struct FaultConfig {
     /// Exec: the instance disappears first (as if its TTL stopped it), and
     /// the exec gets a 404.
     pub vanish: f64,
+    /// Start: the instance is created, then the connection is closed
+    /// without an answer (a lost create answer).
+    pub create_lost: f64,
+    /// Start: the request is held for [`create_late_by`](Self::create_late_by)
+    /// before the instance is created and answered, as when a request waits
+    /// in a full listen queue past its client's deadline.
+    pub create_late: f64,
+    /// How long a `create_late` fault holds the request.
+    pub create_late_by: Duration,
     /// Seed of the fault generator, so runs are repeatable.
     pub seed: u64,
 }
@@ -112,6 +125,9 @@ impl Default for FaultConfig {
             slow_by: Duration::from_secs(2),
             boot_error: 0.0,
             vanish: 0.0,
+            create_lost: 0.0,
+            create_late: 0.0,
+            create_late_by: Duration::from_secs(2),
             seed: 0,
         }
     }
@@ -119,7 +135,9 @@ impl Default for FaultConfig {
 
 impl FaultConfig {
     /// The number of fault kinds that [`spread`](Self::spread) shares a rate
-    /// between.
+    /// between. The create faults (`create_lost`, `create_late`) are not
+    /// among them: they are set on their own, so that a spread keeps the
+    /// fault mix (and the seeded sequence) it always had.
     pub const KINDS: usize = 9;
 
     /// No faults at all (the same as `Default`).
@@ -157,6 +175,8 @@ impl FaultConfig {
             ("slow", self.slow),
             ("boot_error", self.boot_error),
             ("vanish", self.vanish),
+            ("create_lost", self.create_lost),
+            ("create_late", self.create_late),
         ];
         for (name, rate) in rates {
             if !(0.0..=1.0).contains(&rate) {
@@ -257,6 +277,11 @@ pub struct FaultCounts {
     pub boot_error: u64,
     /// Instances that vanished before an exec.
     pub vanish: u64,
+    /// Creates whose answer was dropped.
+    pub create_lost: u64,
+    /// Creates held before being done (counted when the hold begins, so a
+    /// test knows how many creates are still to land).
+    pub create_late: u64,
 }
 
 impl FaultCounts {
@@ -271,6 +296,8 @@ impl FaultCounts {
             + self.slow
             + self.boot_error
             + self.vanish
+            + self.create_lost
+            + self.create_late
     }
 }
 

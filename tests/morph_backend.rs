@@ -200,9 +200,16 @@ async fn requests_have_the_sdk_wire_shape() {
         ("POST", "/api/instance")
     );
     assert_eq!(start.query, "snapshot_id=snap_test");
+    // Every create carries its own start-attempt id besides the caller's tags.
+    let mut body: serde_json::Value = serde_json::from_str(&start.body).expect("JSON body");
+    let attempt = body["metadata"]
+        .as_object_mut()
+        .and_then(|m| m.remove("hecate_start_attempt"))
+        .expect("a start-attempt tag");
+    assert!(attempt.as_str().is_some_and(|a| !a.is_empty()), "{attempt}");
     assert_eq!(
-        start.body,
-        r#"{"metadata":{"created_by":"hecate","hecate_runtime_id":"rt-test","hecate_task_id":"t1"},"ttl_seconds":61,"ttl_action":"stop"}"#
+        body.to_string(),
+        r#"{"metadata":{"created_by":"hecate","hecate_runtime_id":"rt-test","hecate_task_id":"t1"},"ttl_action":"stop","ttl_seconds":61}"#
     );
     for s in &seen {
         assert_eq!(

@@ -15,6 +15,8 @@ mod local_backend;
 // Also drives `gc::run_cli`.
 #[cfg(all(feature = "cli", feature = "sim"))]
 mod morph_backend;
+#[cfg(feature = "sim")]
+mod morph_start;
 // Also drives the batch runner.
 #[cfg(all(feature = "cli", feature = "sim"))]
 mod morph_runtime;

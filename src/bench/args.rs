@@ -93,7 +93,7 @@ pub struct BenchArgs {
     #[arg(long)]
     pub external: bool,
     /// Morph: readiness poll interval in milliseconds (default 50 without
-    /// a boot time, else the configuration's 1,000).
+    /// a boot time, else the configuration's 100).
     #[arg(long)]
     pub poll_ms: Option<u64>,
     /// Eviction: the idle lifetime, in milliseconds.

@@ -4,8 +4,9 @@
 //! This module owns the instance lifecycle on MorphCloud: [`MorphProvider`]
 //! creates a VM from a snapshot with the runtime's tags and a server-side TTL,
 //! polls it until ready (deleting it again if it never gets there), and
-//! finds and stops tagged instances (the shutdown sweep, `hecate gc`); [`MorphInstance`] runs commands in the VM and
-//! deletes it. The wire contract is `shared/reference/morphcloud-api.md`. The
+//! finds and stops tagged instances (the shutdown sweep, `hecate gc`): that
+//! start path is `start`, which also makes a retried start create one VM,
+//! not two. [`MorphInstance`] runs commands in the VM and deletes it. The wire contract is `shared/reference/morphcloud-api.md`. The
 //! API's exec has no timeout or background mode, so commands are wrapped in
 //! shell text that the VM runs (`shell`); HTTP and failure classification
 //! live in `api`, JSON parsing in `wire`.
@@ -18,6 +19,7 @@
 
 mod api;
 mod shell;
+mod start;
 mod wire;
 
 use std::cell::Cell;
@@ -26,15 +28,13 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_rt::time::{sleep, Instant};
+use actix_rt::time::Instant;
 
 use self::api::Api;
-use self::wire::{InstanceInfo, InstanceStatus};
+use self::wire::InstanceInfo;
 use crate::config::{Config, MorphConfig};
-use crate::error::{Error, ErrorKind, Result};
-use crate::provider::{
-    tags, BoxFuture, Captured, ExecOutput, ExecSpec, Instance, Provider, StartSpec,
-};
+use crate::error::{Error, Result};
+use crate::provider::{BoxFuture, Captured, ExecOutput, ExecSpec, Instance, Provider, StartSpec};
 
 /// At most this long, on top of a command's timeout and kill grace, is
 /// allowed for the exec round trip itself (capped by `request_timeout`).
@@ -59,7 +59,7 @@ struct Shared {
 impl MorphProvider {
     /// A provider using `config.morph`: base URL (a trailing `/` is ignored;
     /// plain `http://` is allowed), API key (required: a
-    /// [`Config`](ErrorKind::Config) error naming `MORPH_API_KEY` if absent),
+    /// [`Config`](crate::ErrorKind::Config) error naming `MORPH_API_KEY` if absent),
     /// snapshot, poll interval, ready timeout, request timeout, kill grace
     /// and body limit. Sends no request.
     pub fn new(config: &Config) -> Result<Self> {
@@ -110,7 +110,7 @@ impl MorphProvider {
         &self,
         ids: &[String],
     ) -> (Vec<String>, Vec<(String, Error)>) {
-        stop_all(&self.shared.api, ids).await
+        start::stop_all(&self.shared.api, ids).await
     }
 }
 
@@ -122,47 +122,13 @@ impl Provider for MorphProvider {
     fn start(&self, spec: StartSpec) -> BoxFuture<Result<Box<dyn Instance>>> {
         let shared = Arc::clone(&self.shared);
         Box::pin(async move {
-            let task = spec.task_id.clone();
-            let ttl_seconds = spec
-                .ttl
-                .map(|ttl| ttl.as_nanos().div_ceil(1_000_000_000).max(1));
-            let ttl_seconds = ttl_seconds.map(|s| u64::try_from(s).unwrap_or(u64::MAX));
-            let info = shared
-                .api
-                .create_instance(&shared.snapshot_id, &spec.metadata, ttl_seconds)
-                .await
-                .map_err(|e| {
-                    log::warn!("task={task} could not create an instance: {e}");
-                    e.context("starting a MorphCloud instance")
-                })?;
-            spec.create_slot.release();
-            log::info!(
-                "task={task} vm={} created from {} (status {})",
-                info.id,
-                shared.snapshot_id,
-                info.status
-            );
-            if let Err(err) = wait_ready(&shared, &task, &info).await {
-                log::warn!("task={task} vm={} did not become ready: {err}", info.id);
-                // Like the official SDK: a start that fails after the
-                // instance exists deletes it. Best effort: if this fails too,
-                // the instance carries the runtime's tags, so the shutdown
-                // sweep (or `hecate gc`) finds it, and its TTL ends it.
-                match shared.api.delete_instance(&info.id).await {
-                    Ok(_) => log::info!("task={task} vm={} deleted after a failed start", info.id),
-                    Err(del) => log::warn!(
-                        "task={task} vm={} could not be deleted after a failed start: {del}",
-                        info.id
-                    ),
-                }
-                return Err(err);
-            }
-            log::info!("task={task} vm={} ready", info.id);
+            let task_id = spec.task_id.clone();
+            let info = start::start(&shared, spec).await?;
             Ok(Box::new(MorphInstance {
                 inner: Rc::new(InstanceInner {
                     shared,
                     id: info.id,
-                    task_id: task,
+                    task_id,
                 }),
                 next_job: Cell::new(1),
             }) as Box<dyn Instance>)
@@ -172,121 +138,7 @@ impl Provider for MorphProvider {
     fn sweep_orphans(&self, runtime_id: &str) -> BoxFuture<Result<Vec<String>>> {
         let shared = Arc::clone(&self.shared);
         let runtime_id = runtime_id.to_string();
-        Box::pin(async move {
-            let found = shared
-                .api
-                .list_tagged(&[(tags::RUNTIME_ID, &runtime_id)])
-                .await?;
-            let ids: Vec<String> = found.into_iter().map(|i| i.id).collect();
-            let (stopped, failed) = stop_all(&shared.api, &ids).await;
-            for id in &stopped {
-                log::info!("runtime={runtime_id} vm={id} orphan stopped");
-            }
-            if let Some(err) = summarise_failures(&failed, &stopped) {
-                return Err(err);
-            }
-            Ok(stopped)
-        })
-    }
-}
-
-/// See [`MorphProvider::stop_instances`].
-async fn stop_all(api: &Api, ids: &[String]) -> (Vec<String>, Vec<(String, Error)>) {
-    let mut stopped = Vec::new();
-    let mut failed = Vec::new();
-    for id in ids {
-        match api.delete_instance(id).await {
-            Ok(_) => stopped.push(id.clone()),
-            Err(err) => {
-                log::warn!("vm={id} could not be stopped: {err}");
-                failed.push((id.clone(), err));
-            }
-        }
-    }
-    (stopped, failed)
-}
-
-/// One error for a sweep that could not stop everything: transient only if
-/// every failure was.
-fn summarise_failures(failed: &[(String, Error)], stopped: &[String]) -> Option<Error> {
-    let (_, first) = failed.first()?;
-    let kind = if failed.iter().all(|(_, e)| e.is_transient()) {
-        ErrorKind::Transient
-    } else {
-        first.kind()
-    };
-    let ids: Vec<&str> = failed.iter().map(|(id, _)| id.as_str()).collect();
-    Some(Error::new(
-        kind,
-        format!(
-            "stopped {} orphaned instance(s) but could not stop {}: {first}",
-            stopped.len(),
-            ids.join(", ")
-        ),
-    ))
-}
-
-/// Polls the instance until it is ready, within `ready_timeout`. Transient
-/// failures of a poll are ridden out until the deadline.
-async fn wait_ready(shared: &Shared, task: &str, created: &InstanceInfo) -> Result<()> {
-    let id = created.id.as_str();
-    let deadline = Instant::now() + shared.ready_timeout;
-    let mut status = created.status.clone();
-    let mut last_error: Option<Error> = None;
-    loop {
-        match status {
-            InstanceStatus::Ready => return Ok(()),
-            // Boot failures are usually the cloud's, not the request's, and
-            // the instance is deleted before this is returned, so another
-            // attempt is safe.
-            InstanceStatus::Error => {
-                return Err(Error::transient(
-                    "the new instance failed to boot (status \"error\")",
-                ))
-            }
-            _ => {}
-        }
-        let now = Instant::now();
-        if now >= deadline {
-            let why = last_error.map_or(String::new(), |e| format!("; last poll: {e}"));
-            return Err(Error::new(
-                ErrorKind::Timeout,
-                format!(
-                    "the new instance was not ready within {:?} (status \"{status}\"{why})",
-                    shared.ready_timeout
-                ),
-            ));
-        }
-        sleep(shared.poll_interval.min(deadline - now)).await;
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        let timeout = shared
-            .api
-            .request_timeout()
-            .min(remaining)
-            .max(Duration::from_millis(100));
-        match shared.api.get_instance(id, timeout).await {
-            Ok(info) => {
-                if info.status != status {
-                    log::debug!("task={task} vm={id} status {}", info.status);
-                }
-                status = info.status;
-            }
-            Err(err) if err.is_transient() => {
-                log::debug!("task={task} vm={id} readiness poll failed, will retry: {err}");
-                last_error = Some(err);
-            }
-            // Vanished while booting: a fresh start may well succeed.
-            Err(err) if err.kind() == ErrorKind::InstanceGone => {
-                let gone =
-                    Error::transient(format!("the new instance disappeared while booting: {err}"));
-                let gone = match err.status() {
-                    Some(status) => gone.with_status(status),
-                    None => gone,
-                };
-                return Err(gone.with_source(err));
-            }
-            Err(err) => return Err(err.context("polling the new instance for readiness")),
-        }
+        Box::pin(async move { start::sweep_orphans(&shared, &runtime_id).await })
     }
 }
 

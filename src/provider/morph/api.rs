@@ -5,9 +5,12 @@
 //! is not `Send`), the request settings (bearer auth, JSON content type, no
 //! redirects, an explicit deadline per request, a body limit), and the one
 //! place where a transport failure or an HTTP status becomes an error kind.
-//! What a failure means depends on the call: after an exec may have reached
-//! the VM, a lost answer is [`Indeterminate`](ErrorKind::Indeterminate); for
-//! idempotent calls the same loss is [`Transient`](ErrorKind::Transient).
+//! What a failure means depends on the call: after an exec or a create may
+//! have reached the server, a lost answer is
+//! [`Indeterminate`](ErrorKind::Indeterminate) (the start path then looks
+//! the create up before anything retries it); for idempotent calls the same
+//! loss is [`Transient`](ErrorKind::Transient). A timeout names the setting
+//! its deadline came from.
 //! The API key only ever goes into the `Authorization` header; any server
 //! body quoted in an error is scrubbed of it. Errors name the request by its
 //! route (`POST /instance/{id}/exec`), not by the instance's id: they reach
@@ -97,11 +100,15 @@ impl Call {
                 ErrorKind::Indeterminate,
                 format!("{message}; the command may have run on the instance"),
             ),
-            // GET and DELETE are idempotent. A start POST that did create an
-            // instance is not lost either: it carries the runtime's tags, and
-            // the runtime's graceful shutdown calls `sweep_orphans`, which
-            // finds and stops it (its TTL is the last backstop).
-            Call::Start | Call::Get | Call::List | Call::Delete => Error::transient(message),
+            // The start path looks the create's attempt up before anything
+            // retries it (see `start`), so that a lost answer does not make
+            // a second instance.
+            Call::Start => Error::new(
+                ErrorKind::Indeterminate,
+                format!("{message}; the instance may have been created"),
+            ),
+            // GET and DELETE are idempotent.
+            Call::Get | Call::List | Call::Delete => Error::transient(message),
         }
     }
 }
@@ -385,7 +392,10 @@ impl Api {
                 ErrorKind::Config,
                 format!("{what}: cannot build the request (check MORPH_BASE_URL): {err_text}"),
             ),
-            SendRequestError::Timeout => call.lost(format!("{what}: no answer within {timeout:?}")),
+            SendRequestError::Timeout => call.lost(format!(
+                "{what}: no answer within {timeout:?}{}",
+                self.deadline_name(call, timeout)
+            )),
             _ => call.lost(format!(
                 "{what}: the connection failed before an answer arrived: {err_text}"
             )),
@@ -417,6 +427,18 @@ impl Api {
             )),
         };
         classified.with_status(status.as_u16()).with_source(source)
+    }
+
+    /// Which setting a request's deadline came from, for its timeout error:
+    /// every call but exec waits the request timeout, except a readiness
+    /// poll near the end of the ready timeout, which waits what is left.
+    fn deadline_name(&self, call: Call, timeout: Duration) -> &'static str {
+        match call {
+            Call::Exec => "",
+            _ if timeout == self.request_timeout => " (the MorphCloud request timeout)",
+            Call::Get => " (what was left of HECATE_MORPH_READY_TIMEOUT_SECONDS)",
+            Call::Start | Call::List | Call::Delete => "",
+        }
     }
 
     /// Passes a 2xx answer through and turns any other status into an error

@@ -89,22 +89,37 @@ pub(super) async fn start(req: HttpRequest, shared: web::Data<Shared>, body: Byt
             "missing",
         ));
     };
-    let boot_time = shared.config.boot_time;
-    let root = shared.instance_root().map(|p| p.to_path_buf());
-    let created = shared.with(|state| {
-        state
-            .create(
-                snapshot_id,
-                body.metadata.unwrap_or_default(),
-                Ttl::new(body.ttl_seconds, action),
-                boot_time,
-                root.as_deref(),
-            )
-            .map(|inst| (inst.id.clone(), inst.to_json()))
-    });
+    let metadata = body.metadata.unwrap_or_default();
+    let (ttl_seconds, boot_time) = (body.ttl_seconds, shared.config.boot_time);
+    let fault = shared.with(|state| state.faults.draw_create());
+    let created = match fault.late {
+        None => create(&shared, snapshot_id, metadata, ttl_seconds, action),
+        Some(late) => {
+            // Its own task: the client gives up and closes the connection
+            // long before, and the create must happen all the same.
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let shared = shared.clone();
+            shared.with(|state| state.faults.count_create_late());
+            actix_rt::spawn(async move {
+                actix_rt::time::sleep(late).await;
+                let created = create(&shared, snapshot_id, metadata, ttl_seconds, action);
+                if let Ok((id, _)) = &created {
+                    log::info!("sim vm={id} created late (fault, held {late:?})");
+                }
+                let _ = tx.send(created);
+            });
+            rx.await
+                .unwrap_or_else(|_| Err(std::io::Error::other("the late create was cancelled")))
+        }
+    };
     match created {
         Ok((id, json)) => {
             log::info!("sim vm={id} started (boot {boot_time:?})");
+            if fault.lost {
+                shared.with(|state| state.faults.count_create_lost());
+                log::info!("sim vm={id} create answer dropped (fault)");
+                return Err(super::drop_connection(&req));
+            }
             Ok(HttpResponse::Ok().json(json))
         }
         Err(err) => {
@@ -115,6 +130,28 @@ pub(super) async fn start(req: HttpRequest, shared: web::Data<Shared>, body: Byt
             ))
         }
     }
+}
+
+/// Creates an instance; its id and Instance JSON.
+fn create(
+    shared: &Shared,
+    snapshot_id: String,
+    metadata: BTreeMap<String, String>,
+    ttl_seconds: Option<u64>,
+    action: TtlAction,
+) -> std::io::Result<(String, Value)> {
+    let root = shared.instance_root().map(|p| p.to_path_buf());
+    shared.with(|state| {
+        state
+            .create(
+                snapshot_id,
+                metadata,
+                Ttl::new(ttl_seconds, action),
+                shared.config.boot_time,
+                root.as_deref(),
+            )
+            .map(|inst| (inst.id.clone(), inst.to_json()))
+    })
 }
 
 pub(super) async fn get(shared: web::Data<Shared>, id: web::Path<String>) -> Answer {

@@ -26,12 +26,28 @@ pub(crate) struct ExecFaults {
     pub(crate) drop_after: bool,
 }
 
-/// The fault settings, the seeded random source they are drawn from, and
+/// The create-level faults drawn for one `POST /instance`.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct CreateFaults {
+    /// Create, then drop the connection without an answer.
+    pub(crate) lost: bool,
+    /// Hold the request this long, then create and answer.
+    pub(crate) late: Option<Duration>,
+}
+
+/// Mixed into the seed of the create faults' own sequence.
+const CREATE_SEED_SALT: u64 = 0x6372_6561_7465_2121;
+
+/// The fault settings, the seeded random sources they are drawn from, and
 /// the counts of faults that took effect.
 #[derive(Debug)]
 pub(crate) struct FaultDice {
     config: FaultConfig,
     rng: fastrand::Rng,
+    /// The create faults' own sequence: drawing them does not shift the
+    /// sequence of the other faults, so seeded runs without them repeat
+    /// what they always did.
+    create_rng: fastrand::Rng,
     counts: FaultCounts,
 }
 
@@ -39,6 +55,7 @@ impl FaultDice {
     pub(crate) fn new(config: FaultConfig) -> FaultDice {
         FaultDice {
             rng: fastrand::Rng::with_seed(config.seed),
+            create_rng: fastrand::Rng::with_seed(config.seed ^ CREATE_SEED_SALT),
             config,
             counts: FaultCounts::default(),
         }
@@ -57,6 +74,8 @@ impl FaultDice {
             &mut config.slow,
             &mut config.boot_error,
             &mut config.vanish,
+            &mut config.create_lost,
+            &mut config.create_late,
         ] {
             *rate = if rate.is_nan() {
                 0.0
@@ -65,6 +84,7 @@ impl FaultDice {
             };
         }
         self.rng = fastrand::Rng::with_seed(config.seed);
+        self.create_rng = fastrand::Rng::with_seed(config.seed ^ CREATE_SEED_SALT);
         self.config = config;
     }
 
@@ -117,6 +137,26 @@ impl FaultDice {
         fails
     }
 
+    /// Draws the create-level faults of one `POST /instance` (both always,
+    /// so the sequence is stable). Counted when they take effect.
+    pub(crate) fn draw_create(&mut self) -> CreateFaults {
+        let lost = self.create_rng.f64();
+        let late = self.create_rng.f64();
+        let f = &self.config;
+        CreateFaults {
+            lost: f.create_lost > 0.0 && lost < f.create_lost,
+            late: (f.create_late > 0.0 && late < f.create_late).then_some(f.create_late_by),
+        }
+    }
+
+    pub(crate) fn count_create_lost(&mut self) {
+        self.counts.create_lost += 1;
+    }
+
+    pub(crate) fn count_create_late(&mut self) {
+        self.counts.create_late += 1;
+    }
+
     fn draw(&mut self, rate: f64) -> bool {
         // Always consume one number so the sequence is stable.
         let x = self.rng.f64();
@@ -163,6 +203,29 @@ mod tests {
         let a = draw(64);
         assert_eq!(a, draw(64));
         assert!(a.contains(&Some(500)) && a.contains(&None));
+    }
+
+    #[test]
+    fn create_faults_do_not_shift_the_other_faults() {
+        let faults = FaultConfig {
+            error_500: 0.5,
+            seed: 3,
+            ..FaultConfig::default()
+        };
+        let mut plain = FaultDice::new(faults.clone());
+        let mut with_creates = FaultDice::new(FaultConfig {
+            create_lost: 0.5,
+            create_late: 0.5,
+            ..faults
+        });
+        let mut hits = (0, 0);
+        for _ in 0..64 {
+            let c = with_creates.draw_create();
+            hits.0 += u32::from(c.lost);
+            hits.1 += u32::from(c.late.is_some());
+            assert_eq!(plain.draw_http().status, with_creates.draw_http().status);
+        }
+        assert!(hits.0 > 0 && hits.1 > 0, "{hits:?}");
     }
 
     #[test]
