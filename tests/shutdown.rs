@@ -105,6 +105,29 @@ async fn a_stalled_stop_cannot_hold_a_shutdown_past_its_grace() {
 }
 
 #[actix_rt::test]
+async fn a_command_still_out_when_the_grace_ends_is_answered_as_cut_off() {
+    tokio::time::pause();
+    let (rt, journal) = scripted_runtime(test_config());
+    rt.exec("stuck", req("echo:x")).await.expect("exec");
+    *journal.stop_hangs.lock().unwrap() = true;
+    let rt1 = rt.clone();
+    let (call, report) = futures_util::join!(rt.exec("stuck", req("hang")), async move {
+        sleep(secs(1)).await;
+        rt1.shutdown(secs(4)).await
+    });
+    // The actor stopped at the end of the grace with the backend call still
+    // out: its caller hears the instance was stopped under the command, not
+    // that an answer was lost.
+    let err = call.expect_err("cut off");
+    assert_eq!(err.kind(), ErrorKind::InstanceGone, "{err}");
+    assert!(
+        err.message().contains("stopped while the command ran"),
+        "{err}"
+    );
+    assert_eq!(report.expect("report").failed.len(), 1);
+}
+
+#[actix_rt::test]
 async fn a_stalled_stop_attempt_ends_at_stop_timeout_within_the_grace() {
     tokio::time::pause();
     let config = Config {

@@ -197,10 +197,14 @@ async fn exec(args: ExecArgs, config: Config, signals: Signals) -> ExitCode {
         Ok(rt) => rt,
         Err(err) => return fail(&err),
     };
-    let task = args.task_id.clone().unwrap_or_default();
+    let task = args
+        .task_id
+        .clone()
+        .unwrap_or_else(|| tool::DEFAULT_TASK_ID.to_string());
     // A second signal exits at once; the caller still gets its one result.
     {
         let rt = rt.clone();
+        let task = task.clone();
         let first = signals.clone_first();
         signals.on_second(move || {
             println!("{}", interrupted_result(&first).to_json());
@@ -219,13 +223,15 @@ async fn exec(args: ExecArgs, config: Config, signals: Signals) -> ExitCode {
     // instance only for the call, so the job ends with it. Once interrupted
     // the command's result is lost anyway: stop the instance without
     // waiting for the command.
-    let grace = if result.is_none() {
+    if result.is_none() {
         eprintln!("hecate: interrupted; stopping the instance (a second signal exits at once)");
-        Duration::ZERO
-    } else {
-        Duration::from_secs(10)
-    };
-    let clean = shutdown(&rt, grace).await;
+        // Evicting stops the instance under the running command at once; the
+        // shutdown below then has only the sweep left to do.
+        if let Err(err) = rt.evict(task.as_str()).await {
+            eprintln!("hecate: could not stop the instance: {err}");
+        }
+    }
+    let clean = shutdown(&rt, Duration::from_secs(10)).await;
     match result {
         Some(result) => {
             println!("{}", result.to_json());

@@ -293,13 +293,12 @@ impl VmActor {
             capture_bytes: config.capture_bytes,
         };
         let started = Instant::now();
-        let command = RunningCommand {
-            queued: started.saturating_duration_since(exec.received),
+        let command = RunningCommand::new(
             exec,
-            instance_id: ready.live.id().to_string(),
+            ready.live.id().to_string(),
             started,
-            start: ready.start_report.take(),
-        };
+            ready.start_report.take(),
+        );
         log::debug!(
             "task={} vm={} exec (queued {:?}, background {})",
             self.task_id,
@@ -333,7 +332,7 @@ impl VmActor {
                 if err.kind() == ErrorKind::InstanceGone
                     && !retired
                     && ran.indeterminate_failures == 0
-                    && command.exec.vanish_restarts() < MAX_VANISH_RESTARTS =>
+                    && command.vanish_restarts() < MAX_VANISH_RESTARTS =>
             {
                 // The backend says the instance is gone and the command
                 // never reached it: run it on a fresh instance.
@@ -347,10 +346,11 @@ impl VmActor {
                     _ => None,
                 };
                 self.drop_instance(ctx);
-                let mut exec = command.exec;
-                exec.restart = Some(RestartReason::Vanished);
-                exec.bump_vanish_restarts();
-                self.queue.push_front(exec);
+                if let Some(mut exec) = command.into_exec() {
+                    exec.restart = Some(RestartReason::Vanished);
+                    exec.bump_vanish_restarts();
+                    self.queue.push_front(exec);
+                }
                 if retire_after.is_some() {
                     // The TTL or a shutdown already ended this actor's
                     // service: the request goes to a fresh actor instead.

@@ -133,8 +133,13 @@ pub(super) async fn stop_instance(
 
 /// A command on its way through the backend: what its answer needs besides
 /// the backend's output.
+///
+/// Its caller is always answered: if the command is dropped unanswered (the
+/// actor stopped, at the end of a shutdown's grace, while the backend call
+/// was still out), the caller hears that the instance was stopped under it.
 pub(super) struct RunningCommand {
-    pub exec: Exec,
+    /// `None` only once answered or handed back.
+    exec: Option<Exec>,
     pub instance_id: String,
     /// When the command left the queue.
     pub started: Instant,
@@ -145,29 +150,72 @@ pub(super) struct RunningCommand {
 }
 
 impl RunningCommand {
+    /// A command that left the queue at `started`.
+    pub fn new(
+        exec: Exec,
+        instance_id: String,
+        started: Instant,
+        start: Option<StartReport>,
+    ) -> Self {
+        RunningCommand {
+            queued: started.saturating_duration_since(exec.received),
+            exec: Some(exec),
+            instance_id,
+            started,
+            start,
+        }
+    }
+
+    /// How often the request has moved to a fresh instance.
+    pub fn vanish_restarts(&self) -> u32 {
+        self.exec.as_ref().map_or(0, Exec::vanish_restarts)
+    }
+
+    /// Hands the request back unanswered, to run elsewhere.
+    pub fn into_exec(mut self) -> Option<Exec> {
+        self.exec.take()
+    }
+
     /// Answers the caller with the outcome of a command that ran.
-    pub fn answer(self, task_id: &str, output: ExecOutput, attempts: u32) {
+    pub fn answer(mut self, task_id: &str, output: ExecOutput, attempts: u32) {
+        let Some(exec) = self.exec.take() else {
+            return;
+        };
         let outcome = ExecOutcome {
             task_id: task_id.to_string(),
-            instance_id: self.instance_id,
+            instance_id: std::mem::take(&mut self.instance_id),
             exit_code: output.exit_code,
             stdout: output.stdout,
             stderr: output.stderr,
             timed_out: output.timed_out,
             job: output.job,
-            instance_restarted: self.exec.restart,
+            instance_restarted: exec.restart,
             instance_started: self.start.is_some(),
             queued: self.queued,
-            slot_wait: self.start.map(|s| s.slot_wait).unwrap_or_default(),
+            slot_wait: self.start.take().map(|s| s.slot_wait).unwrap_or_default(),
             duration: self.started.elapsed(),
             attempts,
         };
-        let _ = self.exec.reply.send(Ok(outcome));
+        let _ = exec.reply.send(Ok(outcome));
     }
 
     /// Answers the caller with an error.
-    pub fn fail(self, err: Error) {
-        let _ = self.exec.reply.send(Err(err));
+    pub fn fail(mut self, err: Error) {
+        if let Some(exec) = self.exec.take() {
+            let _ = exec.reply.send(Err(err));
+        }
+    }
+}
+
+impl Drop for RunningCommand {
+    fn drop(&mut self) {
+        if let Some(exec) = self.exec.take() {
+            let _ = exec.reply.send(Err(Error::new(
+                ErrorKind::InstanceGone,
+                "the instance was stopped while the command ran (the runtime is shutting \
+                 down); the command may have partly run",
+            )));
+        }
     }
 }
 
