@@ -13,7 +13,7 @@ use hecate::provider::morph::MorphProvider;
 use hecate::sim::{ExecMode, FaultConfig, SimConfig, SimServer};
 use hecate::{ApiKey, Config, ErrorKind, ExecSpec, Instance, Provider, StartSpec};
 
-use crate::helper::processes_with_env;
+use crate::helper::{processes_with_cmdline, processes_with_env};
 use crate::helper::server::{spawn_server, start_sim};
 
 const KEY: &str = "test-key";
@@ -219,10 +219,13 @@ async fn requests_have_the_sdk_wire_shape() {
         ("GET", "/api/instance/morphvm_abc")
     );
     assert_eq!(seen[2].path, "/api/instance/morphvm_abc/exec");
-    assert_eq!(
-        seen[2].body,
-        r#"{"command":["timeout -k 1.000s 30.000s bash -c 'echo hi'"]}"#
-    );
+    // One string: the mark, then the command verbatim in a here-document.
+    let body: serde_json::Value = serde_json::from_str(&seen[2].body).expect("json");
+    let command = body["command"].as_array().expect("a list");
+    assert_eq!(command.len(), 1, "{body}");
+    let text = command[0].as_str().expect("a string");
+    assert!(text.starts_with("export HECATE_EXEC_ID="), "{text}");
+    assert!(text.ends_with("\necho hi\nHECATE_EOF_0\n"), "{text}");
     assert_eq!(
         (seen[3].method.as_str(), seen[3].path.as_str()),
         ("DELETE", "/api/instance/morphvm_abc")
@@ -680,9 +683,15 @@ async fn exec_timeout_kills_the_whole_process_tree_in_the_vm() {
     .await;
     let provider = provider_for(&sim.base_url());
     let vm = started(&provider, "timeout").await;
+    // An earlier call's background job must survive a later timeout.
+    let out = vm
+        .exec(exec_spec("nohup sleep 1000 >/dev/null 2>&1 & echo $!"))
+        .await
+        .expect("earlier job");
+    let earlier: u32 = out.stdout.to_text().trim().parse().expect("a pid");
     let spec = ExecSpec {
         timeout: Duration::from_secs(1),
-        ..exec_spec("echo started; sleep 1000 & sleep 1000")
+        ..exec_spec("echo started; setsid sleep 1001 & sleep 1000 & sleep 1002")
     };
     let t0 = Instant::now();
     let out = vm.exec(spec).await.expect("a timeout is a result");
@@ -695,14 +704,25 @@ async fn exec_timeout_kills_the_whole_process_tree_in_the_vm() {
         "{took:?}"
     );
 
-    // Nothing of it is left: every process of the instance carries the
-    // simulator's marker; wait (bounded) for the killed ones to be reaped.
-    let marker = format!("SIM_INSTANCE_ID={}", vm.id());
+    // Nothing of the timed-out command is left, its `setsid` child
+    // included; wait (bounded) for the killed ones to be reaped.
     let deadline = Instant::now() + Duration::from_secs(5);
-    while !processes_with_env(&marker).is_empty() && Instant::now() < deadline {
+    let mine = processes_with_env(&format!("SIM_INSTANCE_ID={}", vm.id()));
+    let left = || {
+        ["sleep 1000", "sleep 1001", "sleep 1002"]
+            .iter()
+            .flat_map(|c| processes_with_cmdline(c))
+            .filter(|pid| *pid != earlier && mine.contains(pid))
+            .collect::<Vec<u32>>()
+    };
+    while !left().is_empty() && Instant::now() < deadline {
         actix_rt::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(processes_with_env(&marker), Vec::<u32>::new());
+    assert_eq!(left(), Vec::<u32>::new());
+    assert!(
+        processes_with_cmdline("sleep 1000").contains(&earlier),
+        "the earlier job survives"
+    );
 
     let out = vm
         .exec(exec_spec("echo alive"))

@@ -127,6 +127,8 @@ impl Provider for MorphProvider {
                 .ttl
                 .map(|ttl| ttl.as_nanos().div_ceil(1_000_000_000).max(1));
             let ttl_seconds = ttl_seconds.map(|s| u64::try_from(s).unwrap_or(u64::MAX));
+            // Taken before the request, so the server's expiry is no earlier.
+            let ttl_until = spec.ttl.map(|ttl| Instant::now() + ttl);
             let info = shared
                 .api
                 .create_instance(&shared.snapshot_id, &spec.metadata, ttl_seconds)
@@ -162,6 +164,9 @@ impl Provider for MorphProvider {
                     shared,
                     id: info.id,
                     task_id: task,
+                    ttl_until: Cell::new(ttl_until),
+                    next_exec: Cell::new(1),
+                    nonce: exec_nonce(),
                 }),
                 next_job: Cell::new(1),
             }) as Box<dyn Instance>)
@@ -300,6 +305,24 @@ struct InstanceInner {
     shared: Arc<Shared>,
     id: String,
     task_id: String,
+    /// When the server-side TTL stops the VM, at the earliest (`None`: no
+    /// TTL). Kept ahead of every running command; see
+    /// [`InstanceInner::keep_ttl_ahead`].
+    ttl_until: Cell<Option<Instant>>,
+    /// The number of the next foreground command, for its mark.
+    next_exec: Cell<u64>,
+    /// Makes marks unique across clients of one VM.
+    nonce: u32,
+}
+
+/// Slack kept between a command's last possible moment and the TTL.
+const TTL_SLACK: Duration = Duration::from_secs(10);
+
+fn exec_nonce() -> u32 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    nanos ^ std::process::id().rotate_left(16)
 }
 
 impl fmt::Debug for MorphInstance {
@@ -348,24 +371,35 @@ impl Instance for MorphInstance {
 impl InstanceInner {
     async fn exec_foreground(&self, spec: ExecSpec) -> Result<ExecOutput> {
         let kill_grace = self.shared.kill_grace;
-        let wrapped = shell::with_timeout(&spec.command, spec.timeout, kill_grace)?;
+        let n = self.next_exec.get();
+        self.next_exec.set(n + 1);
+        let exec_id = format!("{:08x}-{n}", self.nonce);
+        let wrapped = shell::foreground(&spec.command, &self.id, &exec_id, spec.timeout, kill_grace)?;
         // The VM enforces the timeout; the client waits for that plus the
         // grace plus a round trip, and only then gives up on the answer.
         let deadline =
             spec.timeout + kill_grace + EXEC_MARGIN.min(self.shared.api.request_timeout());
+        self.keep_ttl_ahead(deadline).await?;
         log::debug!(
-            "task={} vm={} exec ({} bytes, timeout {:?})",
+            "task={} vm={} exec {exec_id} ({} bytes, timeout {:?})",
             self.task_id,
             self.id,
             spec.command.len(),
             spec.timeout
         );
         let started = Instant::now();
-        let reply = self.shared.api.exec(&self.id, &wrapped, deadline).await?;
+        let reply = match self.shared.api.exec(&self.id, &wrapped, deadline).await {
+            Ok(reply) => reply,
+            Err(err) if err.kind() == ErrorKind::Indeterminate => {
+                return Err(self.probe_gone().await.unwrap_or(err))
+            }
+            Err(err) => return Err(err),
+        };
         let elapsed = started.elapsed();
-        // `timeout` exits 124 after TERM, 137 after KILL; a command that
-        // exits 124 on its own before the deadline did not time out.
-        let timed_out = matches!(reply.exit_code, 124 | 137) && elapsed >= spec.timeout;
+        // The watchdog sends TERM (143), then KILL (137); a command that
+        // exits so on its own before the deadline did not time out.
+        let killed = matches!(reply.exit_code, 124 | 137 | 143);
+        let timed_out = killed && elapsed >= spec.timeout;
         if timed_out {
             log::info!(
                 "task={} vm={} command timed out after {:?}",
@@ -373,6 +407,12 @@ impl InstanceInner {
                 self.id,
                 spec.timeout
             );
+        } else if killed || reply.exit_code == 129 {
+            // Killed by a signal before its deadline: the VM may have been
+            // stopped under it, which must not pass for the command's exit.
+            if let Some(gone) = self.probe_gone().await {
+                return Err(gone);
+            }
         }
         Ok(ExecOutput {
             exit_code: if timed_out { 124 } else { reply.exit_code },
@@ -381,6 +421,58 @@ impl InstanceInner {
             timed_out,
             job: None,
         })
+    }
+
+    /// If the instance no longer exists, an
+    /// [`InstanceGone`](ErrorKind::InstanceGone) error saying the command's
+    /// outcome is the VM's end, not the command's own exit.
+    async fn probe_gone(&self) -> Option<Error> {
+        let timeout = self.shared.api.request_timeout().min(EXEC_MARGIN);
+        match self.shared.api.get_instance(&self.id, timeout).await {
+            Err(gone) if gone.kind() == ErrorKind::InstanceGone => {
+                log::warn!(
+                    "task={} vm={} vanished while a command ran",
+                    self.task_id,
+                    self.id
+                );
+                Some(
+                    Error::new(
+                        ErrorKind::InstanceGone,
+                        "the instance was stopped (TTL or deleted elsewhere) while the command \
+                         ran; its exit code is not the command's",
+                    )
+                    .with_source(gone),
+                )
+            }
+            _ => None,
+        }
+    }
+
+    /// Extends the server-side TTL (`POST /instance/{id}/ttl`) when a
+    /// command that may run for `deadline` would outlive it, so that the
+    /// backstop never kills a command that is within its own timeout.
+    async fn keep_ttl_ahead(&self, deadline: Duration) -> Result<()> {
+        let Some(until) = self.ttl_until.get() else {
+            return Ok(());
+        };
+        let now = Instant::now();
+        let need = now + deadline + TTL_SLACK;
+        if need <= until {
+            return Ok(());
+        }
+        let secs = (deadline + TTL_SLACK).as_secs() + 1;
+        self.shared
+            .api
+            .set_ttl(&self.id, secs)
+            .await
+            .map_err(|e| e.context("extending the instance's TTL for a long command"))?;
+        log::info!(
+            "task={} vm={} ttl extended to {secs} s for a long command",
+            self.task_id,
+            self.id
+        );
+        self.ttl_until.set(Some(now + Duration::from_secs(secs)));
+        Ok(())
     }
 
     async fn exec_background(&self, spec: ExecSpec, job_id: u64) -> Result<ExecOutput> {

@@ -86,6 +86,8 @@ pub(crate) enum Call {
     Delete,
     /// `POST /instance/{id}/exec`.
     Exec,
+    /// `POST /instance/{id}/ttl`.
+    Ttl,
 }
 
 impl Call {
@@ -101,7 +103,9 @@ impl Call {
             // instance is not lost either: it carries the runtime's tags, and
             // the runtime's graceful shutdown calls `sweep_orphans`, which
             // finds and stops it (its TTL is the last backstop).
-            Call::Start | Call::Get | Call::List | Call::Delete => Error::transient(message),
+            Call::Start | Call::Get | Call::List | Call::Delete | Call::Ttl => {
+                Error::transient(message)
+            }
         }
     }
 }
@@ -321,6 +325,22 @@ impl Api {
             .map_err(|e| e.context("the command ran, but its result is unreadable"))
     }
 
+    /// `POST /instance/{id}/ttl`: the instance is stopped `seconds` from
+    /// now (setting it again is idempotent).
+    pub(crate) async fn set_ttl(&self, id: &str, seconds: u64) -> Result<()> {
+        let path = format!("/instance/{}/ttl", encode_segment(id));
+        let what = "POST /instance/{id}/ttl";
+        let body = serde_json::to_vec(&wire::TtlBody {
+            ttl_seconds: seconds,
+        })
+        .map_err(|e| Error::internal(format!("cannot encode the ttl request: {e}")).with_source(e))?;
+        let reply = self
+            .send(Call::Ttl, what, Method::POST, &path, Some(body), self.request_timeout)
+            .await?;
+        self.check(Call::Ttl, what, reply)?;
+        Ok(())
+    }
+
     /// Sends one request and reads the whole answer, classifying transport
     /// failures. Any HTTP status is returned, for [`Api::check`].
     async fn send(
@@ -333,6 +353,7 @@ impl Api {
         timeout: Duration,
     ) -> Result<Reply> {
         let url = format!("{}{}", self.base_url, path_and_query);
+        let started = actix_rt::time::Instant::now();
         let request = client()
             .request(method, &url)
             .insert_header((header::AUTHORIZATION, self.auth.clone()))
@@ -345,12 +366,29 @@ impl Api {
         let mut response = sent.map_err(|e| self.transport_error(call, what, timeout, e))?;
         let status = response.status();
         let retry_after = retry_after(response.headers());
-        // awc carries the request's remaining deadline over to the body.
-        let body = response
-            .body()
-            .limit(self.max_body_bytes)
-            .await
-            .map_err(|e| self.body_error(call, what, status, e))?;
+        // awc's timeout covers only the head; the body (which a server can
+        // trickle a byte at a time) gets what is left of the deadline.
+        let left = timeout.saturating_sub(started.elapsed());
+        let body = match actix_rt::time::timeout(
+            left,
+            response.body().limit(self.max_body_bytes),
+        )
+        .await
+        {
+            Ok(body) => body.map_err(|e| self.body_error(call, what, status, e))?,
+            Err(_) => {
+                return Err(call
+                    .lost(format!(
+                        "{what}: HTTP {}: the answer did not arrive within {timeout:?}",
+                        status.as_u16()
+                    ))
+                    .with_status(status.as_u16()))
+            }
+        };
+        // Whatever the server put in the body (an echo of the request's
+        // headers, say) is scrubbed of the key before anything reads it, so
+        // no message, excerpt or command output built from it can hold it.
+        let body = self.scrub_bytes(body);
         Ok(Reply {
             status,
             retry_after,
@@ -427,10 +465,7 @@ impl Api {
             return Ok(reply);
         }
         let code = status.as_u16();
-        let detail = wire::truncate_chars(
-            &self.scrub(&wire::error_detail(&reply.body)),
-            MAX_QUOTED_BODY,
-        );
+        let detail = self.scrub_and_cut(&wire::error_detail(&reply.body), MAX_QUOTED_BODY);
         let base = format!("{what}: HTTP {code}: {detail}");
         let err = match code {
             401 | 403 => Error::new(
@@ -441,7 +476,7 @@ impl Api {
                 ),
             ),
             404 => match call {
-                Call::Exec | Call::Get => Error::new(
+                Call::Exec | Call::Get | Call::Ttl => Error::new(
                     ErrorKind::InstanceGone,
                     format!(
                         "{base} (the instance no longer exists: stopped by its TTL or deleted \
@@ -484,14 +519,65 @@ impl Api {
     fn scrub(&self, text: &str) -> String {
         scrub_secret(text, &self.api_key)
     }
+
+    /// A body without the API key (unchanged, without a copy, when it
+    /// holds none).
+    fn scrub_bytes(&self, body: Bytes) -> Bytes {
+        let key = self.api_key.as_bytes();
+        if key.is_empty() || !body.windows(key.len()).any(|w| w == key) {
+            return body;
+        }
+        let mut out = Vec::with_capacity(body.len());
+        let mut rest = &body[..];
+        while let Some(at) = rest.windows(key.len()).position(|w| w == key) {
+            out.extend_from_slice(&rest[..at]);
+            out.extend_from_slice(REDACTED.as_bytes());
+            rest = &rest[at + key.len()..];
+        }
+        out.extend_from_slice(rest);
+        Bytes::from(out)
+    }
+
+    /// At most `max` characters of `text`, scrubbed first, and cut so that
+    /// no piece of the key of [`MIN_KEY_PIECE`] or more characters is left
+    /// at the cut (a body that quoted only part of the key).
+    fn scrub_and_cut(&self, text: &str, max: usize) -> String {
+        cut_without_secret(&self.scrub(text), &self.api_key, max)
+    }
 }
+
+/// What replaces the API key in any text built from server data.
+const REDACTED: &str = "[redacted]";
+
+/// The shortest piece of the key that a cut may not leave at its edge.
+const MIN_KEY_PIECE: usize = 8;
 
 /// `text` with every occurrence of `secret` replaced.
 fn scrub_secret(text: &str, secret: &str) -> String {
     if secret.is_empty() {
         return text.to_string();
     }
-    text.replace(secret, "[redacted]")
+    text.replace(secret, REDACTED)
+}
+
+/// [`wire::truncate_chars`], then drops a tail that is a prefix of `secret`
+/// of [`MIN_KEY_PIECE`] bytes or more (`text` is already scrubbed, so only
+/// the cut can have made one).
+fn cut_without_secret(text: &str, secret: &str, max: usize) -> String {
+    let cut = wire::truncate_chars(text, max);
+    let Some(kept) = cut.strip_suffix('…') else {
+        return cut;
+    };
+    let mut kept = kept.to_string();
+    for len in (MIN_KEY_PIECE..secret.len()).rev() {
+        if kept.ends_with(&secret[..len]) && secret.is_char_boundary(len) {
+            kept.truncate(kept.len() - len);
+            kept.push_str(REDACTED);
+            break;
+        }
+    }
+    kept.push('…');
+    kept
 }
 
 /// `Retry-After` as seconds (whole or fractional) or an HTTP date.
