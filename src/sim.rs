@@ -96,6 +96,27 @@ pub struct FaultConfig {
     pub vanish: f64,
     /// Seed of the fault generator, so runs are repeatable.
     pub seed: u64,
+    /// A hostile server or proxy: every answer of one kind quotes the
+    /// request's headers (the API key included). Not drawn: always on.
+    pub echo_headers: Option<EchoHeaders>,
+    /// Every answer's body is sent one byte per this interval. Not drawn:
+    /// always on.
+    pub trickle: Option<Duration>,
+}
+
+/// Where [`FaultConfig::echo_headers`] puts the request's headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EchoHeaders {
+    /// Every request gets `400` with the headers in `detail`.
+    ErrorBody,
+    /// Every request gets `200` with the headers as plain (non-JSON) text.
+    NonJson,
+    /// Every request gets `200` with an instance whose `id` is an object
+    /// holding the headers.
+    MalformedId,
+    /// Execs run nothing and answer `200` with the headers as stdout and
+    /// stderr; other routes answer as usual.
+    ExecOutput,
 }
 
 impl Default for FaultConfig {
@@ -113,6 +134,8 @@ impl Default for FaultConfig {
             boot_error: 0.0,
             vanish: 0.0,
             seed: 0,
+            echo_headers: None,
+            trickle: None,
         }
     }
 }

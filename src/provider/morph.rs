@@ -374,7 +374,8 @@ impl InstanceInner {
         let n = self.next_exec.get();
         self.next_exec.set(n + 1);
         let exec_id = format!("{:08x}-{n}", self.nonce);
-        let wrapped = shell::foreground(&spec.command, &self.id, &exec_id, spec.timeout, kill_grace)?;
+        let wrapped =
+            shell::foreground(&spec.command, &self.id, &exec_id, spec.timeout, kill_grace)?;
         // The VM enforces the timeout; the client waits for that plus the
         // grace plus a round trip, and only then gives up on the answer.
         let deadline =

@@ -8,8 +8,12 @@
 //! What a failure means depends on the call: after an exec may have reached
 //! the VM, a lost answer is [`Indeterminate`](ErrorKind::Indeterminate); for
 //! idempotent calls the same loss is [`Transient`](ErrorKind::Transient).
-//! The API key only ever goes into the `Authorization` header; any server
-//! body quoted in an error is scrubbed of it. Errors name the request by its
+//! The API key only ever goes into the `Authorization` header. Every answer
+//! body is scrubbed of it as it arrives, before anything parses, quotes or
+//! returns it (a server or proxy may echo the request's headers into an
+//! error, a non-JSON page, an instance id or a command's output), and a
+//! quote cut short never ends in a piece of it. The whole answer, body
+//! included, is read within the request's deadline. Errors name the request by its
 //! route (`POST /instance/{id}/exec`), not by the instance's id: they reach
 //! the agent, and the callers' log lines carry the id.
 
@@ -333,9 +337,18 @@ impl Api {
         let body = serde_json::to_vec(&wire::TtlBody {
             ttl_seconds: seconds,
         })
-        .map_err(|e| Error::internal(format!("cannot encode the ttl request: {e}")).with_source(e))?;
+        .map_err(|e| {
+            Error::internal(format!("cannot encode the ttl request: {e}")).with_source(e)
+        })?;
         let reply = self
-            .send(Call::Ttl, what, Method::POST, &path, Some(body), self.request_timeout)
+            .send(
+                Call::Ttl,
+                what,
+                Method::POST,
+                &path,
+                Some(body),
+                self.request_timeout,
+            )
             .await?;
         self.check(Call::Ttl, what, reply)?;
         Ok(())
@@ -369,22 +382,18 @@ impl Api {
         // awc's timeout covers only the head; the body (which a server can
         // trickle a byte at a time) gets what is left of the deadline.
         let left = timeout.saturating_sub(started.elapsed());
-        let body = match actix_rt::time::timeout(
-            left,
-            response.body().limit(self.max_body_bytes),
-        )
-        .await
-        {
-            Ok(body) => body.map_err(|e| self.body_error(call, what, status, e))?,
-            Err(_) => {
-                return Err(call
-                    .lost(format!(
-                        "{what}: HTTP {}: the answer did not arrive within {timeout:?}",
-                        status.as_u16()
-                    ))
-                    .with_status(status.as_u16()))
-            }
-        };
+        let body =
+            match actix_rt::time::timeout(left, response.body().limit(self.max_body_bytes)).await {
+                Ok(body) => body.map_err(|e| self.body_error(call, what, status, e))?,
+                Err(_) => {
+                    return Err(call
+                        .lost(format!(
+                            "{what}: HTTP {}: the answer did not arrive within {timeout:?}",
+                            status.as_u16()
+                        ))
+                        .with_status(status.as_u16()))
+                }
+            };
         // Whatever the server put in the body (an echo of the request's
         // headers, say) is scrubbed of the key before anything reads it, so
         // no message, excerpt or command output built from it can hold it.
@@ -504,7 +513,7 @@ impl Api {
     fn parse<T>(&self, reply: &Reply, parse: impl FnOnce(&[u8]) -> Result<T>) -> Result<T> {
         let status = reply.status.as_u16();
         parse(&reply.body).map_err(|e| {
-            let scrubbed = self.scrub(e.message());
+            let scrubbed = redact_cut_edges(&self.scrub(e.message()), &self.api_key);
             if scrubbed == e.message() {
                 e.with_status(status)
             } else {
@@ -560,24 +569,35 @@ fn scrub_secret(text: &str, secret: &str) -> String {
     text.replace(secret, REDACTED)
 }
 
-/// [`wire::truncate_chars`], then drops a tail that is a prefix of `secret`
-/// of [`MIN_KEY_PIECE`] bytes or more (`text` is already scrubbed, so only
-/// the cut can have made one).
+/// [`wire::truncate_chars`], then [`redact_cut_edges`] (`text` is already
+/// scrubbed, so only a cut can have left a piece of the key).
 fn cut_without_secret(text: &str, secret: &str, max: usize) -> String {
-    let cut = wire::truncate_chars(text, max);
-    let Some(kept) = cut.strip_suffix('…') else {
-        return cut;
-    };
-    let mut kept = kept.to_string();
+    redact_cut_edges(&wire::truncate_chars(text, max), secret)
+}
+
+/// `text` with any piece of `secret` of [`MIN_KEY_PIECE`] bytes or more
+/// that ends right before a cut mark (`…`, which every excerpt and quote
+/// in this backend ends with) replaced.
+fn redact_cut_edges(text: &str, secret: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for (i, part) in text.split('…').enumerate() {
+        if i > 0 {
+            redact_tail(&mut out, secret);
+            out.push('…');
+        }
+        out.push_str(part);
+    }
+    out
+}
+
+fn redact_tail(out: &mut String, secret: &str) {
     for len in (MIN_KEY_PIECE..secret.len()).rev() {
-        if kept.ends_with(&secret[..len]) && secret.is_char_boundary(len) {
-            kept.truncate(kept.len() - len);
-            kept.push_str(REDACTED);
-            break;
+        if secret.is_char_boundary(len) && out.ends_with(&secret[..len]) {
+            out.truncate(out.len() - len);
+            out.push_str(REDACTED);
+            return;
         }
     }
-    kept.push('…');
-    kept
 }
 
 /// `Retry-After` as seconds (whole or fractional) or an HTTP date.
@@ -680,6 +700,28 @@ mod tests {
         assert_eq!(retry_after(&h), Some(Duration::ZERO));
         h.insert(header::RETRY_AFTER, HeaderValue::from_static("soon"));
         assert_eq!(retry_after(&h), None);
+    }
+
+    #[test]
+    fn a_cut_never_ends_in_a_piece_of_the_key() {
+        let key = "sk-0123456789abcdef";
+        // The key, cut by the server itself, right where the quote is cut.
+        let text = format!("{}Bearer {}", "x".repeat(10), &key[..12]);
+        let cut = cut_without_secret(&text, key, 28);
+        assert!(!cut.contains("sk-01234"), "{cut}");
+        assert!(cut.ends_with("[redacted]…"), "{cut}");
+        // Shorter pieces are not the key's, and uncut text is left alone.
+        assert_eq!(cut_without_secret("ab sk-0123", key, 8), "ab sk-0…");
+        assert_eq!(cut_without_secret("short", key, 80), "short");
+    }
+
+    #[test]
+    fn bodies_are_scrubbed_as_they_arrive() {
+        let api = Api::new(&config("http://x/api", Some("k-123456789"))).expect("valid");
+        let body = Bytes::from_static(b"a k-123456789 b k-123456789");
+        assert_eq!(&api.scrub_bytes(body)[..], b"a [redacted] b [redacted]");
+        let clean = Bytes::from_static(b"nothing here");
+        assert_eq!(api.scrub_bytes(clean.clone()), clean);
     }
 
     #[test]

@@ -222,7 +222,8 @@ pub(crate) fn background(command: &str, instance_id: &str, job_id: u64) -> Resul
     let exit_file = format!("{dir}/{job_id}.exit");
     let exit_tmp = format!("{dir}/{job_id}.exit.tmp");
     let script_file = format!("{dir}/{job_id}.sh");
-    let job_shell = format!("bash {script_file}; echo $? > {exit_tmp} && mv -f {exit_tmp} {exit_file}");
+    let job_shell =
+        format!("bash {script_file}; echo $? > {exit_tmp} && mv -f {exit_tmp} {exit_file}");
     let mut n = 0u32;
     let inner = loop {
         let d = format!("HECATE_JOB_{n}");
