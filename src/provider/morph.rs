@@ -167,6 +167,7 @@ impl Provider for MorphProvider {
                     ttl_until: Cell::new(ttl_until),
                     next_exec: Cell::new(1),
                     nonce: exec_nonce(),
+                    watchdog_installed: Cell::new(false),
                 }),
                 next_job: Cell::new(1),
             }) as Box<dyn Instance>)
@@ -313,6 +314,8 @@ struct InstanceInner {
     next_exec: Cell<u64>,
     /// Makes marks unique across clients of one VM.
     nonce: u32,
+    /// Whether the watchdog's script is in the VM (see `shell`).
+    watchdog_installed: Cell<bool>,
 }
 
 /// Slack kept between a command's last possible moment and the TTL.
@@ -374,8 +377,14 @@ impl InstanceInner {
         let n = self.next_exec.get();
         self.next_exec.set(n + 1);
         let exec_id = format!("{:08x}-{n}", self.nonce);
-        let wrapped =
-            shell::foreground(&spec.command, &self.id, &exec_id, spec.timeout, kill_grace)?;
+        let wrapped = shell::foreground(
+            &spec.command,
+            &self.id,
+            &exec_id,
+            spec.timeout,
+            kill_grace,
+            !self.watchdog_installed.get(),
+        )?;
         // The VM enforces the timeout; the client waits for that plus the
         // grace plus a round trip, and only then gives up on the answer.
         let deadline =
@@ -391,11 +400,16 @@ impl InstanceInner {
         let started = Instant::now();
         let reply = match self.shared.api.exec(&self.id, &wrapped, deadline).await {
             Ok(reply) => reply,
-            Err(err) if err.kind() == ErrorKind::Indeterminate => {
+            // A lost answer without a status may be a VM that went away
+            // under the command; a 5xx is the server's own word, and it
+            // would have said 404.
+            Err(err) if err.kind() == ErrorKind::Indeterminate && err.status().is_none() => {
                 return Err(self.probe_gone().await.unwrap_or(err))
             }
             Err(err) => return Err(err),
         };
+        // An answer means the text ran, and with it the install.
+        self.watchdog_installed.set(true);
         let elapsed = started.elapsed();
         // The watchdog sends TERM (143), then KILL (137); a command that
         // exits so on its own before the deadline did not time out.

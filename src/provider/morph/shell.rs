@@ -128,34 +128,49 @@ fn check_size(command: &str, sent: &str) -> Result<()> {
 }
 
 /// A foreground command, wrapped so that the VM enforces `timeout` (see the
-/// [module docs](self)); `exec_id` is its mark, unique within the VM.
+/// [module docs](self)); `exec_id` is its mark, unique within the VM. With
+/// `install`, the text also writes the watchdog's script into the VM (the
+/// first command of an instance); later commands only start it from there
+/// if it is not running, so a warm command carries a few hundred bytes.
 pub(crate) fn foreground(
     command: &str,
     instance_id: &str,
     exec_id: &str,
     timeout: Duration,
     kill_grace: Duration,
+    install: bool,
 ) -> Result<String> {
     let (shm, tmp) = exec_dirs(instance_id);
     let grace_ms = millis(kill_grace);
     let timeout_ms = millis(timeout);
+    let install = if install {
+        format!(
+            "mkdir -p $D && printf '%s' {} > $D/{WATCHDOG_FILE}\n",
+            quote(WATCHDOG)?
+        )
+    } else {
+        String::new()
+    };
     // Builtins only on the warm path: `read`, `[`, `echo` with redirections.
     // A dead (or never started) watchdog is started again; its mark is
     // cleared so that a timeout of this command cannot kill it.
     let script = format!(
-        "D={shm}; [ -d /dev/shm ] || D={tmp}\n\
-         {{ read -r w < $D/wd.pid && [ -d /proc/$w ]; }} 2>/dev/null || {{ mkdir -p $D && \
+        "D={shm}; [ -d /dev/shm ] || D={tmp}\n{install}\
+         {{ read -r w < $D/wd.pid && [ -d /proc/$w ]; }} 2>/dev/null || {{ \
          rm -f $D/wd.fifo && mkfifo $D/wd.fifo && : >> $D/reg && \
-         {{ {EXEC_MARK}= setsid bash -c {wd} hecate-watchdog $D {grace_ms} \
+         {{ {EXEC_MARK}= setsid bash $D/{WATCHDOG_FILE} $D {grace_ms} \
          </dev/null >/dev/null 2>&1 & echo $! > $D/wd.pid; }}; }}\n\
          echo \"{exec_id} $$ $EPOCHREALTIME {timeout_ms}\" >> $D/reg; unset D w\n\
          {command}",
-        wd = quote(WATCHDOG)?,
     );
     let sent = carry(&format!("export {EXEC_MARK}={exec_id}; "), &script);
     check_size(command, &sent)?;
     Ok(sent)
 }
+
+/// The watchdog's script file in the instance's directory; its name is in
+/// the watchdog's command line.
+pub(crate) const WATCHDOG_FILE: &str = "hecate-watchdog.sh";
 
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_nanos().div_ceil(1_000_000).max(1)).unwrap_or(u64::MAX)
@@ -289,6 +304,7 @@ mod tests {
             "t1",
             Duration::from_secs(10),
             Duration::from_secs(1),
+            true,
         )
     }
 
