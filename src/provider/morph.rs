@@ -165,8 +165,6 @@ impl Provider for MorphProvider {
                     id: info.id,
                     task_id: task,
                     ttl_until: Cell::new(ttl_until),
-                    next_exec: Cell::new(1),
-                    nonce: exec_nonce(),
                     watchdog_installed: Cell::new(false),
                 }),
                 next_job: Cell::new(1),
@@ -310,23 +308,12 @@ struct InstanceInner {
     /// TTL). Kept ahead of every running command; see
     /// [`InstanceInner::keep_ttl_ahead`].
     ttl_until: Cell<Option<Instant>>,
-    /// The number of the next foreground command, for its mark.
-    next_exec: Cell<u64>,
-    /// Makes marks unique across clients of one VM.
-    nonce: u32,
     /// Whether the watchdog's script is in the VM (see `shell`).
     watchdog_installed: Cell<bool>,
 }
 
 /// Slack kept between a command's last possible moment and the TTL.
 const TTL_SLACK: Duration = Duration::from_secs(10);
-
-fn exec_nonce() -> u32 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    nanos ^ std::process::id().rotate_left(16)
-}
 
 impl fmt::Debug for MorphInstance {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -374,13 +361,9 @@ impl Instance for MorphInstance {
 impl InstanceInner {
     async fn exec_foreground(&self, spec: ExecSpec) -> Result<ExecOutput> {
         let kill_grace = self.shared.kill_grace;
-        let n = self.next_exec.get();
-        self.next_exec.set(n + 1);
-        let exec_id = format!("{:08x}-{n}", self.nonce);
         let wrapped = shell::foreground(
             &spec.command,
             &self.id,
-            &exec_id,
             spec.timeout,
             kill_grace,
             !self.watchdog_installed.get(),
@@ -391,7 +374,7 @@ impl InstanceInner {
             spec.timeout + kill_grace + EXEC_MARGIN.min(self.shared.api.request_timeout());
         self.keep_ttl_ahead(deadline).await?;
         log::debug!(
-            "task={} vm={} exec {exec_id} ({} bytes, timeout {:?})",
+            "task={} vm={} exec ({} bytes, timeout {:?})",
             self.task_id,
             self.id,
             spec.command.len(),

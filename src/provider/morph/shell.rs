@@ -128,14 +128,16 @@ fn check_size(command: &str, sent: &str) -> Result<()> {
 }
 
 /// A foreground command, wrapped so that the VM enforces `timeout` (see the
-/// [module docs](self)); `exec_id` is its mark, unique within the VM. With
+/// [module docs](self)). Its mark is made in the VM from the server shell's
+/// pid and the time (`$$-$EPOCHREALTIME`; the pid alone where the server's
+/// shell has no `EPOCHREALTIME`), so the text of a command is the same
+/// each time it is sent. With
 /// `install`, the text also writes the watchdog's script into the VM (the
 /// first command of an instance); later commands only start it from there
 /// if it is not running, so a warm command carries a few hundred bytes.
 pub(crate) fn foreground(
     command: &str,
     instance_id: &str,
-    exec_id: &str,
     timeout: Duration,
     kill_grace: Duration,
     install: bool,
@@ -160,10 +162,10 @@ pub(crate) fn foreground(
          rm -f $D/wd.fifo && mkfifo $D/wd.fifo && : >> $D/reg && \
          {{ {EXEC_MARK}= setsid bash $D/{WATCHDOG_FILE} $D {grace_ms} \
          </dev/null >/dev/null 2>&1 & echo $! > $D/wd.pid; }}; }}\n\
-         echo \"{exec_id} $$ $EPOCHREALTIME {timeout_ms}\" >> $D/reg; unset D w\n\
+         echo \"${EXEC_MARK} $$ $EPOCHREALTIME {timeout_ms}\" >> $D/reg; unset D w\n\
          {command}",
     );
-    let sent = carry(&format!("export {EXEC_MARK}={exec_id}; "), &script);
+    let sent = carry(&format!("export {EXEC_MARK}=$$-$EPOCHREALTIME; "), &script);
     check_size(command, &sent)?;
     Ok(sent)
 }
@@ -301,7 +303,6 @@ mod tests {
         foreground(
             command,
             "unit-test-vm",
-            "t1",
             Duration::from_secs(10),
             Duration::from_secs(1),
             true,
@@ -321,8 +322,14 @@ mod tests {
         let direct = run(nasty);
         let via = run(&fg(nasty).expect("quotable"));
         assert_eq!(via.status.code(), Some(0));
-        let direct = String::from_utf8_lossy(&direct.stdout).replace("\n\n", "\nt1\n");
-        assert_eq!(String::from_utf8_lossy(&via.stdout), direct);
+        let via = String::from_utf8_lossy(&via.stdout).into_owned();
+        let (before, after) = via.split_once("HECATE_EOF_0\n").expect("the heredoc line");
+        let (mark, after) = after.split_once('\n').expect("the mark's line");
+        assert!(mark.contains('-'), "pid-time mark: {mark:?}");
+        assert_eq!(
+            format!("{before}HECATE_EOF_0\n\n{after}"),
+            String::from_utf8_lossy(&direct.stdout)
+        );
     }
 
     #[test]
