@@ -1119,3 +1119,33 @@ fn the_api_key_is_never_quoted() {
         assert!(!text.contains(piece), "{piece:?} leaked:\n{text}");
     }
 }
+
+#[actix_rt::test]
+async fn a_vm_stopped_under_a_command_is_reported_as_gone_not_as_an_exit() {
+    let sim = sim_with(SimConfig {
+        exec_mode: ExecMode::Bash,
+        ..SimConfig::default()
+    })
+    .await;
+    let provider = provider_for(&sim.base_url());
+    let vm = started(&provider, "vanish").await;
+    let id = vm.id().to_string();
+    let running = vm.exec(exec_spec("sleep 30; echo never"));
+    let expire = async {
+        let marker = format!("SIM_INSTANCE_ID={id}");
+        let started = crate::helper::eventually(Duration::from_secs(10), || {
+            let mine = processes_with_env(&marker);
+            processes_with_cmdline("sleep 30")
+                .iter()
+                .any(|p| mine.contains(p))
+        })
+        .await;
+        assert!(started, "the command started");
+        assert!(sim.expire(&id));
+    };
+    let (answer, ()) = futures_util::join!(running, expire);
+    let err = answer.expect_err("the VM's end is not the command's exit");
+    assert_eq!(err.kind(), ErrorKind::Indeterminate, "{err}");
+    assert!(err.message().contains("instance is gone"), "{err}");
+    sim.stop().await;
+}

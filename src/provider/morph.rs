@@ -421,9 +421,12 @@ impl InstanceInner {
         })
     }
 
-    /// If the instance no longer exists, an
-    /// [`InstanceGone`](ErrorKind::InstanceGone) error saying the command's
-    /// outcome is the VM's end, not the command's own exit.
+    /// If the instance no longer exists, an error saying the command's
+    /// outcome is the VM's end, not the command's own exit. Its kind is
+    /// [`Indeterminate`](ErrorKind::Indeterminate), not
+    /// [`InstanceGone`](ErrorKind::InstanceGone): the latter tells the
+    /// runtime that the command never reached the VM and may run again on a
+    /// fresh one, and this one may have partly run.
     async fn probe_gone(&self) -> Option<Error> {
         let timeout = self.shared.api.request_timeout().min(EXEC_MARGIN);
         match self.shared.api.get_instance(&self.id, timeout).await {
@@ -435,9 +438,10 @@ impl InstanceInner {
                 );
                 Some(
                     Error::new(
-                        ErrorKind::InstanceGone,
-                        "the instance was stopped (TTL or deleted elsewhere) while the command \
-                         ran; its exit code is not the command's",
+                        ErrorKind::Indeterminate,
+                        "the instance is gone: it was stopped (its TTL, or deleted elsewhere) \
+                         while the command ran; the command may have partly run, and no exit \
+                         code of its own is known",
                     )
                     .with_source(gone),
                 )
