@@ -1083,12 +1083,19 @@ async fn secrets_probe() {
         if let Ok(other) = start {
             println!("{mode:?} stop: {:?}", other.stop().await);
         }
-        println!("{mode:?} exec: {:?}", vm.exec(exec_spec("echo hi")).await);
+        // The output as the agent sees it (`Captured`'s `Debug` shows sizes).
+        let shown = |r: hecate::Result<hecate::ExecOutput>| {
+            r.map(|o| (o.exit_code, o.stdout.to_text(), o.stderr.to_text()))
+        };
+        println!(
+            "{mode:?} exec: {:?}",
+            shown(vm.exec(exec_spec("echo hi")).await)
+        );
         let bg = ExecSpec {
             background: true,
             ..exec_spec("sleep 1")
         };
-        println!("{mode:?} background: {:?}", vm.exec(bg).await);
+        println!("{mode:?} background: {:?}", shown(vm.exec(bg).await));
         println!(
             "{mode:?} sweep: {:?}",
             provider.sweep_orphans("rt-secret").await
