@@ -12,6 +12,11 @@
 //!   the whole answer but does not parse it. `runtime_same_thread` is the
 //!   runtime with `Placement::CurrentThread`, to separate the cost of the
 //!   worker-thread hops from the rest.
+//! - `exec_morph_bash`: the same with the simulator in Bash mode (commands
+//!   really run): `true` through the runtime against bare awc POSTs of
+//!   `bash -c 'true'` (the floor: the server's shell plus one bash) and of
+//!   the `timeout -k … bash -c 'true'` wrapper the backend sent before the
+//!   watchdog (shell, `timeout`, bash), to the same instance.
 //!
 //! Sizes shrink under `CI=true` (fewer samples, short measurement).
 
@@ -161,14 +166,21 @@ fn exec_morph(c: &mut Criterion) {
             .await
             .expect("first exec");
         let rt = Runtime::start(config).expect("morph runtime starts");
-        let out = rt
-            .exec("bench", ExecRequest::new("true"))
-            .await
-            .expect("first exec");
+        // The first command of an instance also installs the watchdog; the
+        // second is the warm text every later one repeats.
+        let mut out = None;
+        for _ in 0..2 {
+            out = Some(
+                rt.exec("bench", ExecRequest::new("true"))
+                    .await
+                    .expect("first execs"),
+            );
+        }
+        let out = out.expect("ran twice");
         // Echo mode answers with the text the backend sent: the wrapped
         // command, so the bare request carries the very same body.
         let sent = out.stdout.head.trim_end_matches('\n').to_string();
-        assert!(sent.contains("bash -c"), "unexpected echo {sent:?}");
+        assert!(sent.contains("HECATE_EOF_0"), "unexpected echo {sent:?}");
         let body = serde_json::to_vec(&serde_json::json!({ "command": [sent] })).expect("json");
         let url = format!("{}/instance/{}/exec", sim.base_url(), out.instance_id);
         (sim, rt, same_thread, url, body)
@@ -251,5 +263,98 @@ fn exec_morph(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, exec_local, exec_morph);
+/// Sends `body` to `url` `iters` times with a bare awc client, reading
+/// each whole answer without parsing it.
+async fn bare_posts(client: &awc::Client, url: &str, auth: &str, body: &[u8], iters: u64) {
+    for _ in 0..iters {
+        let mut response = client
+            .post(url)
+            .insert_header(("Authorization", auth))
+            .insert_header(("Content-Type", "application/json"))
+            .send_body(body.to_vec())
+            .await
+            .expect("simulator answers");
+        assert!(response.status().is_success());
+        black_box(response.body().limit(1 << 20).await.expect("body"));
+    }
+}
+
+fn exec_morph_bash(c: &mut Criterion) {
+    let system = actix_rt::System::new();
+    let (sim, rt, url) = system.block_on(async {
+        let sim = SimServer::start(SimConfig {
+            exec_mode: ExecMode::Bash,
+            ..SimConfig::default()
+        })
+        .await
+        .expect("simulator starts");
+        let mut config = Config::default().with_morph(sim.base_url(), ApiKey::new(sim.api_key()));
+        config.backend = BackendKind::Morph;
+        config.morph.poll_interval = Duration::from_millis(10);
+        let rt = Runtime::start(config).expect("morph runtime starts");
+        let out = rt
+            .exec("bench", ExecRequest::new("true"))
+            .await
+            .expect("first exec");
+        let url = format!("{}/instance/{}/exec", sim.base_url(), out.instance_id);
+        (sim, rt, url)
+    });
+    let auth = format!("Bearer {}", sim.api_key());
+    let client = awc::Client::builder()
+        .disable_redirects()
+        .disable_timeout()
+        .connector(awc::Connector::new().conn_keep_alive(Duration::from_secs(30)))
+        .finish();
+    let body =
+        |text: &str| serde_json::to_vec(&serde_json::json!({ "command": [text] })).expect("json");
+    let bare = body("bash -c 'true'");
+    let old_wrapper = body("timeout -k 5.000s 30.000s bash -c 'true'");
+
+    let mut group = c.benchmark_group("exec_morph_bash");
+    configure(&mut group);
+    group.bench_function("bare_awc_bash_c", |b| {
+        b.iter_custom(|iters| {
+            system.block_on(async {
+                let start = Instant::now();
+                bare_posts(&client, &url, &auth, &bare, iters).await;
+                start.elapsed()
+            })
+        })
+    });
+    group.bench_function("bare_awc_timeout_wrapper", |b| {
+        b.iter_custom(|iters| {
+            system.block_on(async {
+                let start = Instant::now();
+                bare_posts(&client, &url, &auth, &old_wrapper, iters).await;
+                start.elapsed()
+            })
+        })
+    });
+    group.bench_function("runtime", |b| {
+        b.iter_custom(|iters| {
+            system.block_on(async {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    let out = rt
+                        .exec("bench", ExecRequest::new("true"))
+                        .await
+                        .expect("exec succeeds");
+                    black_box(out.exit_code);
+                }
+                start.elapsed()
+            })
+        })
+    });
+    group.finish();
+    system.block_on(async {
+        let report = rt
+            .shutdown(Duration::from_secs(10))
+            .await
+            .expect("shutdown");
+        assert!(report.is_clean());
+        sim.stop().await;
+    });
+}
+
+criterion_group!(benches, exec_local, exec_morph, exec_morph_bash);
 criterion_main!(benches);

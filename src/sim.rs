@@ -109,6 +109,27 @@ pub struct FaultConfig {
     pub create_late_by: Duration,
     /// Seed of the fault generator, so runs are repeatable.
     pub seed: u64,
+    /// A hostile server or proxy: every answer of one kind quotes the
+    /// request's headers (the API key included). Not drawn: always on.
+    pub echo_headers: Option<EchoHeaders>,
+    /// Every answer's body is sent one byte per this interval. Not drawn:
+    /// always on.
+    pub trickle: Option<Duration>,
+}
+
+/// Where [`FaultConfig::echo_headers`] puts the request's headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EchoHeaders {
+    /// Every request gets `400` with the headers in `detail`.
+    ErrorBody,
+    /// Every request gets `200` with the headers as plain (non-JSON) text.
+    NonJson,
+    /// Every request gets `200` with an instance whose `id` is an object
+    /// holding the headers.
+    MalformedId,
+    /// Execs run nothing and answer `200` with the headers as stdout and
+    /// stderr; other routes answer as usual.
+    ExecOutput,
 }
 
 impl Default for FaultConfig {
@@ -129,6 +150,8 @@ impl Default for FaultConfig {
             create_late: 0.0,
             create_late_by: Duration::from_secs(2),
             seed: 0,
+            echo_headers: None,
+            trickle: None,
         }
     }
 }

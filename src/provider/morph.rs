@@ -22,6 +22,8 @@ mod shell;
 mod start;
 mod wire;
 
+pub(crate) use self::shell::RUNTIME_DIR_VAR;
+
 use std::cell::Cell;
 use std::fmt;
 use std::rc::Rc;
@@ -33,7 +35,7 @@ use actix_rt::time::Instant;
 use self::api::Api;
 use self::wire::InstanceInfo;
 use crate::config::{Config, MorphConfig};
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::provider::{BoxFuture, Captured, ExecOutput, ExecSpec, Instance, Provider, StartSpec};
 
 /// At most this long, on top of a command's timeout and kill grace, is
@@ -123,12 +125,17 @@ impl Provider for MorphProvider {
         let shared = Arc::clone(&self.shared);
         Box::pin(async move {
             let task_id = spec.task_id.clone();
+            // Taken before any create request, so the server's expiry is no
+            // earlier.
+            let ttl_until = spec.ttl.map(|ttl| Instant::now() + ttl);
             let info = start::start(&shared, spec).await?;
             Ok(Box::new(MorphInstance {
                 inner: Rc::new(InstanceInner {
                     shared,
                     id: info.id,
                     task_id,
+                    ttl_until: Cell::new(ttl_until),
+                    watchdog_installed: Cell::new(false),
                 }),
                 next_job: Cell::new(1),
             }) as Box<dyn Instance>)
@@ -153,7 +160,16 @@ struct InstanceInner {
     shared: Arc<Shared>,
     id: String,
     task_id: String,
+    /// When the server-side TTL stops the VM, at the earliest (`None`: no
+    /// TTL). Kept ahead of every running command; see
+    /// [`InstanceInner::keep_ttl_ahead`].
+    ttl_until: Cell<Option<Instant>>,
+    /// Whether the watchdog's script is in the VM (see `shell`).
+    watchdog_installed: Cell<bool>,
 }
+
+/// Slack kept between a command's last possible moment and the TTL.
+const TTL_SLACK: Duration = Duration::from_secs(10);
 
 impl fmt::Debug for MorphInstance {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -201,11 +217,18 @@ impl Instance for MorphInstance {
 impl InstanceInner {
     async fn exec_foreground(&self, spec: ExecSpec) -> Result<ExecOutput> {
         let kill_grace = self.shared.kill_grace;
-        let wrapped = shell::with_timeout(&spec.command, spec.timeout, kill_grace)?;
+        let wrapped = shell::foreground(
+            &spec.command,
+            &self.id,
+            spec.timeout,
+            kill_grace,
+            !self.watchdog_installed.get(),
+        )?;
         // The VM enforces the timeout; the client waits for that plus the
         // grace plus a round trip, and only then gives up on the answer.
         let deadline =
             spec.timeout + kill_grace + EXEC_MARGIN.min(self.shared.api.request_timeout());
+        self.keep_ttl_ahead(deadline).await?;
         log::debug!(
             "task={} vm={} exec ({} bytes, timeout {:?})",
             self.task_id,
@@ -214,11 +237,23 @@ impl InstanceInner {
             spec.timeout
         );
         let started = Instant::now();
-        let reply = self.shared.api.exec(&self.id, &wrapped, deadline).await?;
+        let reply = match self.shared.api.exec(&self.id, &wrapped, deadline).await {
+            Ok(reply) => reply,
+            // A lost answer without a status may be a VM that went away
+            // under the command; a 5xx is the server's own word, and it
+            // would have said 404.
+            Err(err) if err.kind() == ErrorKind::Indeterminate && err.status().is_none() => {
+                return Err(self.probe_gone().await.unwrap_or(err))
+            }
+            Err(err) => return Err(err),
+        };
+        // An answer means the text ran, and with it the install.
+        self.watchdog_installed.set(true);
         let elapsed = started.elapsed();
-        // `timeout` exits 124 after TERM, 137 after KILL; a command that
-        // exits 124 on its own before the deadline did not time out.
-        let timed_out = matches!(reply.exit_code, 124 | 137) && elapsed >= spec.timeout;
+        // The watchdog sends TERM (143), then KILL (137); a command that
+        // exits so on its own before the deadline did not time out.
+        let killed = matches!(reply.exit_code, 124 | 137 | 143);
+        let timed_out = killed && elapsed >= spec.timeout;
         if timed_out {
             log::info!(
                 "task={} vm={} command timed out after {:?}",
@@ -226,6 +261,12 @@ impl InstanceInner {
                 self.id,
                 spec.timeout
             );
+        } else if killed || reply.exit_code == 129 {
+            // Killed by a signal before its deadline: the VM may have been
+            // stopped under it, which must not pass for the command's exit.
+            if let Some(gone) = self.probe_gone().await {
+                return Err(gone);
+            }
         }
         Ok(ExecOutput {
             exit_code: if timed_out { 124 } else { reply.exit_code },
@@ -234,6 +275,62 @@ impl InstanceInner {
             timed_out,
             job: None,
         })
+    }
+
+    /// If the instance no longer exists, an error saying the command's
+    /// outcome is the VM's end, not the command's own exit. Its kind is
+    /// [`Indeterminate`](ErrorKind::Indeterminate), not
+    /// [`InstanceGone`](ErrorKind::InstanceGone): the latter tells the
+    /// runtime that the command never reached the VM and may run again on a
+    /// fresh one, and this one may have partly run.
+    async fn probe_gone(&self) -> Option<Error> {
+        let timeout = self.shared.api.request_timeout().min(EXEC_MARGIN);
+        match self.shared.api.get_instance(&self.id, timeout).await {
+            Err(gone) if gone.kind() == ErrorKind::InstanceGone => {
+                log::warn!(
+                    "task={} vm={} vanished while a command ran",
+                    self.task_id,
+                    self.id
+                );
+                Some(
+                    Error::new(
+                        ErrorKind::Indeterminate,
+                        "the instance is gone: it was stopped (its TTL, or deleted elsewhere) \
+                         while the command ran; the command may have partly run, and no exit \
+                         code of its own is known",
+                    )
+                    .with_source(gone),
+                )
+            }
+            _ => None,
+        }
+    }
+
+    /// Extends the server-side TTL (`POST /instance/{id}/ttl`) when a
+    /// command that may run for `deadline` would outlive it, so that the
+    /// backstop never kills a command that is within its own timeout.
+    async fn keep_ttl_ahead(&self, deadline: Duration) -> Result<()> {
+        let Some(until) = self.ttl_until.get() else {
+            return Ok(());
+        };
+        let now = Instant::now();
+        let need = now + deadline + TTL_SLACK;
+        if need <= until {
+            return Ok(());
+        }
+        let secs = (deadline + TTL_SLACK).as_secs() + 1;
+        self.shared
+            .api
+            .set_ttl(&self.id, secs)
+            .await
+            .map_err(|e| e.context("extending the instance's TTL for a long command"))?;
+        log::info!(
+            "task={} vm={} ttl extended to {secs} s for a long command",
+            self.task_id,
+            self.id
+        );
+        self.ttl_until.set(Some(now + Duration::from_secs(secs)));
+        Ok(())
     }
 
     async fn exec_background(&self, spec: ExecSpec, job_id: u64) -> Result<ExecOutput> {

@@ -31,6 +31,7 @@ use self::instance::{
     delete, get, list, list_paginated, pause, resume, set_metadata, set_ttl, start,
 };
 use super::state::Shared;
+use super::EchoHeaders;
 
 /// The largest request body accepted (a command can be long).
 const BODY_LIMIT: usize = 16 << 20;
@@ -135,10 +136,77 @@ where
     S: Service<ServiceRequest, Response = ServiceResponse, Error = actix_web::Error>,
     S::Future: 'static,
 {
+    let trickle = req
+        .app_data::<web::Data<Shared>>()
+        .and_then(|shared| shared.with(|state| state.faults.hostile().1));
     if let Some(early) = refuse(&req) {
-        return Box::pin(std::future::ready(Ok(req.into_response(early))));
+        let res = req.into_response(early);
+        return Box::pin(async move { Ok(trickled(res, trickle).await) });
     }
-    Box::pin(srv.call(req))
+    let call = srv.call(req);
+    Box::pin(async move { Ok(trickled(call.await?, trickle).await) })
+}
+
+/// `res` with its body sent one byte per `every` (a server or proxy that
+/// trickles), or as it is.
+async fn trickled(res: ServiceResponse, every: Option<Duration>) -> ServiceResponse {
+    let Some(every) = every else { return res };
+    let (req, res) = res.into_parts();
+    let (head, body) = res.into_parts();
+    let bytes = actix_web::body::to_bytes(body).await.unwrap_or_default();
+    let bytes: Bytes = bytes;
+    let stream = futures_util::stream::unfold(0usize, move |at| {
+        let bytes = bytes.clone();
+        async move {
+            if at >= bytes.len() {
+                return None;
+            }
+            actix_rt::time::sleep(every).await;
+            Some((
+                Ok::<_, std::convert::Infallible>(bytes.slice(at..at + 1)),
+                at + 1,
+            ))
+        }
+    });
+    let res = head.set_body(actix_web::body::BoxBody::new(
+        actix_web::body::BodyStream::new(stream),
+    ));
+    ServiceResponse::new(req, res)
+}
+
+/// The request's headers as text, `name: value` a line: what a hostile
+/// server or proxy would echo (the API key included).
+fn header_text(req: &ServiceRequest) -> String {
+    req.headers()
+        .iter()
+        .map(|(name, value)| format!("{name}: {}\n", String::from_utf8_lossy(value.as_bytes())))
+        .collect()
+}
+
+/// The answer of the [`EchoHeaders`] mode, if it applies to this request.
+fn echo_answer(req: &ServiceRequest, mode: EchoHeaders) -> Option<HttpResponse> {
+    let headers = header_text(req);
+    Some(match mode {
+        EchoHeaders::ErrorBody => {
+            HttpResponse::BadRequest().json(json!({ "detail": format!("bad request: {headers}") }))
+        }
+        EchoHeaders::NonJson => HttpResponse::Ok()
+            .content_type("text/plain")
+            .body(format!("proxy echo\n{headers}")),
+        EchoHeaders::MalformedId => HttpResponse::Ok().json(json!({
+            "id": { "headers": headers },
+            "status": "ready",
+            "exit_code": 0,
+        })),
+        EchoHeaders::ExecOutput if req.path().ends_with("/exec") => {
+            HttpResponse::Ok().json(json!({
+                "exit_code": 0,
+                "stdout": headers,
+                "stderr": headers,
+            }))
+        }
+        EchoHeaders::ExecOutput => return None,
+    })
 }
 
 /// The answer for a request that must not reach its route, if any.
@@ -153,6 +221,16 @@ fn refuse(req: &ServiceRequest) -> Option<HttpResponse> {
     if !authorized {
         log::debug!("sim refused {} {}: bad api key", req.method(), req.path());
         return Some(Reject::detail(StatusCode::UNAUTHORIZED, "Invalid API key").error_response());
+    }
+    if let (Some(mode), _) = shared.with(|state| state.faults.hostile()) {
+        if let Some(echo) = echo_answer(req, mode) {
+            log::debug!(
+                "sim echoes the headers of {} {} (fault)",
+                req.method(),
+                req.path()
+            );
+            return Some(echo);
+        }
     }
     let fault = shared.with(|state| state.faults.draw_http());
     let status = fault.status?;

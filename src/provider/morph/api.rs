@@ -11,8 +11,12 @@
 //! the create up before anything retries it); for idempotent calls the same
 //! loss is [`Transient`](ErrorKind::Transient). A timeout names the setting
 //! its deadline came from.
-//! The API key only ever goes into the `Authorization` header; any server
-//! body quoted in an error is scrubbed of it. Errors name the request by its
+//! The API key only ever goes into the `Authorization` header. Every answer
+//! body is scrubbed of it as it arrives, before anything parses, quotes or
+//! returns it (a server or proxy may echo the request's headers into an
+//! error, a non-JSON page, an instance id or a command's output), and a
+//! quote cut short never ends in a piece of it. The whole answer, body
+//! included, is read within the request's deadline. Errors name the request by its
 //! route (`POST /instance/{id}/exec`), not by the instance's id: they reach
 //! the agent, and the callers' log lines carry the id.
 
@@ -89,6 +93,8 @@ pub(crate) enum Call {
     Delete,
     /// `POST /instance/{id}/exec`.
     Exec,
+    /// `POST /instance/{id}/ttl`.
+    Ttl,
 }
 
 impl Call {
@@ -107,8 +113,8 @@ impl Call {
                 ErrorKind::Indeterminate,
                 format!("{message}; the instance may have been created"),
             ),
-            // GET and DELETE are idempotent.
-            Call::Get | Call::List | Call::Delete => Error::transient(message),
+            // GET, DELETE and setting the TTL are idempotent.
+            Call::Get | Call::List | Call::Delete | Call::Ttl => Error::transient(message),
         }
     }
 }
@@ -328,6 +334,31 @@ impl Api {
             .map_err(|e| e.context("the command ran, but its result is unreadable"))
     }
 
+    /// `POST /instance/{id}/ttl`: the instance is stopped `seconds` from
+    /// now (setting it again is idempotent).
+    pub(crate) async fn set_ttl(&self, id: &str, seconds: u64) -> Result<()> {
+        let path = format!("/instance/{}/ttl", encode_segment(id));
+        let what = "POST /instance/{id}/ttl";
+        let body = serde_json::to_vec(&wire::TtlBody {
+            ttl_seconds: seconds,
+        })
+        .map_err(|e| {
+            Error::internal(format!("cannot encode the ttl request: {e}")).with_source(e)
+        })?;
+        let reply = self
+            .send(
+                Call::Ttl,
+                what,
+                Method::POST,
+                &path,
+                Some(body),
+                self.request_timeout,
+            )
+            .await?;
+        self.check(Call::Ttl, what, reply)?;
+        Ok(())
+    }
+
     /// Sends one request and reads the whole answer, classifying transport
     /// failures. Any HTTP status is returned, for [`Api::check`].
     async fn send(
@@ -340,6 +371,7 @@ impl Api {
         timeout: Duration,
     ) -> Result<Reply> {
         let url = format!("{}{}", self.base_url, path_and_query);
+        let started = actix_rt::time::Instant::now();
         let request = client()
             .request(method, &url)
             .insert_header((header::AUTHORIZATION, self.auth.clone()))
@@ -352,12 +384,25 @@ impl Api {
         let mut response = sent.map_err(|e| self.transport_error(call, what, timeout, e))?;
         let status = response.status();
         let retry_after = retry_after(response.headers());
-        // awc carries the request's remaining deadline over to the body.
-        let body = response
-            .body()
-            .limit(self.max_body_bytes)
-            .await
-            .map_err(|e| self.body_error(call, what, status, e))?;
+        // awc's timeout covers only the head; the body (which a server can
+        // trickle a byte at a time) gets what is left of the deadline.
+        let left = timeout.saturating_sub(started.elapsed());
+        let body =
+            match actix_rt::time::timeout(left, response.body().limit(self.max_body_bytes)).await {
+                Ok(body) => body.map_err(|e| self.body_error(call, what, status, e))?,
+                Err(_) => {
+                    return Err(call
+                        .lost(format!(
+                            "{what}: HTTP {}: the answer did not arrive within {timeout:?}",
+                            status.as_u16()
+                        ))
+                        .with_status(status.as_u16()))
+                }
+            };
+        // Whatever the server put in the body (an echo of the request's
+        // headers, say) is scrubbed of the key before anything reads it, so
+        // no message, excerpt or command output built from it can hold it.
+        let body = self.scrub_bytes(body);
         Ok(Reply {
             status,
             retry_after,
@@ -437,7 +482,7 @@ impl Api {
             Call::Exec => "",
             _ if timeout == self.request_timeout => " (the MorphCloud request timeout)",
             Call::Get => " (what was left of HECATE_MORPH_READY_TIMEOUT_SECONDS)",
-            Call::Start | Call::List | Call::Delete => "",
+            Call::Start | Call::List | Call::Delete | Call::Ttl => "",
         }
     }
 
@@ -449,10 +494,7 @@ impl Api {
             return Ok(reply);
         }
         let code = status.as_u16();
-        let detail = wire::truncate_chars(
-            &self.scrub(&wire::error_detail(&reply.body)),
-            MAX_QUOTED_BODY,
-        );
+        let detail = self.scrub_and_cut(&wire::error_detail(&reply.body), MAX_QUOTED_BODY);
         let base = format!("{what}: HTTP {code}: {detail}");
         let err = match code {
             401 | 403 => Error::new(
@@ -463,7 +505,7 @@ impl Api {
                 ),
             ),
             404 => match call {
-                Call::Exec | Call::Get => Error::new(
+                Call::Exec | Call::Get | Call::Ttl => Error::new(
                     ErrorKind::InstanceGone,
                     format!(
                         "{base} (the instance no longer exists: stopped by its TTL or deleted \
@@ -491,7 +533,7 @@ impl Api {
     fn parse<T>(&self, reply: &Reply, parse: impl FnOnce(&[u8]) -> Result<T>) -> Result<T> {
         let status = reply.status.as_u16();
         parse(&reply.body).map_err(|e| {
-            let scrubbed = self.scrub(e.message());
+            let scrubbed = redact_cut_edges(&self.scrub(e.message()), &self.api_key);
             if scrubbed == e.message() {
                 e.with_status(status)
             } else {
@@ -506,14 +548,76 @@ impl Api {
     fn scrub(&self, text: &str) -> String {
         scrub_secret(text, &self.api_key)
     }
+
+    /// A body without the API key (unchanged, without a copy, when it
+    /// holds none).
+    fn scrub_bytes(&self, body: Bytes) -> Bytes {
+        let key = self.api_key.as_bytes();
+        if key.is_empty() || !body.windows(key.len()).any(|w| w == key) {
+            return body;
+        }
+        let mut out = Vec::with_capacity(body.len());
+        let mut rest = &body[..];
+        while let Some(at) = rest.windows(key.len()).position(|w| w == key) {
+            out.extend_from_slice(&rest[..at]);
+            out.extend_from_slice(REDACTED.as_bytes());
+            rest = &rest[at + key.len()..];
+        }
+        out.extend_from_slice(rest);
+        Bytes::from(out)
+    }
+
+    /// At most `max` characters of `text`, scrubbed first, and cut so that
+    /// no piece of the key of [`MIN_KEY_PIECE`] or more characters is left
+    /// at the cut (a body that quoted only part of the key).
+    fn scrub_and_cut(&self, text: &str, max: usize) -> String {
+        cut_without_secret(&self.scrub(text), &self.api_key, max)
+    }
 }
+
+/// What replaces the API key in any text built from server data.
+const REDACTED: &str = "[redacted]";
+
+/// The shortest piece of the key that a cut may not leave at its edge.
+const MIN_KEY_PIECE: usize = 8;
 
 /// `text` with every occurrence of `secret` replaced.
 fn scrub_secret(text: &str, secret: &str) -> String {
     if secret.is_empty() {
         return text.to_string();
     }
-    text.replace(secret, "[redacted]")
+    text.replace(secret, REDACTED)
+}
+
+/// [`wire::truncate_chars`], then [`redact_cut_edges`] (`text` is already
+/// scrubbed, so only a cut can have left a piece of the key).
+fn cut_without_secret(text: &str, secret: &str, max: usize) -> String {
+    redact_cut_edges(&wire::truncate_chars(text, max), secret)
+}
+
+/// `text` with any piece of `secret` of [`MIN_KEY_PIECE`] bytes or more
+/// that ends right before a cut mark (`…`, which every excerpt and quote
+/// in this backend ends with) replaced.
+fn redact_cut_edges(text: &str, secret: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for (i, part) in text.split('…').enumerate() {
+        if i > 0 {
+            redact_tail(&mut out, secret);
+            out.push('…');
+        }
+        out.push_str(part);
+    }
+    out
+}
+
+fn redact_tail(out: &mut String, secret: &str) {
+    for len in (MIN_KEY_PIECE..secret.len()).rev() {
+        if secret.is_char_boundary(len) && out.ends_with(&secret[..len]) {
+            out.truncate(out.len() - len);
+            out.push_str(REDACTED);
+            return;
+        }
+    }
 }
 
 /// `Retry-After` as seconds (whole or fractional) or an HTTP date.
@@ -616,6 +720,28 @@ mod tests {
         assert_eq!(retry_after(&h), Some(Duration::ZERO));
         h.insert(header::RETRY_AFTER, HeaderValue::from_static("soon"));
         assert_eq!(retry_after(&h), None);
+    }
+
+    #[test]
+    fn a_cut_never_ends_in_a_piece_of_the_key() {
+        let key = "sk-0123456789abcdef";
+        // The key, cut by the server itself, right where the quote is cut.
+        let text = format!("{}Bearer {}", "x".repeat(10), &key[..12]);
+        let cut = cut_without_secret(&text, key, 28);
+        assert!(!cut.contains("sk-01234"), "{cut}");
+        assert!(cut.ends_with("[redacted]…"), "{cut}");
+        // Shorter pieces are not the key's, and uncut text is left alone.
+        assert_eq!(cut_without_secret("ab sk-0123", key, 8), "ab sk-0…");
+        assert_eq!(cut_without_secret("short", key, 80), "short");
+    }
+
+    #[test]
+    fn bodies_are_scrubbed_as_they_arrive() {
+        let api = Api::new(&config("http://x/api", Some("k-123456789"))).expect("valid");
+        let body = Bytes::from_static(b"a k-123456789 b k-123456789");
+        assert_eq!(&api.scrub_bytes(body)[..], b"a [redacted] b [redacted]");
+        let clean = Bytes::from_static(b"nothing here");
+        assert_eq!(api.scrub_bytes(clean.clone()), clean);
     }
 
     #[test]

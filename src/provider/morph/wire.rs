@@ -31,6 +31,12 @@ pub(crate) struct ExecBody<'a> {
     pub command: [&'a str; 1],
 }
 
+/// The body of `POST /instance/{id}/ttl`; the action is left as it was.
+#[derive(Debug, Serialize)]
+pub(crate) struct TtlBody {
+    pub ttl_seconds: u64,
+}
+
 /// An instance's status. Unknown values are kept, not rejected: the real
 /// service may grow new ones.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use crate::sim::{FaultConfig, FaultCounts};
+use crate::sim::{EchoHeaders, FaultConfig, FaultCounts};
 
 /// The faults drawn for one request. Every class is drawn every time, so the
 /// sequence of draws does not depend on which faults hit.
@@ -114,6 +114,11 @@ impl FaultDice {
             status,
             retry_after_secs: f.retry_after_secs,
         }
+    }
+
+    /// The hostile behaviours that are always on (not drawn).
+    pub(crate) fn hostile(&self) -> (Option<EchoHeaders>, Option<Duration>) {
+        (self.config.echo_headers, self.config.trickle)
     }
 
     /// Draws the exec-level faults of one exec request. They are counted
