@@ -438,6 +438,20 @@ impl SimServer {
         self.shared.command_runs(|text| text.contains(needle))
     }
 
+    /// Every command text that ran, with how many times it ran: one pass
+    /// for a caller that counts many commands (a load test), where calling
+    /// [`command_runs_containing`](Self::command_runs_containing) for each
+    /// would scan every text each time.
+    pub fn command_run_counts(&self) -> Vec<(String, u64)> {
+        self.shared.command_run_counts()
+    }
+
+    /// Forgets the record of command texts (the counts above), for a caller
+    /// that measures its own memory with the simulator in-process.
+    pub fn forget_command_runs(&self) {
+        self.shared.forget_command_runs();
+    }
+
     /// The status the server would report for an instance now (`pending`,
     /// `ready`, `paused`, `error`), or `None` if it does not exist.
     pub fn instance_status(&self, instance_id: &str) -> Option<String> {

@@ -729,7 +729,16 @@ async fn graceful_shutdown_leaves_no_instance_even_with_commands_running() {
                 assert_eq!(out.exit_code, 137, "{out:?}");
                 assert!(!out.stdout.to_text().contains("late"));
             }
-            Err(err) => assert_eq!(err.kind(), ErrorKind::InstanceGone, "{err}"),
+            // The VM went away under the command: gone, or (when the
+            // backend saw the cut before the runtime did) indeterminate,
+            // saying so; either way the command may have partly run.
+            Err(err) => assert!(
+                matches!(
+                    err.kind(),
+                    ErrorKind::InstanceGone | ErrorKind::Indeterminate
+                ) && (err.message().contains("gone") || err.message().contains("stopped")),
+                "{err}"
+            ),
         }
     }
     sim.stop().await;

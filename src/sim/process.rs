@@ -76,6 +76,9 @@ pub(crate) fn spawn(id: &str, dir: &Path, text: &str) -> std::io::Result<Running
         .env("HOME", dir)
         .env("LANG", "C.UTF-8")
         .env(MARKER, id)
+        // The backend's watchdog keeps its files in the instance's own
+        // directory, so they go with the instance.
+        .env(crate::provider::morph::RUNTIME_DIR_VAR, dir)
         .current_dir(dir)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

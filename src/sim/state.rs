@@ -357,6 +357,20 @@ impl Shared {
         })
     }
 
+    pub(crate) fn command_run_counts(&self) -> Vec<(String, u64)> {
+        self.with(|state| {
+            state
+                .command_runs
+                .iter()
+                .map(|(text, n)| (text.clone(), *n))
+                .collect()
+        })
+    }
+
+    pub(crate) fn forget_command_runs(&self) {
+        self.with(|state| state.command_runs = HashMap::new());
+    }
+
     pub(crate) fn instance_status(&self, id: &str) -> Option<String> {
         self.with(|state| state.get(id).map(|inst| inst.phase.status().to_owned()))
     }

@@ -24,7 +24,9 @@
 //! kill grace KILL, to every process whose `/proc/<pid>/environ` carries the
 //! mark: the whole tree, and nothing of earlier calls. A process that clears
 //! its environment (`env -i`) escapes the sweep. The registration log lives
-//! on tmpfs (`/dev/shm`, else `/tmp`) and grows by about 60 bytes a command.
+//! on tmpfs (`/dev/shm`, else `/tmp`; `$HECATE_RUNTIME_DIR` if set) and grows
+//! by about 60 bytes a command. With no deadline pending the watchdog sleeps
+//! until a command wakes it.
 //!
 //! [`ExecSpec`]: crate::ExecSpec
 
@@ -49,12 +51,17 @@ pub(crate) const EXEC_MARK: &str = "HECATE_EXEC_ID";
 
 /// The watchdog's bash script. Arguments: the instance's registration
 /// directory and the kill grace in milliseconds. It sleeps on a FIFO it
-/// holds open itself (no `sleep` process), reads new registrations from the
-/// log like `tail -f` (keeping a partly written line for the next round),
-/// and at each deadline sweeps `/proc` if the command's shell still runs.
+/// holds open itself (no `sleep` process) until the earliest deadline it
+/// knows, or until a command registering itself writes a byte to the FIFO;
+/// with no deadline pending it sleeps until woken, so an idle instance costs
+/// no CPU. Awake, it reads new registrations from the log like `tail -f`
+/// (keeping a partly written line for the next round), and at each deadline
+/// sweeps `/proc` if the command's shell still runs.
 pub(crate) const WATCHDOG: &str = r#"D=$1; G=$2
 exec 8<> "$D/wd.fifo" 7< "$D/reg" || exit 1
-gm=00$(( G % 1000 )); gt=$(( G / 1000 )).${gm: -3}
+us() { now=${EPOCHREALTIME//[!0-9]/}; now=$((10#$now)); }
+secs() { printf -v ws %d.%06d $(($1 / 1000000)) $(($1 % 1000000)); }
+nap() { while us; ((now < $1)); do secs $(($1 - now)); read -t $ws -N 1 -u 8; done; }
 declare -A dl pd
 part=
 marked() { local e; { mapfile -d '' -t e < "/proc/$1/environ"; } 2>/dev/null || return 1
@@ -70,21 +77,28 @@ while :; do
     [[ $p =~ ^[0-9]+$ && $st =~ ^[0-9]+$ && $ms =~ ^[0-9]+$ ]] || continue
     dl[$id]=$(( 10#$st + ms * 1000 )); pd[$id]=$p; done
   part+=$l
-  t=${EPOCHREALTIME//[!0-9]/}; now=$(( 10#$t ))
+  us
   for id in "${!dl[@]}"; do (( now >= dl[$id] )) || continue
     if marked "${pd[$id]}" "$id"; then sweep "$id" TERM
-      read -t "$gt" -u 8
+      us; nap $((now + G * 1000))
       sweep "$id" KILL; fi
     unset "dl[$id]" "pd[$id]"; done
-  read -t 0.05 -u 8
+  n=; for id in "${!dl[@]}"; do [[ -z $n ]] || ((dl[$id] < n)) && n=${dl[$id]}; done
+  [[ -z $n ]] && { read -N 1 -u 8; continue; }
+  us; w=$((n - now)); ((w < 1000)) && w=1000; secs $w; read -t $ws -N 1 -u 8
 done"#;
 
-/// Where an instance's watchdog keeps its files: tmpfs when there is one;
-/// one directory per instance (named by a hash of its id, so the path has a
-/// fixed length) because simulated instances share a host.
-fn exec_dirs(instance_id: &str) -> (String, String) {
-    let name = format!("hecate-exec-{:016x}", fnv1a(instance_id.as_bytes()));
-    (format!("/dev/shm/{name}"), format!("/tmp/{name}"))
+/// The environment variable that, when set in the VM, names the directory
+/// under which the watchdog keeps its files instead of `/dev/shm`. The
+/// simulator sets it to each instance's own directory, so that the files go
+/// with the instance; on a VM it is normally unset.
+pub(crate) const RUNTIME_DIR_VAR: &str = "HECATE_RUNTIME_DIR";
+
+/// The name of an instance's watchdog directory: one per instance (named by
+/// a hash of its id, so the path has a fixed length), since simulated
+/// instances may share a host.
+fn exec_dir_name(instance_id: &str) -> String {
+    format!("hecate-exec-{:016x}", fnv1a(instance_id.as_bytes()))
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
@@ -142,12 +156,12 @@ pub(crate) fn foreground(
     kill_grace: Duration,
     install: bool,
 ) -> Result<String> {
-    let (shm, tmp) = exec_dirs(instance_id);
+    let name = exec_dir_name(instance_id);
     let grace_ms = millis(kill_grace);
     let timeout_ms = millis(timeout);
     let install = if install {
         format!(
-            "mkdir -p $D && printf '%s' {} > $D/{WATCHDOG_FILE}\n",
+            "mkdir -p \"$D\" && printf '%s' {} > \"$D/{WATCHDOG_FILE}\"\n",
             quote(WATCHDOG)?
         )
     } else {
@@ -157,12 +171,13 @@ pub(crate) fn foreground(
     // A dead (or never started) watchdog is started again; its mark is
     // cleared so that a timeout of this command cannot kill it.
     let script = format!(
-        "D={shm}; [ -d /dev/shm ] || D={tmp}\n{install}\
-         {{ read -r w < $D/wd.pid && [ -d /proc/$w ]; }} 2>/dev/null || {{ \
-         rm -f $D/wd.fifo && mkfifo $D/wd.fifo && : >> $D/reg && \
-         {{ {EXEC_MARK}= setsid bash $D/{WATCHDOG_FILE} $D {grace_ms} \
-         </dev/null >/dev/null 2>&1 & echo $! > $D/wd.pid; }}; }}\n\
-         echo \"${EXEC_MARK} $$ $EPOCHREALTIME {timeout_ms}\" >> $D/reg; unset D w\n\
+        "D=${{{RUNTIME_DIR_VAR}:-/dev/shm}}; [ -d \"$D\" ] || D=/tmp; D=\"$D/{name}\"\n{install}\
+         {{ read -r w < \"$D/wd.pid\" && [ -d /proc/$w ]; }} 2>/dev/null || {{ \
+         rm -f \"$D/wd.fifo\" && mkfifo \"$D/wd.fifo\" && : >> \"$D/reg\" && \
+         {{ {EXEC_MARK}= setsid bash \"$D/{WATCHDOG_FILE}\" \"$D\" {grace_ms} \
+         </dev/null >/dev/null 2>&1 & echo $! > \"$D/wd.pid\"; }}; }}\n\
+         echo \"${EXEC_MARK} $$ $EPOCHREALTIME {timeout_ms}\" >> \"$D/reg\"; \
+         {{ [ -p \"$D/wd.fifo\" ] && printf x 1<> \"$D/wd.fifo\"; }} 2>/dev/null; unset D w\n\
          {command}",
     );
     let sent = carry(&format!("export {EXEC_MARK}=$$-$EPOCHREALTIME; "), &script);
@@ -290,13 +305,24 @@ mod tests {
     use super::*;
     use std::process::Command;
 
-    /// Runs shell text the way the VM does (`bash -c <text>`).
+    /// Runs shell text the way the VM does (`bash -c <text>`), with the
+    /// watchdog's files in a directory of its own; ends the watchdog after.
     fn run(script: &str) -> std::process::Output {
-        Command::new("/bin/bash")
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = Command::new("/bin/bash")
             .arg("-c")
             .arg(script)
+            .env(RUNTIME_DIR_VAR, dir.path())
             .output()
-            .expect("bash runs")
+            .expect("bash runs");
+        let pid_file = dir
+            .path()
+            .join(exec_dir_name("unit-test-vm"))
+            .join("wd.pid");
+        if let Ok(pid) = std::fs::read_to_string(pid_file) {
+            let _ = Command::new("/bin/kill").arg(pid.trim()).status();
+        }
+        out
     }
 
     fn fg(command: &str) -> Result<String> {
