@@ -163,10 +163,16 @@ pub fn parse_age(text: &str) -> std::result::Result<Duration, String> {
 
 /// Finds local instances whose runtime process is gone (see
 /// [`LocalProvider::abandoned`](crate::provider::local::LocalProvider::abandoned)),
-/// keeps those matching `opts`, and kills their processes and removes their
-/// directories unless `opts.dry_run`.
+/// keeps those matching `opts`, and unless `opts.dry_run` ends them: their
+/// leftover launchers, then every leftover launcher cgroup of a dead
+/// launcher ([`crate::launcher::remove_leftover_cgroups`]), then whatever
+/// still carries their marker; and removes their directories.
+///
+/// Task ids and runtime ids come from files the instances' commands can
+/// write: they select nothing but the `runtime_id` filter, and callers
+/// printing them must escape them (as [`run_cli`] does).
 pub async fn gc_local(config: &crate::Config, opts: GcOptions) -> Result<GcReport> {
-    let provider = crate::provider::local::LocalProvider::new(config)?;
+    let provider = crate::provider::local::LocalProvider::for_cleanup(config)?;
     let now = unix_now();
     let found: Vec<GcInstance> = provider
         .abandoned()
@@ -192,13 +198,69 @@ pub async fn gc_local(config: &crate::Config, opts: GcOptions) -> Result<GcRepor
     if opts.dry_run {
         return Ok(report);
     }
+    let mut failed = std::collections::BTreeMap::new();
     for inst in &report.found {
+        if let Err(err) = provider.end_launcher(&inst.id).await {
+            failed.insert(inst.id.clone(), err.to_string());
+        }
+    }
+    // With their launchers gone, the instances' cgroups are leftovers.
+    let cgroups = crate::launcher::remove_leftover_cgroups(false);
+    for dir in &cgroups.removed {
+        log::info!("gc: leftover cgroup {} removed", dir.display());
+    }
+    for (dir, why) in &cgroups.failed {
+        log::warn!("gc: leftover cgroup {} not removed: {why}", dir.display());
+    }
+    for inst in &report.found {
+        if let Some(why) = failed.remove(&inst.id) {
+            report.failed.push((inst.id.clone(), why));
+            continue;
+        }
         match provider.remove_abandoned(&inst.id).await {
             Ok(()) => report.stopped.push(inst.id.clone()),
             Err(err) => report.failed.push((inst.id.clone(), err.to_string())),
         }
     }
     Ok(report)
+}
+
+/// `text` safe to print on a terminal: control characters (C0, DEL, C1,
+/// which start escape sequences) and bidirectional overrides are shown as
+/// `\u{..}` escapes, backslashes doubled. Fields of instances (task ids,
+/// paths) are written by tasks.
+pub fn escape_for_terminal(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c == '\\' {
+            out.push_str("\\\\");
+        } else if needs_escape(c) {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn needs_escape(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// A JSON line safe for a terminal: serde_json escapes C0 controls, this
+/// also escapes DEL, C1 controls and bidirectional overrides (as JSON
+/// `\uXXXX`, so the line still parses to the same value).
+#[cfg(feature = "cli")]
+fn json_for_terminal(value: &serde_json::Value) -> String {
+    let mut out = String::new();
+    for c in value.to_string().chars() {
+        if needs_escape(c) {
+            out.push_str(&format!("\\u{:04x}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Runs `hecate gc` on the configured backend and prints the result to stdout:
@@ -238,7 +300,7 @@ pub async fn run_cli(args: GcArgs, config: &crate::Config) -> Result<GcReport> {
                 "action": act,
                 "error": error,
             });
-            println!("{line}");
+            println!("{}", json_for_terminal(&line));
         }
         return Ok(report);
     }
@@ -253,15 +315,16 @@ pub async fn run_cli(args: GcArgs, config: &crate::Config) -> Result<GcReport> {
         } else {
             "?".to_string()
         };
+        let shown = |s: Option<&str>| escape_for_terminal(s.unwrap_or("-"));
         println!(
             "{:<24} {:<24} {:<24} {:>8} {:<10} {}{}",
-            inst.id,
-            inst.task_id.as_deref().unwrap_or("-"),
-            inst.runtime_id.as_deref().unwrap_or("-"),
+            shown(Some(&inst.id)),
+            shown(inst.task_id.as_deref()),
+            shown(inst.runtime_id.as_deref()),
             age,
-            inst.status,
+            shown(Some(&inst.status)),
             act,
-            error.map_or(String::new(), |e| format!(": {e}"))
+            error.map_or(String::new(), |e| format!(": {}", escape_for_terminal(e)))
         );
     }
     if args.yes {
@@ -304,6 +367,28 @@ mod tests {
         for bad in ["", "m", "5x", "-3m", "1.5h", "99999999999999999999d"] {
             assert!(parse_age(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn terminal_escapes_are_shown_not_sent() {
+        let nasty = "t\x1b]0;owned\x07\x1b[2J\u{9b}31m\u{7f}\u{202e}x\\y\n";
+        let shown = escape_for_terminal(nasty);
+        assert!(!shown.chars().any(needs_escape), "{shown}");
+        assert_eq!(
+            shown,
+            "t\\u{1b}]0;owned\\u{7}\\u{1b}[2J\\u{9b}31m\\u{7f}\\u{202e}x\\\\y\\u{a}"
+        );
+        assert_eq!(escape_for_terminal("local-1-2-ab"), "local-1-2-ab");
+    }
+
+    #[cfg(feature = "cli")]
+    #[test]
+    fn json_lines_keep_their_value_but_no_raw_controls() {
+        let v = serde_json::json!({ "task_id": "a\u{9b}b\u{1b}c\u{202e}" });
+        let line = json_for_terminal(&v);
+        assert!(!line.chars().any(needs_escape), "{line}");
+        let back: serde_json::Value = serde_json::from_str(&line).expect("still JSON");
+        assert_eq!(back, v);
     }
 
     #[cfg(feature = "cli")]
