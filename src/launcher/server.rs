@@ -18,6 +18,13 @@ use super::{procs, spawn, sys, CgroupMode, EXEC_MARKER, INSTANCE_MARKER};
 const PARENT_DEATH_SIGNAL: libc::c_int = libc::SIGUSR2;
 /// Bound on descent and marker kill rounds (processes that keep forking).
 const KILL_ROUNDS: usize = 400;
+/// How many times a kill repeats its descent and marker rounds while the
+/// previous pass still found something. A round that finds nothing may
+/// have missed a process forked while it read `/proc`: `/proc` lists pids
+/// in order, and a new pid wraps around below the listing's position
+/// (pid_max is often 32768), so only a whole pass finding nothing new
+/// ends the kill.
+const CONFIRM_PASSES: usize = 10;
 /// How long a kill waits for the processes it sent SIGKILL to finish
 /// exiting before it counts them as survivors. A killed process leaves
 /// the cgroup listing and loses its environment (the marker) before it
@@ -387,20 +394,27 @@ impl Server {
         let cgroups = self.cgroups.clone();
         let mut signalled = BTreeSet::new();
         let mut left = cgroups.kill_command(id, signal, &mut signalled, &mut || self.reap());
-        if let Some(sid) = self.commands.get(&id).map(|c| c.sid) {
-            let tree = self.kill_rounds(signal, &mut signalled, &|s: &Server| {
-                // Re-read each round: once reaped, the main pid is not ours.
-                let main = s.commands.get(&id).and_then(|c| c.main);
-                procs::command_tree(&procs::snapshot(), s.me, main, sid)
-                    .into_iter()
-                    .collect()
-            });
-            left.extend(tree);
-        }
+        let sid = self.commands.get(&id).map(|c| c.sid);
         let marker = self.exec_marker(id);
-        left.extend(self.kill_rounds(signal, &mut signalled, &|s: &Server| {
-            procs::with_marker(marker.as_bytes(), s.me)
-        }));
+        for _ in 0..CONFIRM_PASSES {
+            let before = signalled.len();
+            if let Some(sid) = sid {
+                let tree = self.kill_rounds(signal, &mut signalled, &|s: &Server| {
+                    // Re-read each round: once reaped, the main pid is not ours.
+                    let main = s.commands.get(&id).and_then(|c| c.main);
+                    procs::command_tree(&procs::snapshot(), s.me, main, sid)
+                        .into_iter()
+                        .collect()
+                });
+                left.extend(tree);
+            }
+            left.extend(self.kill_rounds(signal, &mut signalled, &|s: &Server| {
+                procs::with_marker(marker.as_bytes(), s.me)
+            }));
+            if signal != libc::SIGKILL || signalled.len() == before {
+                break;
+            }
+        }
         if signal == libc::SIGKILL {
             left.extend(self.await_deaths(signalled));
         }
@@ -425,15 +439,21 @@ impl Server {
         let cgroups = self.cgroups.clone();
         let mut signalled = BTreeSet::new();
         let mut left = cgroups.kill_all(signal, &mut signalled, &mut || self.reap());
-        left.extend(self.kill_rounds(signal, &mut signalled, &|s: &Server| {
-            procs::descendants(&procs::snapshot(), s.me)
-                .into_iter()
-                .collect()
-        }));
         let marker = format!("{INSTANCE_MARKER}={}", self.instance);
-        left.extend(self.kill_rounds(signal, &mut signalled, &|s: &Server| {
-            procs::with_marker(marker.as_bytes(), s.me)
-        }));
+        for _ in 0..CONFIRM_PASSES {
+            let before = signalled.len();
+            left.extend(self.kill_rounds(signal, &mut signalled, &|s: &Server| {
+                procs::descendants(&procs::snapshot(), s.me)
+                    .into_iter()
+                    .collect()
+            }));
+            left.extend(self.kill_rounds(signal, &mut signalled, &|s: &Server| {
+                procs::with_marker(marker.as_bytes(), s.me)
+            }));
+            if signal != libc::SIGKILL || signalled.len() == before {
+                break;
+            }
+        }
         if signal == libc::SIGKILL {
             left.extend(self.await_deaths(signalled));
         }
