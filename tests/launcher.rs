@@ -519,9 +519,9 @@ async fn measure_launcher_round_trips() {
     let l = Launcher::start(&config(CgroupMode::Off), &instance("measure"))
         .await
         .expect("start");
-    let _strace = std::env::var("MEASURE_STRACE").ok().map(|out| {
-        let c = std::process::Command::new("strace")
-            .args(["-f", "-ttt", "-T", "-o", &out, "-p", &l.pid().to_string()])
+    let _strace = std::env::var("MEASURE_PERF").ok().map(|out| {
+        let c = std::process::Command::new("perf")
+            .args(["record", "-o", &out, "-p", &l.pid().to_string()])
             .spawn()
             .expect("strace");
         std::thread::sleep(Duration::from_millis(500));
@@ -542,9 +542,18 @@ async fn measure_launcher_round_trips() {
     }
     spawn_t.sort();
     exit_t.sort();
+    // utime + stime of the launcher itself (clock ticks, usually 100/s).
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", l.pid())).expect("stat");
+    let fields: Vec<&str> = stat[stat.rfind(')').expect(")") + 2..].split(' ').collect();
+    let ticks: u64 =
+        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
     println!(
-        "spawn min {:?} median {:?}; exit min {:?} median {:?}",
-        spawn_t[0], spawn_t[100], exit_t[0], exit_t[100]
+        "spawn min {:?} median {:?}; exit min {:?} median {:?}; launcher cpu {} ms for 200",
+        spawn_t[0],
+        spawn_t[100],
+        exit_t[0],
+        exit_t[100],
+        ticks * 10
     );
     l.stop().await.expect("stop");
 }
