@@ -98,6 +98,8 @@ fn exec_local(c: &mut Criterion) {
         ..Config::default()
     };
     config.local.root = root.join("instances");
+    // The bench binary cannot be a launcher; the `hecate` binary can.
+    config.launcher.program = option_env!("CARGO_BIN_EXE_hecate").map(Into::into);
     let rt = system.block_on(async {
         let rt = Runtime::start(config).expect("local runtime starts");
         rt.exec("bench", ExecRequest::new("true"))

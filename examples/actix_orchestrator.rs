@@ -62,6 +62,9 @@ impl Handler<Step> for Agent {
 }
 
 fn main() -> std::io::Result<()> {
+    // First, before any thread: this binary also serves as the local
+    // backend's per-instance launcher (`<exe> __launcher ...`).
+    hecate::launcher::run_if_requested();
     let system = System::new();
     system.block_on(async {
         let rt = Runtime::start(Config::from_env().expect("configuration")).expect("runtime");

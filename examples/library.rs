@@ -8,8 +8,14 @@ use std::time::Duration;
 
 use hecate::{tool, Config, ExecRequest, Runtime};
 
-#[actix_rt::main]
-async fn main() -> Result<(), hecate::Error> {
+fn main() -> Result<(), hecate::Error> {
+    // First, before any thread: this binary also serves as the local
+    // backend's per-instance launcher (`<exe> __launcher ...`).
+    hecate::launcher::run_if_requested();
+    actix_rt::System::new().block_on(run())
+}
+
+async fn run() -> Result<(), hecate::Error> {
     env_logger::init();
     let rt = Runtime::start(Config::from_env()?)?;
 

@@ -258,6 +258,22 @@ pub struct Config {
     pub workers: usize,
     /// Local backend settings.
     pub local: LocalConfig,
+    /// How the local backend starts its per-instance launcher
+    /// (`HECATE_LAUNCHER`: the absolute path of a `hecate` binary;
+    /// `HECATE_LAUNCHER_CGROUPS`: `auto`, `v2`, `v1` or `off`). Without a
+    /// program the launcher is found as
+    /// [`LauncherConfig::resolve_program`](crate::launcher::LauncherConfig::resolve_program)
+    /// says: the current executable if its `main` called
+    /// [`run_if_requested`](crate::launcher::run_if_requested), else a
+    /// `hecate` next to it.
+    pub launcher: crate::launcher::LauncherConfig,
+    /// Make this process non-dumpable when the local backend is created
+    /// ([`harden_runtime_process`](crate::launcher::harden_runtime_process)),
+    /// so that commands of the same user cannot read its environment or
+    /// memory through `/proc` (`HECATE_HARDEN_RUNTIME`; default true). It
+    /// also disables core dumps and same-user debuggers: an embedder that
+    /// needs those sets it to false.
+    pub harden_runtime: bool,
     /// MorphCloud backend settings.
     pub morph: MorphConfig,
 }
@@ -283,6 +299,8 @@ impl Default for Config {
                 .map(|n| n.get())
                 .unwrap_or(1),
             local: LocalConfig::default(),
+            launcher: crate::launcher::LauncherConfig::default(),
+            harden_runtime: true,
             morph: MorphConfig::default(),
         }
     }
@@ -337,6 +355,24 @@ impl Config {
         }
         if let Some(v) = get("HECATE_LOCAL_ROOT") {
             c.local.root = PathBuf::from(v);
+        }
+        if let Some(v) = get(crate::launcher::LAUNCHER_ENV) {
+            let program = PathBuf::from(v.trim());
+            if !program.is_absolute() {
+                return Err(Error::config(format!(
+                    "{}: must be an absolute path to a `hecate` binary",
+                    crate::launcher::LAUNCHER_ENV
+                )));
+            }
+            c.launcher.program = Some(program);
+        }
+        if let Some(v) = get("HECATE_LAUNCHER_CGROUPS") {
+            c.launcher.cgroups = crate::launcher::CgroupMode::parse(v.trim()).ok_or_else(|| {
+                Error::config("HECATE_LAUNCHER_CGROUPS: expected auto, v2, v1 or off")
+            })?;
+        }
+        if let Some(v) = get("HECATE_HARDEN_RUNTIME") {
+            c.harden_runtime = parse_bool("HECATE_HARDEN_RUNTIME", &v)?;
         }
         if let Some(v) = get("MORPH_BASE_URL") {
             c.morph.base_url = v.trim().to_string();
@@ -780,5 +816,29 @@ mod tests {
         assert_eq!(d, p.max_delay, "a day-long Retry-After waits max_delay");
         let d = p.delay(1, 0.5, Some(Duration::from_secs(59)));
         assert_eq!(d, Duration::from_secs(59), "shorter hints are honoured");
+    }
+
+    #[test]
+    fn launcher_and_hardening_come_from_the_environment() {
+        let c = Config::from_lookup(lookup(&[])).expect("defaults");
+        assert!(c.harden_runtime);
+        assert_eq!(c.launcher, crate::launcher::LauncherConfig::default());
+        let c = Config::from_lookup(lookup(&[
+            ("HECATE_LAUNCHER", "/opt/hecate/bin/hecate"),
+            ("HECATE_LAUNCHER_CGROUPS", "off"),
+            ("HECATE_HARDEN_RUNTIME", "false"),
+        ]))
+        .expect("valid");
+        assert!(!c.harden_runtime);
+        assert_eq!(c.launcher.program, Some("/opt/hecate/bin/hecate".into()));
+        assert_eq!(c.launcher.cgroups, crate::launcher::CgroupMode::Off);
+        for bad in [
+            ("HECATE_LAUNCHER", "hecate"),
+            ("HECATE_LAUNCHER_CGROUPS", "v3"),
+        ] {
+            let err = Config::from_lookup(lookup(&[bad])).expect_err(bad.0);
+            assert_eq!(err.kind(), ErrorKind::Config);
+            assert!(err.message().contains(bad.0), "{err}");
+        }
     }
 }

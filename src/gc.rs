@@ -163,10 +163,16 @@ pub fn parse_age(text: &str) -> std::result::Result<Duration, String> {
 
 /// Finds local instances whose runtime process is gone (see
 /// [`LocalProvider::abandoned`](crate::provider::local::LocalProvider::abandoned)),
-/// keeps those matching `opts`, and kills their processes and removes their
-/// directories unless `opts.dry_run`.
+/// keeps those matching `opts`, and unless `opts.dry_run` ends them: their
+/// leftover launchers, then every leftover launcher cgroup of a dead
+/// launcher ([`crate::launcher::remove_leftover_cgroups`]), then whatever
+/// still carries their marker; and removes their directories.
+///
+/// Task ids and runtime ids come from files the instances' commands can
+/// write: they select nothing but the `runtime_id` filter, and callers
+/// printing them must escape them (as [`run_cli`] does).
 pub async fn gc_local(config: &crate::Config, opts: GcOptions) -> Result<GcReport> {
-    let provider = crate::provider::local::LocalProvider::new(config)?;
+    let provider = crate::provider::local::LocalProvider::for_cleanup(config)?;
     let now = unix_now();
     let found: Vec<GcInstance> = provider
         .abandoned()
@@ -192,13 +198,69 @@ pub async fn gc_local(config: &crate::Config, opts: GcOptions) -> Result<GcRepor
     if opts.dry_run {
         return Ok(report);
     }
+    let mut failed = std::collections::BTreeMap::new();
     for inst in &report.found {
+        if let Err(err) = provider.end_launcher(&inst.id).await {
+            failed.insert(inst.id.clone(), err.to_string());
+        }
+    }
+    // With their launchers gone, the instances' cgroups are leftovers.
+    let cgroups = crate::launcher::remove_leftover_cgroups(false);
+    for dir in &cgroups.removed {
+        log::info!("gc: leftover cgroup {} removed", dir.display());
+    }
+    for (dir, why) in &cgroups.failed {
+        log::warn!("gc: leftover cgroup {} not removed: {why}", dir.display());
+    }
+    for inst in &report.found {
+        if let Some(why) = failed.remove(&inst.id) {
+            report.failed.push((inst.id.clone(), why));
+            continue;
+        }
         match provider.remove_abandoned(&inst.id).await {
             Ok(()) => report.stopped.push(inst.id.clone()),
             Err(err) => report.failed.push((inst.id.clone(), err.to_string())),
         }
     }
     Ok(report)
+}
+
+/// `text` safe to print on a terminal: control characters (C0, DEL, C1,
+/// which start escape sequences) and bidirectional overrides are shown as
+/// `\u{..}` escapes, backslashes doubled. Fields of instances (task ids,
+/// paths) are written by tasks.
+pub fn escape_for_terminal(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c == '\\' {
+            out.push_str("\\\\");
+        } else if needs_escape(c) {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn needs_escape(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// A JSON line safe for a terminal: serde_json escapes C0 controls, this
+/// also escapes DEL, C1 controls and bidirectional overrides (as JSON
+/// `\uXXXX`, so the line still parses to the same value).
+#[cfg(feature = "cli")]
+pub fn json_for_terminal(value: &serde_json::Value) -> String {
+    let mut out = String::new();
+    for c in value.to_string().chars() {
+        if needs_escape(c) {
+            out.push_str(&format!("\\u{:04x}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Runs `hecate gc` on the configured backend and prints the result to stdout:
@@ -263,13 +325,11 @@ pub async fn run_cli(args: GcArgs, config: &crate::Config) -> Result<GcReport> {
 }
 
 /// One `--json` line: the instance and what happened to it. Every string
-/// comes from a task or a server, so besides JSON's own escaping every
-/// control character (DEL and the C1 range too, which `serde_json` passes
-/// through raw and some terminals obey) is written as a `\uXXXX` escape:
+/// comes from a task or a server, so it goes through [`json_for_terminal`]:
 /// the line decodes to the same strings and reaches a terminal inert.
 #[cfg(feature = "cli")]
 pub fn json_line(inst: &GcInstance, action: &str, error: Option<&str>) -> String {
-    let line = serde_json::json!({
+    json_for_terminal(&serde_json::json!({
         "id": inst.id,
         "task_id": inst.task_id,
         "runtime_id": inst.runtime_id,
@@ -277,52 +337,23 @@ pub fn json_line(inst: &GcInstance, action: &str, error: Option<&str>) -> String
         "status": inst.status,
         "action": action,
         "error": error,
-    })
-    .to_string();
-    let mut out = String::with_capacity(line.len());
-    for c in line.chars() {
-        if c.is_control() {
-            // JSON's own escapes already cover C0; what is left is one
-            // UTF-16 unit (DEL, C1).
-            out.push_str(&format!("\\u{:04x}", c as u32));
-        } else {
-            out.push(c);
-        }
-    }
-    out
+    }))
 }
 
 /// One row of the table, every task- or server-written field escaped with
-/// [`escape_text`].
+/// [`escape_for_terminal`].
 #[cfg(feature = "cli")]
 pub fn table_row(inst: &GcInstance, age: &str, action: &str, error: Option<&str>) -> String {
     format!(
         "{:<24} {:<24} {:<24} {:>8} {:<10} {}{}",
-        escape_text(&inst.id),
-        escape_text(inst.task_id.as_deref().unwrap_or("-")),
-        escape_text(inst.runtime_id.as_deref().unwrap_or("-")),
+        escape_for_terminal(&inst.id),
+        escape_for_terminal(inst.task_id.as_deref().unwrap_or("-")),
+        escape_for_terminal(inst.runtime_id.as_deref().unwrap_or("-")),
         age,
-        escape_text(&inst.status),
+        escape_for_terminal(&inst.status),
         action,
-        error.map_or(String::new(), |e| format!(": {}", escape_text(e)))
+        error.map_or(String::new(), |e| format!(": {}", escape_for_terminal(e)))
     )
-}
-
-/// `text` with every control character (C0, DEL, C1: escape sequences,
-/// carriage returns, newlines) written as `\u{..}`, so that a task id or
-/// path a task chose cannot move the cursor, recolour or rewrite the
-/// operator's terminal, or forge table rows.
-#[cfg(feature = "cli")]
-pub fn escape_text(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if c.is_control() {
-            out.push_str(&format!("\\u{{{:x}}}", c as u32));
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 #[cfg(feature = "cli")]
@@ -349,6 +380,28 @@ mod tests {
         for bad in ["", "m", "5x", "-3m", "1.5h", "99999999999999999999d"] {
             assert!(parse_age(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn terminal_escapes_are_shown_not_sent() {
+        let nasty = "t\x1b]0;owned\x07\x1b[2J\u{9b}31m\u{7f}\u{202e}x\\y\n";
+        let shown = escape_for_terminal(nasty);
+        assert!(!shown.chars().any(needs_escape), "{shown}");
+        assert_eq!(
+            shown,
+            "t\\u{1b}]0;owned\\u{7}\\u{1b}[2J\\u{9b}31m\\u{7f}\\u{202e}x\\\\y\\u{a}"
+        );
+        assert_eq!(escape_for_terminal("local-1-2-ab"), "local-1-2-ab");
+    }
+
+    #[cfg(feature = "cli")]
+    #[test]
+    fn json_lines_keep_their_value_but_no_raw_controls() {
+        let v = serde_json::json!({ "task_id": "a\u{9b}b\u{1b}c\u{202e}" });
+        let line = json_for_terminal(&v);
+        assert!(!line.chars().any(needs_escape), "{line}");
+        let back: serde_json::Value = serde_json::from_str(&line).expect("still JSON");
+        assert_eq!(back, v);
     }
 
     #[cfg(feature = "cli")]

@@ -112,6 +112,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 pub use cgroup::{remove_leftover_cgroups, LeftoverReport};
+pub(crate) use client::errno_kind;
 pub use client::{CommandSpec, Exit, Launcher, Spawned};
 pub use sys::DROPPED_CAPABILITIES;
 
@@ -272,8 +273,9 @@ impl LauncherConfig {
             return Ok(sibling);
         }
         Err(Error::config(format!(
-            "no launcher binary: set the launcher program, or {LAUNCHER_ENV}, or call \
-             hecate::launcher::run_if_requested() first in main"
+            "no launcher binary for the local backend: set {LAUNCHER_ENV} (or \
+             Config.launcher.program) to the absolute path of a `hecate` binary, put one \
+             next to this executable, or call hecate::launcher::run_if_requested() first in main"
         )))
     }
 }

@@ -8,6 +8,8 @@ fn args(scenario: Scenario, tasks: usize, commands: usize) -> BenchArgs {
     let mut args = BenchArgs::new(scenario);
     args.tasks = Some(tasks);
     args.commands = Some(commands);
+    // The test binary cannot be a launcher; the `hecate` binary is one.
+    args.launcher = crate::helper::launcher_config().program;
     args
 }
 

@@ -274,14 +274,36 @@ impl Instance for ScriptedInstance {
     }
 }
 
-/// A config for scripted tests: small, explicit numbers.
+/// A config for scripted tests: small, explicit numbers; the local
+/// backend's launcher is the `hecate` binary built with the tests (the test
+/// binary itself cannot be one).
 pub fn test_config() -> Config {
     Config {
         idle_lifetime: Duration::from_secs(300),
         vm_ttl: Duration::from_secs(1200),
         command_timeout: Duration::from_secs(120),
+        launcher: launcher_config(),
         ..Config::default()
     }
+}
+
+/// The launcher settings every test that starts local instances uses: the
+/// real `hecate` binary, cgroups where the machine allows.
+pub fn launcher_config() -> hecate::launcher::LauncherConfig {
+    hecate::launcher::LauncherConfig {
+        program: Some(env!("CARGO_BIN_EXE_hecate").into()),
+        ..hecate::launcher::LauncherConfig::default()
+    }
+}
+
+/// A default config on the local backend with root `root` and the test
+/// launcher.
+pub fn local_config(root: impl Into<std::path::PathBuf>) -> Config {
+    Config {
+        launcher: launcher_config(),
+        ..Config::default()
+    }
+    .with_local_root(root)
 }
 
 /// A runtime over the scripted backend on the current thread, so a paused

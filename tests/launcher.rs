@@ -307,6 +307,33 @@ async fn non_dumpable_process_of_another_user_is_killed() {
     }
 }
 
+/// A kill answers only once the processes it signalled are dead: a process
+/// that SIGKILL already reached is still running its exit (freeing a large
+/// memory, here) after its environment (the marker) and its cgroup
+/// membership are gone. (This made the non-dumpable test above flaky under
+/// load: the kill answered while the daemon was still exiting.)
+#[actix_rt::test]
+async fn kill_answers_only_when_the_processes_are_dead() {
+    for mode in [CgroupMode::Off, CgroupMode::Auto] {
+        let name = format!("dying-{}", mode.as_str());
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let l = Launcher::start(&config(mode), &instance(&name))
+            .await
+            .expect("start");
+        // 768 MiB touched: freeing it takes the exiting process a while.
+        let script = r#"perl -e 'use POSIX; exit 0 if fork; POSIX::setsid();
+            my $big = "a" x (768 * 1024 * 1024);
+            open F, ">", "$ENV{D}/pid.tmp"; print F $$; close F;
+            rename "$ENV{D}/pid.tmp", "$ENV{D}/pid"; sleep 1 while 1' </dev/null >/dev/null 2>&1"#;
+        let dir = tmp.path().to_str().expect("utf-8").to_string();
+        run(&l, script, &[("D", &dir)]).await;
+        let pid = pid_file(&tmp.path().join("pid")).await;
+        assert_eq!(l.kill(1).await.expect("kill"), 0, "{mode:?}");
+        assert!(!pid_alive(pid), "{mode:?}: kill answered before {pid} died");
+        l.stop().await.expect("stop");
+    }
+}
+
 /// (d) The launcher holds no secret: a command reading its parent's
 /// environment gets nothing of the runtime's.
 #[actix_rt::test]
@@ -482,4 +509,51 @@ async fn leftover_cgroups_of_a_dead_launcher_are_removed() {
         assert!(!Path::new(d).exists());
     }
     assert!(eventually(LIMIT, || !pid_alive(pid)).await);
+}
+
+/// Not a check: where the time of one command goes (spawn answered, exit
+/// reported), for the launcher alone. `--ignored --nocapture`.
+#[actix_rt::test]
+#[ignore]
+async fn measure_launcher_round_trips() {
+    let l = Launcher::start(&config(CgroupMode::Off), &instance("measure"))
+        .await
+        .expect("start");
+    let _strace = std::env::var("MEASURE_PERF").ok().map(|out| {
+        let c = std::process::Command::new("perf")
+            .args(["record", "-o", &out, "-p", &l.pid().to_string()])
+            .spawn()
+            .expect("strace");
+        std::thread::sleep(Duration::from_millis(500));
+        c
+    });
+    let (mut spawn_t, mut exit_t) = (Vec::new(), Vec::new());
+    for _ in 0..200 {
+        let (_r, w) = pipe();
+        let t = std::time::Instant::now();
+        let cmd = l
+            .spawn(CommandSpec::new("/bin/true").stdout(w))
+            .await
+            .expect("spawn");
+        spawn_t.push(t.elapsed());
+        let t = std::time::Instant::now();
+        cmd.exit.await.expect("exit");
+        exit_t.push(t.elapsed());
+    }
+    spawn_t.sort();
+    exit_t.sort();
+    // utime + stime of the launcher itself (clock ticks, usually 100/s).
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", l.pid())).expect("stat");
+    let fields: Vec<&str> = stat[stat.rfind(')').expect(")") + 2..].split(' ').collect();
+    let ticks: u64 =
+        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+    println!(
+        "spawn min {:?} median {:?}; exit min {:?} median {:?}; launcher cpu {} ms for 200",
+        spawn_t[0],
+        spawn_t[100],
+        exit_t[0],
+        exit_t[100],
+        ticks * 10
+    );
+    l.stop().await.expect("stop");
 }

@@ -997,7 +997,7 @@ async fn example_batch_gives_the_same_results_on_morph_as_on_local() {
     // Local first, then morph: the examples' servers use fixed ports, so
     // the two runs must not overlap.
     let dir = tempfile::tempdir().expect("tempdir");
-    let local_config = Config::default().with_local_root(dir.path());
+    let local_config = crate::helper::local_config(dir.path());
     let local = Runtime::start(local_config).expect("local runtime");
     let local_root = dir.path().display().to_string();
     let on_local = run_examples(&local, |t| {

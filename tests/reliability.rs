@@ -34,9 +34,7 @@ fn secs(s: f64) -> Duration {
 
 /// A config for the local backend with its root in `dir`, fast kills.
 fn local_config(dir: &Path) -> Config {
-    let mut c = Config::default()
-        .with_local_root(dir.join("root"))
-        .with_workers(2);
+    let mut c = crate::helper::local_config(dir.join("root")).with_workers(2);
     c.local.kill_grace = Duration::from_millis(300);
     c
 }

@@ -102,6 +102,11 @@ pub struct BenchArgs {
     /// Worker arbiters of the runtime (default: the number of cores).
     #[arg(long)]
     pub workers: Option<usize>,
+    /// The local backend's launcher binary (default: as
+    /// `LauncherConfig::resolve_program` finds it; the `hecate` binary is
+    /// its own).
+    #[arg(long, value_name = "PATH")]
+    pub launcher: Option<std::path::PathBuf>,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -131,6 +136,7 @@ impl BenchArgs {
             poll_ms: None,
             idle_ms: 100,
             workers: None,
+            launcher: None,
             json: false,
             no_progress: true,
         }

@@ -134,6 +134,9 @@ pub(super) fn base_config(args: &BenchArgs, plan: &Plan) -> Result<Config> {
     if let Some(workers) = args.workers {
         config.workers = workers.max(1);
     }
+    if args.launcher.is_some() {
+        config.launcher.program = args.launcher.clone();
+    }
     config.morph.poll_interval = match args.poll_ms {
         Some(ms) => Duration::from_millis(ms.max(1)),
         None if plan.boot.is_zero() => Duration::from_millis(50),

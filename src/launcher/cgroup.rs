@@ -10,6 +10,7 @@
 //! and that repeats until it is empty; the v1 `pids` hierarchy alone (no
 //! freezer) is killed in rounds without freezing.
 
+use std::collections::BTreeSet;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -235,13 +236,19 @@ impl InstanceCgroups {
     /// Sends `signal` to everything in the command's cgroups; for SIGKILL
     /// repeats until they are empty, calling `reap` between rounds (the
     /// launcher reaps its dead children there). Returns the pids left.
-    pub fn kill_command(&self, id: u64, signal: i32, reap: &mut dyn FnMut()) -> Vec<i32> {
+    pub fn kill_command(
+        &self,
+        id: u64,
+        signal: i32,
+        signalled: &mut BTreeSet<i32>,
+        reap: &mut dyn FnMut(),
+    ) -> Vec<i32> {
         let dirs: Vec<(Kind, PathBuf)> = self
             .hierarchies
             .iter()
             .map(|h| (h.kind, h.instance.join(id.to_string())))
             .collect();
-        kill_dirs(&dirs, signal, reap)
+        kill_dirs(&dirs, signal, signalled, reap)
     }
 
     /// Removes the command's cgroup directories; false if one is still busy.
@@ -255,13 +262,18 @@ impl InstanceCgroups {
 
     /// Kills everything in every command cgroup of the instance (not the
     /// launcher's own). Returns the pids left.
-    pub fn kill_all(&self, signal: i32, reap: &mut dyn FnMut()) -> Vec<i32> {
+    pub fn kill_all(
+        &self,
+        signal: i32,
+        signalled: &mut BTreeSet<i32>,
+        reap: &mut dyn FnMut(),
+    ) -> Vec<i32> {
         let dirs: Vec<(Kind, PathBuf)> = self
             .hierarchies
             .iter()
             .flat_map(|h| command_dirs(&h.instance).into_iter().map(|d| (h.kind, d)))
             .collect();
-        kill_dirs(&dirs, signal, reap)
+        kill_dirs(&dirs, signal, signalled, reap)
     }
 
     /// Moves the launcher back to where it came from and removes the
@@ -338,7 +350,13 @@ fn freeze(dirs: &[&PathBuf], state: &str) {
 }
 
 /// The kill loop shared by one command and the whole instance.
-fn kill_dirs(dirs: &[(Kind, PathBuf)], signal: i32, reap: &mut dyn FnMut()) -> Vec<i32> {
+/// Every pid sent a signal is added to `signalled`.
+fn kill_dirs(
+    dirs: &[(Kind, PathBuf)],
+    signal: i32,
+    signalled: &mut BTreeSet<i32>,
+    reap: &mut dyn FnMut(),
+) -> Vec<i32> {
     let procs = || {
         let mut all = Vec::new();
         for (_, d) in dirs {
@@ -358,6 +376,7 @@ fn kill_dirs(dirs: &[(Kind, PathBuf)], signal: i32, reap: &mut dyn FnMut()) -> V
     if signal != libc::SIGKILL {
         let pids = procs();
         send(&pids, signal);
+        signalled.extend(pids.iter().copied());
         return pids;
     }
     let v2: Vec<&PathBuf> = dirs
@@ -379,6 +398,7 @@ fn kill_dirs(dirs: &[(Kind, PathBuf)], signal: i32, reap: &mut dyn FnMut()) -> V
         }
         let pids = procs();
         send(&pids, libc::SIGKILL);
+        signalled.extend(pids.iter().copied());
         if !freezers.is_empty() {
             freeze(&freezers, "THAWED");
         }
@@ -406,6 +426,10 @@ fn remove_tree(dir: &Path) -> bool {
         Err(e) => e.kind() == io::ErrorKind::NotFound,
     }
 }
+
+/// How long [`remove_leftover_cgroups`] waits for the processes it killed
+/// to finish exiting.
+const LEFTOVER_DEATH_LIMIT: Duration = Duration::from_secs(5);
 
 /// What [`remove_leftover_cgroups`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -454,8 +478,20 @@ pub fn remove_leftover_cgroups(dry_run: bool) -> LeftoverReport {
             }
             let dirs: Vec<(Kind, PathBuf)> =
                 command_dirs(&dir).into_iter().map(|d| (kind, d)).collect();
-            // Not our children: init reaps them.
-            let left = kill_dirs(&dirs, libc::SIGKILL, &mut || {});
+            // Not our children: init reaps them. A killed process leaves
+            // the cgroup before it has finished exiting: wait (bounded)
+            // until each is dead, so that "removed" means "nothing runs".
+            let mut signalled = BTreeSet::new();
+            let mut left = kill_dirs(&dirs, libc::SIGKILL, &mut signalled, &mut || {});
+            let deadline = std::time::Instant::now() + LEFTOVER_DEATH_LIMIT;
+            loop {
+                signalled.retain(|p| super::procs::alive(*p));
+                if signalled.is_empty() || std::time::Instant::now() >= deadline {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            left.extend(signalled);
             if !left.is_empty() {
                 report
                     .failed

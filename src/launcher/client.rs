@@ -18,7 +18,7 @@ use tokio::net::UnixStream;
 use tokio::sync::{mpsc, oneshot};
 
 use super::proto::{encode, Event, FrameBuf, Request, SpawnRequest, StdioSpec};
-use super::{sys, valid_instance_id, LauncherConfig, LAUNCHER_ARG};
+use super::{sys, valid_instance_id, LauncherConfig, LAUNCHER_ARG, LAUNCHER_ENV};
 use crate::{Error, ErrorKind, Result};
 
 /// How long the connection task waits for the launcher to exit after its
@@ -124,6 +124,16 @@ impl Future for Exit {
     }
 }
 
+/// The kind of a failed system call: running out of processes, memory or
+/// descriptors is transient (a retry after others finished may succeed),
+/// anything else is `otherwise`.
+pub(crate) fn errno_kind(err: &std::io::Error, otherwise: ErrorKind) -> ErrorKind {
+    match err.raw_os_error() {
+        Some(libc::EAGAIN | libc::ENOMEM | libc::EMFILE | libc::ENFILE) => ErrorKind::Transient,
+        _ => otherwise,
+    }
+}
+
 fn gone() -> Error {
     Error::new(ErrorKind::InstanceGone, "the local launcher exited")
 }
@@ -178,8 +188,13 @@ impl Launcher {
             )));
         }
         let program = config.resolve_program()?;
-        let (ours, theirs) = sys::socketpair()
-            .map_err(|e| Error::internal("launcher: socketpair failed").with_source(e))?;
+        let (ours, theirs) = sys::socketpair().map_err(|e| {
+            Error::new(
+                errno_kind(&e, ErrorKind::Internal),
+                "launcher: socketpair failed",
+            )
+            .with_source(e)
+        })?;
         let mut cmd = std::process::Command::new(&program);
         cmd.arg(LAUNCHER_ARG)
             .arg(instance_id)
@@ -192,7 +207,20 @@ impl Launcher {
             .stderr(Stdio::inherit());
         std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         let child = tokio::process::Command::from(cmd).spawn().map_err(|e| {
-            Error::config(format!("launcher: cannot start {}", program.display())).with_source(e)
+            let kind = errno_kind(&e, ErrorKind::Config);
+            let hint = if kind == ErrorKind::Config {
+                format!(
+                    " (point {LAUNCHER_ENV} or the launcher program setting at a `hecate` \
+                     binary, or call hecate::launcher::run_if_requested() first in main)"
+                )
+            } else {
+                String::new()
+            };
+            Error::new(
+                kind,
+                format!("launcher: cannot start {}{hint}", program.display()),
+            )
+            .with_source(e)
         })?;
         let pid = child.id().unwrap_or(0);
         let std_stream = std::os::unix::net::UnixStream::from(ours);
@@ -548,6 +576,11 @@ impl Conn {
                     if let Some(reply) = self.spawns.remove(&id) {
                         let err = std::io::Error::from_raw_os_error(errno);
                         let kind = match (stage.as_str(), errno) {
+                            // Out of processes, memory or descriptors: a
+                            // later try may succeed.
+                            (_, libc::EAGAIN | libc::ENOMEM | libc::EMFILE | libc::ENFILE) => {
+                                ErrorKind::Transient
+                            }
                             ("program" | "exec" | "chdir" | "argv", _) => ErrorKind::InvalidInput,
                             _ => ErrorKind::Internal,
                         };

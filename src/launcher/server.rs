@@ -5,7 +5,7 @@
 //! them all, starts commands and kills them: by cgroup first, then by
 //! descent from itself, then by marker.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::ffi::OsString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
@@ -18,6 +18,20 @@ use super::{procs, spawn, sys, CgroupMode, EXEC_MARKER, INSTANCE_MARKER};
 const PARENT_DEATH_SIGNAL: libc::c_int = libc::SIGUSR2;
 /// Bound on descent and marker kill rounds (processes that keep forking).
 const KILL_ROUNDS: usize = 400;
+/// How many times a kill repeats its descent and marker rounds while the
+/// previous pass still found something. A round that finds nothing may
+/// have missed a process forked while it read `/proc`: `/proc` lists pids
+/// in order, and a new pid wraps around below the listing's position
+/// (pid_max is often 32768), so only a whole pass finding nothing new
+/// ends the kill.
+const CONFIRM_PASSES: usize = 10;
+/// How long a kill waits for the processes it sent SIGKILL to finish
+/// exiting before it counts them as survivors. A killed process leaves
+/// the cgroup listing and loses its environment (the marker) before it
+/// has finished exiting (freeing a large memory takes a while), so "no
+/// longer found" is not yet "dead"; only a process stuck in the kernel
+/// (uninterruptible I/O) takes this long.
+const DEATH_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What the launcher knows about one command.
 #[derive(Debug, Clone, Copy)]
@@ -339,8 +353,14 @@ impl Server {
     }
 
     /// Sends `signal` to `pids`; for SIGKILL repeats `find` until it comes
-    /// back empty or the rounds run out. Returns what is left.
-    fn kill_rounds(&mut self, signal: i32, find: &dyn Fn(&Server) -> Vec<i32>) -> Vec<i32> {
+    /// back empty or the rounds run out. Returns what is left; every pid
+    /// signalled is added to `signalled`.
+    fn kill_rounds(
+        &mut self,
+        signal: i32,
+        signalled: &mut BTreeSet<i32>,
+        find: &dyn Fn(&Server) -> Vec<i32>,
+    ) -> Vec<i32> {
         let rounds = if signal == libc::SIGKILL {
             KILL_ROUNDS
         } else {
@@ -357,6 +377,7 @@ impl Server {
                 // our session or our marker.
                 unsafe { libc::kill(*pid, signal) };
             }
+            signalled.extend(left.iter().copied());
             if signal != libc::SIGKILL {
                 break;
             }
@@ -371,21 +392,32 @@ impl Server {
     /// marker. Returns how many of its processes are still alive.
     fn kill_command(&mut self, id: u64, signal: i32) -> u32 {
         let cgroups = self.cgroups.clone();
-        let mut left = cgroups.kill_command(id, signal, &mut || self.reap());
-        if let Some(sid) = self.commands.get(&id).map(|c| c.sid) {
-            let tree = self.kill_rounds(signal, &|s: &Server| {
-                // Re-read each round: once reaped, the main pid is not ours.
-                let main = s.commands.get(&id).and_then(|c| c.main);
-                procs::command_tree(&procs::snapshot(), s.me, main, sid)
-                    .into_iter()
-                    .collect()
-            });
-            left.extend(tree);
-        }
+        let mut signalled = BTreeSet::new();
+        let mut left = cgroups.kill_command(id, signal, &mut signalled, &mut || self.reap());
+        let sid = self.commands.get(&id).map(|c| c.sid);
         let marker = self.exec_marker(id);
-        left.extend(self.kill_rounds(signal, &|s: &Server| {
-            procs::with_marker(marker.as_bytes(), s.me)
-        }));
+        for _ in 0..CONFIRM_PASSES {
+            let before = signalled.len();
+            if let Some(sid) = sid {
+                let tree = self.kill_rounds(signal, &mut signalled, &|s: &Server| {
+                    // Re-read each round: once reaped, the main pid is not ours.
+                    let main = s.commands.get(&id).and_then(|c| c.main);
+                    procs::command_tree(&procs::snapshot(), s.me, main, sid)
+                        .into_iter()
+                        .collect()
+                });
+                left.extend(tree);
+            }
+            left.extend(self.kill_rounds(signal, &mut signalled, &|s: &Server| {
+                procs::with_marker(marker.as_bytes(), s.me)
+            }));
+            if signal != libc::SIGKILL || signalled.len() == before {
+                break;
+            }
+        }
+        if signal == libc::SIGKILL {
+            left.extend(self.await_deaths(signalled));
+        }
         left.sort_unstable();
         left.dedup();
         left.retain(|pid| procs::alive(*pid));
@@ -405,21 +437,47 @@ impl Server {
     /// of the launcher (orphans included), then the instance marker.
     fn kill_all(&mut self, signal: i32) -> u32 {
         let cgroups = self.cgroups.clone();
-        let mut left = cgroups.kill_all(signal, &mut || self.reap());
-        left.extend(self.kill_rounds(signal, &|s: &Server| {
-            procs::descendants(&procs::snapshot(), s.me)
-                .into_iter()
-                .collect()
-        }));
+        let mut signalled = BTreeSet::new();
+        let mut left = cgroups.kill_all(signal, &mut signalled, &mut || self.reap());
         let marker = format!("{INSTANCE_MARKER}={}", self.instance);
-        left.extend(self.kill_rounds(signal, &|s: &Server| {
-            procs::with_marker(marker.as_bytes(), s.me)
-        }));
+        for _ in 0..CONFIRM_PASSES {
+            let before = signalled.len();
+            left.extend(self.kill_rounds(signal, &mut signalled, &|s: &Server| {
+                procs::descendants(&procs::snapshot(), s.me)
+                    .into_iter()
+                    .collect()
+            }));
+            left.extend(self.kill_rounds(signal, &mut signalled, &|s: &Server| {
+                procs::with_marker(marker.as_bytes(), s.me)
+            }));
+            if signal != libc::SIGKILL || signalled.len() == before {
+                break;
+            }
+        }
+        if signal == libc::SIGKILL {
+            left.extend(self.await_deaths(signalled));
+        }
         self.reap();
         left.sort_unstable();
         left.dedup();
         left.retain(|pid| procs::alive(*pid));
         u32::try_from(left.len()).unwrap_or(u32::MAX)
+    }
+
+    /// Waits (bounded by [`DEATH_LIMIT`], reaping meanwhile) until every
+    /// process in `signalled` (each sent SIGKILL) has died; returns those
+    /// still alive then. A pid seen dead once is dropped for good, so a
+    /// reuse of it later does not count.
+    fn await_deaths(&mut self, mut signalled: BTreeSet<i32>) -> Vec<i32> {
+        let deadline = std::time::Instant::now() + DEATH_LIMIT;
+        loop {
+            self.reap();
+            signalled.retain(|pid| procs::alive(*pid));
+            if signalled.is_empty() || std::time::Instant::now() >= deadline {
+                return signalled.into_iter().collect();
+            }
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
     }
 
     /// Kills everything and removes the instance's cgroups; returns how

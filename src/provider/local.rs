@@ -13,12 +13,26 @@
 //!
 //! # Processes
 //!
-//! Every command runs in its own process group with a cleared environment
-//! that carries two markers, `HECATE_INSTANCE_ID` and `HECATE_EXEC_ID`. A
-//! timeout kills the command's group and every process carrying its exec
-//! marker (catching `setsid` escapees); stopping the instance does the same
-//! for the instance marker. Processes a finished foreground command left
-//! behind (`server &`) keep running until the instance stops.
+//! Each instance has its own launcher ([`crate::launcher`]): a small
+//! process started with the instance that spawns every command of it, each
+//! in its own session and (where the machine allows) its own cgroup, with
+//! a cleared environment carrying two markers, `HECATE_INSTANCE_ID` and
+//! `HECATE_EXEC_ID`. Commands are its children, not the runtime's: they
+//! cannot read the runtime's environment through `/proc/$PPID/environ`,
+//! and every orphan they leave comes back to the launcher. A timeout kills
+//! the command's processes (cgroup, then descent, then marker); stopping
+//! the instance kills all of them and the launcher. Processes a finished
+//! foreground command left behind (`server &`) keep running until the
+//! instance stops.
+//!
+//! # Half-made instances
+//!
+//! An instance directory is built under a temporary name
+//! (`.partial-<id>`), guarded by a lock file taken before it is made, and
+//! renamed to `<id>` once `instance.json` is written. A start that fails
+//! half-way (out of descriptors, say) removes it; if even that fails, the
+//! shutdown sweep ([`Provider::sweep_orphans`]) removes every partial
+//! directory of this process whose lock is free.
 
 mod exec;
 mod fsutil;
@@ -27,18 +41,17 @@ mod orphans;
 pub use orphans::Abandoned;
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet};
-use std::ffi::OsString;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::task::AbortHandle;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
+use crate::launcher::{self, Launcher, LauncherConfig, INSTANCE_MARKER};
 use crate::provider::{BoxFuture, ExecOutput, ExecSpec, Instance, Provider, StartSpec};
 use crate::unix;
 
@@ -46,33 +59,51 @@ use crate::unix;
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// The per-instance metadata file, inside the instance directory.
 const META_FILE: &str = "instance.json";
-/// The environment variable marking every process of an instance.
-const INSTANCE_MARKER: &str = "HECATE_INSTANCE_ID";
-/// The environment variable marking every process of one command.
-const EXEC_MARKER: &str = "HECATE_EXEC_ID";
-/// How many scans a synchronous kill (in `Drop`) makes.
-const SYNC_KILL_ROUNDS: usize = 3;
+/// The prefix of every instance id (and so of every instance directory).
+const ID_PREFIX: &str = "local-";
+/// The prefix of an instance directory still being built (see the module
+/// docs); its lock file adds [`LOCK_SUFFIX`].
+const PARTIAL_PREFIX: &str = ".partial-";
+/// The suffix of a partial directory's lock file.
+const LOCK_SUFFIX: &str = ".lock";
 
 /// Makes instance ids unique within this process even across providers.
 static INSTANCE_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// The local backend (`local`): instances are private directories under
 /// [`LocalConfig::root`](crate::config::LocalConfig::root), commands run as
-/// processes of this machine. Needs nothing installed beyond a POSIX shell.
+/// processes of this machine, started by a launcher per instance. Needs a
+/// POSIX shell and a launcher binary (see [`crate::launcher`]).
 #[derive(Debug)]
 pub struct LocalProvider {
     root: PathBuf,
     kill_grace: Duration,
-    shell: PathBuf,
-    path_env: OsString,
+    shell: String,
+    path_env: String,
+    launcher: LauncherConfig,
 }
 
 impl LocalProvider {
     /// A provider using `config.local.root` (created with mode 0700 if
-    /// missing; it must be a directory owned by this user) and
-    /// `config.local.kill_grace`. Commands get the runtime's `PATH` (or a
-    /// default) and nothing else from its environment.
+    /// missing; it must be a directory owned by this user), the launcher of
+    /// `config.launcher` (found now, so that a missing one is a
+    /// configuration error at once) and `config.local.kill_grace`. Commands
+    /// get the runtime's `PATH` (or a default) and nothing else from its
+    /// environment. With `config.harden_runtime` this process is made
+    /// non-dumpable ([`launcher::harden_runtime_process`]).
     pub fn new(config: &crate::Config) -> Result<Self> {
+        let mut provider = Self::for_cleanup(config)?;
+        provider.launcher.program = Some(config.launcher.resolve_program()?);
+        if config.harden_runtime {
+            launcher::harden_runtime_process()?;
+        }
+        Ok(provider)
+    }
+
+    /// A provider for `hecate gc`: it finds and removes instances under the
+    /// root but starts none, so it needs no launcher and leaves this
+    /// process as it is (dumpable).
+    pub fn for_cleanup(config: &crate::Config) -> Result<Self> {
         let requested = &config.local.root;
         if requested.as_os_str().is_empty() {
             return Err(Error::config("HECATE_LOCAL_ROOT: must not be empty"));
@@ -83,20 +114,29 @@ impl LocalProvider {
                 requested.display()
             ))
         })?;
+        if root.to_str().is_none() {
+            // Paths travel to the launcher as UTF-8.
+            return Err(Error::config(format!(
+                "HECATE_LOCAL_ROOT: {} is not valid UTF-8",
+                root.display()
+            )));
+        }
         let shell = if Path::new("/bin/bash").exists() {
-            PathBuf::from("/bin/bash")
+            "/bin/bash"
         } else {
-            PathBuf::from("/bin/sh")
+            "/bin/sh"
         };
-        let path_env = std::env::var_os("PATH")
+        let path_env = std::env::var("PATH")
+            .ok()
             .filter(|p| !p.is_empty())
-            .unwrap_or_else(|| OsString::from(DEFAULT_PATH));
-        log::debug!("local: root {} shell {}", root.display(), shell.display());
+            .unwrap_or_else(|| DEFAULT_PATH.to_string());
+        log::debug!("local: root {} shell {shell}", root.display());
         Ok(LocalProvider {
             root,
             kill_grace: config.local.kill_grace,
-            shell,
+            shell: shell.to_string(),
             path_env,
+            launcher: config.launcher.clone(),
         })
     }
 
@@ -105,19 +145,25 @@ impl LocalProvider {
         &self.root
     }
 
-    fn start_sync(&self, spec: &StartSpec) -> Result<LocalInstance> {
+    /// Creates the instance directory (see the module docs on half-made
+    /// instances); returns its id and path.
+    fn make_dir(&self, spec: &StartSpec) -> Result<(String, PathBuf)> {
         let id = new_instance_id();
-        let log_task = loggable_task(&spec.task_id);
         // The root may have been removed since `new` (a tmp cleaner).
         fsutil::ensure_private_root(&self.root)
-            .map_err(|err| Error::internal(format!("local root {}: {err}", self.root.display())))?;
+            .map_err(|err| io_error(err, format!("local root {}", self.root.display())))?;
+        let partial = self.root.join(format!("{PARTIAL_PREFIX}{id}"));
+        let lock_path = self.root.join(format!("{PARTIAL_PREFIX}{id}{LOCK_SUFFIX}"));
+        // Taken before the directory exists and released after it was
+        // renamed or removed: a sweep that can take it knows the builder
+        // is done or dead.
+        let lock = fsutil::create_lock(&lock_path)
+            .map_err(|err| io_error(err, format!("locking {}", lock_path.display())))?;
         let dir = self.root.join(&id);
-        fsutil::create_private_dir(&dir).map_err(|err| {
-            Error::internal(format!("creating instance dir {}: {err}", dir.display()))
-        })?;
         let made = (|| -> std::io::Result<()> {
+            fsutil::create_private_dir(&partial)?;
             for sub in ["work", "tmp", "jobs"] {
-                fsutil::create_private_dir(&dir.join(sub))?;
+                fsutil::create_private_dir(&partial.join(sub))?;
             }
             let meta = serde_json::json!({
                 "instance_id": id,
@@ -126,30 +172,61 @@ impl LocalProvider {
                 "ttl_secs": spec.ttl.map(|t| t.as_secs()),
                 "metadata": spec.metadata,
             });
-            std::fs::write(dir.join(META_FILE), meta.to_string())
+            std::fs::write(partial.join(META_FILE), meta.to_string())?;
+            std::fs::rename(&partial, &dir)
         })();
         if let Err(err) = made {
-            let _ = fsutil::remove_tree(&dir);
-            return Err(Error::internal(format!(
-                "preparing instance dir {}: {err}",
-                dir.display()
-            )));
+            if let Err(e) = fsutil::remove_tree(&partial) {
+                log::warn!(
+                    "local: half-made instance {} not removed ({e}); the shutdown sweep will",
+                    partial.display()
+                );
+            }
+            let _ = std::fs::remove_file(&lock_path);
+            drop(lock);
+            return Err(io_error(
+                err,
+                format!("preparing instance dir {}", dir.display()),
+            ));
         }
+        let _ = std::fs::remove_file(&lock_path);
+        drop(lock);
+        Ok((id, dir))
+    }
+
+    async fn start_instance(
+        prepared: Result<(String, PathBuf)>,
+        config: LauncherConfig,
+        shell: String,
+        path_env: String,
+        kill_grace: Duration,
+        log_task: String,
+    ) -> Result<LocalInstance> {
+        let (id, dir) = prepared?;
+        let launcher = match Launcher::start(&config, &id).await {
+            Ok(l) => l,
+            Err(err) => {
+                let _ = remove_dir(dir).await;
+                return Err(err.context(format_args!("local instance {id}")));
+            }
+        };
         log::info!(
-            "task={log_task} vm={id} local instance started in {}",
-            dir.display()
+            "task={log_task} vm={id} local instance started in {} (launcher pid {})",
+            dir.display(),
+            launcher.pid()
         );
+        let text = |p: &Path| p.to_str().map(str::to_owned).unwrap_or_default();
         let inner = Inner {
-            instance_marker: unix::env_entry(INSTANCE_MARKER, &id),
-            work: dir.join("work"),
-            tmp: dir.join("tmp"),
+            work: text(&dir.join("work")),
+            tmp: text(&dir.join("tmp")),
             jobs: dir.join("jobs"),
             dir,
             id,
             log_task,
-            shell: self.shell.clone(),
-            path_env: self.path_env.clone(),
-            kill_grace: self.kill_grace,
+            shell,
+            path_env,
+            kill_grace,
+            launcher: Arc::new(launcher),
             state: RefCell::new(State::default()),
         };
         Ok(LocalInstance {
@@ -158,36 +235,56 @@ impl LocalProvider {
     }
 }
 
+/// An I/O failure classified: out of descriptors, memory or processes is
+/// transient (a retry after others finished may succeed), anything else
+/// internal.
+fn io_error(err: std::io::Error, what: String) -> Error {
+    let kind = launcher::errno_kind(&err, ErrorKind::Internal);
+    Error::new(kind, format!("{what}: {err}")).with_source(err)
+}
+
 impl Provider for LocalProvider {
     fn name(&self) -> &'static str {
         "local"
     }
 
     fn start(&self, spec: StartSpec) -> BoxFuture<Result<Box<dyn Instance>>> {
-        let started = self
-            .start_sync(&spec)
-            .map(|i| Box::new(i) as Box<dyn Instance>);
-        // The directory is made: nothing further to create.
-        spec.create_slot.release();
-        Box::pin(async move { started })
+        let prepared = self.make_dir(&spec);
+        let started = LocalProvider::start_instance(
+            prepared,
+            self.launcher.clone(),
+            self.shell.clone(),
+            self.path_env.clone(),
+            self.kill_grace,
+            loggable_task(&spec.task_id),
+        );
+        let slot = spec.create_slot;
+        Box::pin(async move {
+            let started = started.await;
+            // The directory and the launcher are made: nothing further to
+            // create.
+            slot.release();
+            Ok(Box::new(started?) as Box<dyn Instance>)
+        })
     }
 
     /// Stops the instances under the root whose metadata carries
-    /// `hecate_runtime_id = runtime_id`: kills their processes and removes
-    /// their directories.
-    /// Stops the instances under the root whose metadata carries
-    /// `hecate_runtime_id = runtime_id`: kills their processes and removes
-    /// their directories.
+    /// `hecate_runtime_id = runtime_id` (kills their processes and removes
+    /// their directories), and removes this process's half-made instance
+    /// directories.
     fn sweep_orphans(&self, runtime_id: &str) -> BoxFuture<Result<Vec<String>>> {
+        self.sweep_partial();
         self.sweep_tagged(runtime_id)
     }
 }
 
-/// A running local instance: a private directory and the processes started
-/// in it. Created by [`LocalProvider`]; see the [module docs](self).
+/// A running local instance: a private directory, its launcher and the
+/// processes started through it. Created by [`LocalProvider`]; see the
+/// [module docs](self).
 ///
-/// Dropping it without [`stop`](Instance::stop) kills its processes (best
-/// effort) but leaves the directory.
+/// Dropping it without [`stop`](Instance::stop) ends its launcher, which
+/// kills its processes (best effort, asynchronously), but leaves the
+/// directory.
 pub struct LocalInstance {
     inner: Rc<Inner>,
 }
@@ -209,7 +306,12 @@ impl LocalInstance {
 
     /// The working directory (and `HOME`) of its commands.
     pub fn work_dir(&self) -> &Path {
-        &self.inner.work
+        Path::new(&self.inner.work)
+    }
+
+    /// The pid of its launcher process.
+    pub fn launcher_pid(&self) -> u32 {
+        self.inner.launcher.pid()
     }
 }
 
@@ -218,41 +320,25 @@ struct Inner {
     /// The task id, escaped and shortened for log lines.
     log_task: String,
     dir: PathBuf,
-    work: PathBuf,
-    tmp: PathBuf,
+    work: String,
+    tmp: String,
     jobs: PathBuf,
-    shell: PathBuf,
-    path_env: OsString,
+    shell: String,
+    path_env: String,
     kill_grace: Duration,
-    instance_marker: Vec<u8>,
+    /// Shared with the guards of running commands, which kill through it
+    /// when their call is abandoned.
+    launcher: Arc<Launcher>,
     state: RefCell<State>,
 }
 
 #[derive(Default)]
 struct State {
-    execs: u64,
     jobs: u64,
-    /// Process groups of all commands and jobs started (their leaders'
-    /// pids), each with a flag set once its leader has been reaped: until
-    /// then the group id cannot be reused, so the group is certainly ours.
-    groups: BTreeMap<i32, Arc<AtomicBool>>,
     /// Tasks reading pipes that leftover processes of finished commands
     /// still hold; aborted when the instance stops.
     drains: Vec<AbortHandle>,
     stopped: bool,
-}
-
-impl State {
-    /// Takes all recorded groups, and those whose leader is not reaped yet.
-    fn take_groups(&mut self) -> (BTreeSet<i32>, BTreeSet<i32>) {
-        let groups = std::mem::take(&mut self.groups);
-        let unreaped = groups
-            .iter()
-            .filter(|(_, reaped)| !reaped.load(Ordering::Acquire))
-            .map(|(g, _)| *g)
-            .collect();
-        (groups.into_keys().collect(), unreaped)
-    }
 }
 
 impl Instance for LocalInstance {
@@ -265,7 +351,7 @@ impl Instance for LocalInstance {
         Box::pin(async move {
             inner.check_runnable(&spec.command)?;
             if spec.background {
-                inner.exec_background(&spec)
+                inner.exec_background(&spec).await
             } else {
                 inner.exec_foreground(&spec).await
             }
@@ -280,26 +366,21 @@ impl Instance for LocalInstance {
 
 impl Drop for LocalInstance {
     fn drop(&mut self) {
-        let ((groups, unreaped), drains) = {
+        let drains = {
             let mut st = self.inner.state.borrow_mut();
             if st.stopped {
                 return;
             }
             st.stopped = true;
-            (st.take_groups(), std::mem::take(&mut st.drains))
+            std::mem::take(&mut st.drains)
         };
-        let marker = &self.inner.instance_marker;
-        let live = unix::scan(marker, &groups);
-        if !live.is_empty() {
-            log::warn!(
-                "task={} vm={} dropped without stop; killing {} processes",
-                self.inner.log_task,
-                self.inner.id,
-                live.len()
-            );
-        }
-        let trusted = trusted_groups(&groups, unreaped, &live);
-        unix::kill_now(trusted, marker, SYNC_KILL_ROUNDS);
+        log::warn!(
+            "task={} vm={} dropped without stop; its launcher kills its processes",
+            self.inner.log_task,
+            self.inner.id
+        );
+        // The launcher ends when its last handle is dropped (the control
+        // stream closes), and kills everything on its way out.
         for d in drains {
             d.abort();
         }
@@ -307,17 +388,28 @@ impl Drop for LocalInstance {
 }
 
 impl Inner {
-    /// Kills every process of the instance and removes its directory.
+    /// Kills every process of the instance (through the launcher, which
+    /// then exits) and removes its directory.
     async fn stop(&self) -> Result<()> {
-        let ((groups, unreaped), drains) = {
+        let drains = {
             let mut st = self.state.borrow_mut();
             st.stopped = true;
-            (st.take_groups(), std::mem::take(&mut st.drains))
+            std::mem::take(&mut st.drains)
         };
-        let marker = &self.instance_marker;
-        let live = unix::scan(marker, &groups);
-        let trusted = trusted_groups(&groups, unreaped, &live);
-        let left = unix::kill_tree(trusted, marker, self.kill_grace).await;
+        let left = match self.launcher.stop().await {
+            Ok(left) => left as usize,
+            Err(err) => {
+                // The launcher died (or hangs): its commands may be loose.
+                // Their instance marker is what is left to find them by.
+                log::warn!(
+                    "task={} vm={} launcher failed to stop ({err}); sweeping by marker",
+                    self.log_task,
+                    self.id
+                );
+                let marker = unix::env_entry(INSTANCE_MARKER, &self.id);
+                unix::kill_tree(Default::default(), &marker, self.kill_grace).await
+            }
+        };
         if left > 0 {
             log::warn!(
                 "task={} vm={} {left} processes survived SIGKILL",
@@ -337,21 +429,6 @@ impl Inner {
         Ok(())
     }
 }
-/// The recorded `groups` that are safe to signal, given a scan `live` of
-/// them and the instance marker. A group is certainly ours while its leader
-/// is unreaped (`unreaped`), or while a member carries our marker; a group
-/// that emptied long ago may have an unrelated owner by now. (A
-/// just-started process may not show its environment yet, hence the first
-/// rule.)
-fn trusted_groups(
-    groups: &BTreeSet<i32>,
-    unreaped: BTreeSet<i32>,
-    live: &[unix::ProcEntry],
-) -> BTreeSet<i32> {
-    let mut trusted = unix::verified_groups(groups, live);
-    trusted.extend(unreaped);
-    trusted
-}
 
 /// Removes an instance directory off the arbiter thread (it may be large).
 async fn remove_dir(dir: PathBuf) -> Result<()> {
@@ -366,7 +443,11 @@ async fn remove_dir(dir: PathBuf) -> Result<()> {
 /// whatever the task id is.
 fn new_instance_id() -> String {
     let n = INSTANCE_COUNTER.fetch_add(1, Ordering::Relaxed) + 1;
-    format!("local-{}-{n}-{:08x}", std::process::id(), fastrand::u32(..))
+    format!(
+        "{ID_PREFIX}{}-{n}-{:08x}",
+        std::process::id(),
+        fastrand::u32(..)
+    )
 }
 
 /// The task id escaped and cut for a log line (task ids are arbitrary text).

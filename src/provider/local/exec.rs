@@ -1,25 +1,26 @@
-//! Running commands in a local instance: a foreground command with its
-//! output captured, its timeout and the kill of its process tree; and a
-//! background job writing to a log file, reaped when it ends.
+//! Running commands in a local instance through its launcher: a
+//! foreground command with its output captured through pipes this process
+//! reads, its timeout and the kill of everything it started; and a
+//! background job writing to a log file, whose exit is logged.
 
-use std::process::Stdio;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::process::{Child, Command};
 use tokio::task::AbortHandle;
 
-use super::{Inner, EXEC_MARKER, INSTANCE_MARKER, SYNC_KILL_ROUNDS};
+use super::{io_error, Inner};
 use crate::error::{Error, ErrorKind, Result};
+use crate::launcher::{CommandSpec, Launcher};
 use crate::provider::{Captured, ExecOutput, ExecSpec, JobInfo, OutputCapture};
 use crate::unix;
 
 /// How long output is still read after a foreground command's main process
 /// exited, for pipes that its leftover children hold open.
 const DRAIN_WINDOW: Duration = Duration::from_millis(150);
-/// How long to wait for a killed main process to be reaped before giving up.
+/// How long to wait for a killed main process to be reported before giving
+/// up.
 const REAP_TIMEOUT: Duration = Duration::from_secs(5);
 /// The exit code reported for a command killed by its timeout.
 const TIMEOUT_EXIT_CODE: i32 = 124;
@@ -36,7 +37,7 @@ impl Inner {
                 format!("local instance {} was stopped", self.id),
             ));
         }
-        if !self.work.is_dir() {
+        if !std::path::Path::new(&self.work).is_dir() {
             return Err(Error::new(
                 ErrorKind::InstanceGone,
                 format!("local instance {}: its directory is gone", self.id),
@@ -45,89 +46,73 @@ impl Inner {
         Ok(())
     }
 
-    /// The next exec id (`<instance id>-<n>`).
-    fn next_exec_id(&self) -> String {
-        let mut st = self.state.borrow_mut();
-        st.execs += 1;
-        format!("{}-{}", self.id, st.execs)
-    }
-
-    /// A command running the shell with the instance's environment and
-    /// nothing else, in its own process group.
-    fn shell_command(&self, exec_id: &str) -> Command {
-        let mut cmd = Command::new(&self.shell);
-        cmd.current_dir(&self.work)
-            .env_clear()
-            .env("PATH", &self.path_env)
-            .env("HOME", &self.work)
-            .env("TMPDIR", &self.tmp)
+    /// The shell with `args`, the instance's environment and nothing else
+    /// (the launcher adds the two markers), in the work directory.
+    fn shell_command<'a>(&self, args: impl IntoIterator<Item = &'a str>) -> CommandSpec {
+        let mut cmd = CommandSpec::new(self.shell.as_str())
+            .cwd(&self.work)
+            .env("PATH", self.path_env.as_str())
+            .env("HOME", self.work.as_str())
+            .env("TMPDIR", self.tmp.as_str())
             .env("LANG", "C.UTF-8")
             .env("LC_ALL", "C.UTF-8")
             .env("TERM", "dumb")
             .env("PAGER", "cat")
-            .env("GIT_PAGER", "cat")
-            .env(INSTANCE_MARKER, &self.id)
-            .env(EXEC_MARKER, exec_id)
-            .process_group(0)
-            .stdin(Stdio::null());
+            .env("GIT_PAGER", "cat");
+        for a in args {
+            cmd = cmd.arg(a);
+        }
         cmd
     }
 
-    fn spawn_error(&self, err: std::io::Error) -> Error {
-        let kind = match err.raw_os_error() {
-            Some(libc::EAGAIN) | Some(libc::ENOMEM) | Some(libc::EMFILE) | Some(libc::ENFILE) => {
-                ErrorKind::Transient
-            }
-            Some(libc::E2BIG) => ErrorKind::InvalidInput,
-            Some(libc::ENOENT) if !self.work.is_dir() => ErrorKind::InstanceGone,
-            _ => ErrorKind::Internal,
+    /// A launcher's spawn failure in this instance's terms: a missing work
+    /// directory means the instance is gone.
+    fn spawn_error(&self, err: Error) -> Error {
+        let gone =
+            err.kind() == ErrorKind::InvalidInput && !std::path::Path::new(&self.work).is_dir();
+        let kind = if gone {
+            ErrorKind::InstanceGone
+        } else {
+            err.kind()
         };
         Error::new(
             kind,
-            format!("local instance {}: cannot start command: {err}", self.id),
+            format!("local instance {}: cannot start command", self.id),
         )
-    }
-
-    /// Records the process group led by `pid`; the returned flag is to be
-    /// set once the leader has been reaped.
-    fn register_group(&self, pid: u32) -> Result<(i32, Arc<AtomicBool>)> {
-        let pgid =
-            i32::try_from(pid).map_err(|_| Error::internal(format!("pid {pid} out of range")))?;
-        let reaped = Arc::new(AtomicBool::new(false));
-        self.state
-            .borrow_mut()
-            .groups
-            .insert(pgid, Arc::clone(&reaped));
-        Ok((pgid, reaped))
+        .with_source(err)
     }
 
     pub(super) async fn exec_foreground(&self, spec: &ExecSpec) -> Result<ExecOutput> {
-        let exec_id = self.next_exec_id();
-        let mut cmd = self.shell_command(&exec_id);
-        cmd.arg("-c")
-            .arg(&spec.command)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().map_err(|e| self.spawn_error(e))?;
-        let pid = child
-            .id()
-            .ok_or_else(|| Error::internal("spawned command has no pid"))?;
-        let (pgid, reaped) = self.register_group(pid)?;
+        let (stdout, out_w) = pipe().map_err(|e| io_error(e, self.what("stdout pipe")))?;
+        let (stderr, err_w) = pipe().map_err(|e| io_error(e, self.what("stderr pipe")))?;
+        let reader = |fd: OwnedFd| {
+            tokio::net::unix::pipe::Receiver::from_owned_fd(fd)
+                .map_err(|e| io_error(e, self.what("reading a pipe")))
+        };
+        let mut stdout = reader(stdout)?;
+        let mut stderr = reader(stderr)?;
+        let cmd = self
+            .shell_command(["-c", spec.command.as_str()])
+            .stdout(out_w)
+            .stderr(err_w);
+        let spawned = self
+            .launcher
+            .spawn(cmd)
+            .await
+            .map_err(|e| self.spawn_error(e))?;
+        let exec_id = spawned.id;
         log::debug!(
-            "task={} vm={} exec={exec_id} pid={pid} started",
+            "task={} vm={} exec={exec_id} pid={} started",
             self.log_task,
-            self.id
+            self.id,
+            spawned.pid
         );
-        let mut stdout = child.stdout.take().expect("stdout was set to piped");
-        let mut stderr = child.stderr.take().expect("stderr was set to piped");
-        let exec_marker = unix::env_entry(EXEC_MARKER, &exec_id);
-        let mut running = RunningChild {
-            child,
-            pgid,
-            marker: exec_marker.clone(),
-            reaped,
+        let mut running = RunningCommand {
+            launcher: Arc::clone(&self.launcher),
+            id: exec_id,
             armed: true,
         };
+        let mut exit = spawned.exit;
         let mut out = OutputCapture::new(spec.capture_bytes);
         let mut err = OutputCapture::new(spec.capture_bytes);
         let deadline = tokio::time::Instant::now().checked_add(spec.timeout);
@@ -150,51 +135,32 @@ impl Inner {
                 tokio::select! {
                     // A command that ends right at its deadline has ended.
                     biased;
-                    status = running.child.wait() => break Some(status),
+                    status = &mut exit => break Some(status),
                     () = &mut timer => break None,
                     () = &mut reading, if !drained => drained = true,
                 }
             };
             let (status, timed_out) = match waited {
                 Some(status) => {
-                    running.disarm();
+                    running.armed = false;
                     (Some(status), false)
                 }
                 None => {
                     log::info!(
-                        "task={} vm={} exec={exec_id} timed out after {:?}; killing its process tree",
+                        "task={} vm={} exec={exec_id} timed out after {:?}; killing its processes",
                         self.log_task,
                         self.id,
                         spec.timeout
                     );
-                    // The main process is not reaped yet, so its group id
-                    // cannot have been reused: the group is ours.
-                    let killing = unix::kill_tree([pgid].into(), &exec_marker, self.kill_grace);
+                    let killing = self.terminate(exec_id, &mut exit);
                     tokio::pin!(killing);
-                    let left = loop {
+                    let status = loop {
                         tokio::select! {
-                            left = &mut killing => break left,
+                            status = &mut killing => break status,
                             () = &mut reading, if !drained => drained = true,
                         }
                     };
-                    if left > 0 {
-                        log::warn!(
-                            "task={} vm={} exec={exec_id} {left} processes survived SIGKILL",
-                            self.log_task,
-                            self.id
-                        );
-                    }
-                    let status = tokio::time::timeout(REAP_TIMEOUT, running.child.wait())
-                        .await
-                        .ok();
-                    if status.is_none() {
-                        log::warn!(
-                            "task={} vm={} exec={exec_id} main process not reaped after SIGKILL",
-                            self.log_task,
-                            self.id
-                        );
-                    }
-                    running.disarm();
+                    running.armed = false;
                     (status, true)
                 }
             };
@@ -226,12 +192,7 @@ impl Inner {
         } else {
             match status {
                 Some(Ok(status)) => unix::exit_code(status),
-                Some(Err(e)) => {
-                    return Err(Error::internal(format!(
-                        "local instance {}: waiting for command: {e}",
-                        self.id
-                    )))
-                }
+                Some(Err(e)) => return Err(e.context(format_args!("local instance {}", self.id))),
                 None => TIMEOUT_EXIT_CODE,
             }
         };
@@ -249,8 +210,51 @@ impl Inner {
         })
     }
 
-    pub(super) fn exec_background(&self, spec: &ExecSpec) -> Result<ExecOutput> {
-        let exec_id = self.next_exec_id();
+    /// Ends a timed-out command: SIGTERM to its processes, up to the kill
+    /// grace for its main process to go, then SIGKILL to everything it
+    /// started (the launcher's kill: cgroup, descent, marker). Returns the
+    /// main process's exit status if it was reported in time.
+    async fn terminate(
+        &self,
+        exec_id: u64,
+        exit: &mut crate::launcher::Exit,
+    ) -> Option<Result<std::process::ExitStatus>> {
+        let mut status = None;
+        if !self.kill_grace.is_zero() && self.launcher.signal(exec_id, libc::SIGTERM).await.is_ok()
+        {
+            status = tokio::time::timeout(self.kill_grace, &mut *exit).await.ok();
+        }
+        match self.launcher.kill(exec_id).await {
+            Ok(0) => {}
+            Ok(left) => log::warn!(
+                "task={} vm={} exec={exec_id} {left} processes survived SIGKILL",
+                self.log_task,
+                self.id
+            ),
+            Err(err) => log::warn!(
+                "task={} vm={} exec={exec_id} kill failed: {err}",
+                self.log_task,
+                self.id
+            ),
+        }
+        if status.is_none() {
+            status = tokio::time::timeout(REAP_TIMEOUT, exit).await.ok();
+            if status.is_none() {
+                log::warn!(
+                    "task={} vm={} exec={exec_id} main process not reported dead after SIGKILL",
+                    self.log_task,
+                    self.id
+                );
+            }
+        }
+        status
+    }
+
+    fn what(&self, what: &str) -> String {
+        format!("local instance {}: {what}", self.id)
+    }
+
+    pub(super) async fn exec_background(&self, spec: &ExecSpec) -> Result<ExecOutput> {
         let job = {
             let mut st = self.state.borrow_mut();
             st.jobs += 1;
@@ -258,14 +262,11 @@ impl Inner {
         };
         let log_path = self.jobs.join(format!("{job}.log"));
         let exit_path = self.jobs.join(format!("{job}.exit"));
-        let io_err = |what: &str, e: std::io::Error| {
-            Error::internal(format!("local instance {}: {what}: {e}", self.id))
-        };
         // A stale exit file (commands can write there) would make the job
         // look finished.
         match std::fs::remove_file(&exit_path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(io_err("removing old exit file", e))
+                return Err(io_error(e, self.what("removing old exit file")))
             }
             _ => {}
         }
@@ -276,33 +277,44 @@ impl Inner {
                 .create(true)
                 .truncate(true)
                 .mode(0o600)
+                .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
                 .open(&log_path)
-                .map_err(|e| io_err("opening job log", e))?
+                .map_err(|e| io_error(e, self.what("opening job log")))?
         };
-        let log_err = log.try_clone().map_err(|e| io_err("opening job log", e))?;
-        let mut cmd = self.shell_command(&exec_id);
-        cmd.arg("-c")
-            .arg(JOB_SCRIPT)
-            .arg("hecate-job")
-            .arg(&spec.command)
-            .arg(&exit_path)
-            .arg(&self.shell)
-            .stdout(Stdio::from(log))
-            .stderr(Stdio::from(log_err));
-        let mut child = cmd.spawn().map_err(|e| self.spawn_error(e))?;
-        let pid = child
-            .id()
-            .ok_or_else(|| Error::internal("spawned job has no pid"))?;
-        let (_, reaped) = self.register_group(pid)?;
+        let log_err = log
+            .try_clone()
+            .map_err(|e| io_error(e, self.what("opening job log")))?;
+        let exit_file = exit_path
+            .to_str()
+            .ok_or_else(|| Error::internal(self.what("job exit path is not UTF-8")))?;
+        let cmd = self
+            .shell_command([
+                "-c",
+                JOB_SCRIPT,
+                "hecate-job",
+                spec.command.as_str(),
+                exit_file,
+                self.shell.as_str(),
+            ])
+            .stdout(OwnedFd::from(log))
+            .stderr(OwnedFd::from(log_err));
+        let spawned = self
+            .launcher
+            .spawn(cmd)
+            .await
+            .map_err(|e| self.spawn_error(e))?;
+        let pid = spawned.pid;
         let log_prefix = format!("task={} vm={} job={job}", self.log_task, self.id);
-        log::info!("{log_prefix} exec={exec_id} pid={pid} started in the background");
-        // Reaps the job when it ends, so that no zombie is left.
+        log::info!(
+            "{log_prefix} exec={} pid={pid} started in the background",
+            spawned.id
+        );
+        // The launcher reaps it; this only logs how it ended.
+        let exit = spawned.exit;
         tokio::spawn(async move {
-            let status = child.wait().await;
-            reaped.store(true, Ordering::Release);
-            match status {
+            match exit.await {
                 Ok(status) => log::debug!("{log_prefix} ended: {status}"),
-                Err(e) => log::warn!("{log_prefix} wait failed: {e}"),
+                Err(e) => log::debug!("{log_prefix} not waited for: {e}"),
             }
         });
         let line = format!(
@@ -324,35 +336,41 @@ impl Inner {
     }
 }
 
-/// A foreground command's child process; if the exec future is dropped
-/// while the command runs, its process tree is killed.
-struct RunningChild {
-    child: Child,
-    pgid: i32,
-    marker: Vec<u8>,
-    /// Shared with the instance's record of the group.
-    reaped: Arc<AtomicBool>,
+/// A close-on-exec pipe: (read end, write end).
+fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: fds is a valid out-array of two ints.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: pipe2 returned two fresh descriptors we now own.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// A running foreground command; if the exec future is dropped while it
+/// runs (the call was abandoned), everything it started is killed.
+struct RunningCommand {
+    launcher: Arc<Launcher>,
+    id: u64,
     armed: bool,
 }
 
-impl RunningChild {
-    /// The main process has been waited for (or given up on): nothing is
-    /// to be killed on drop, and the group is no longer known to be ours.
-    fn disarm(&mut self) {
-        self.armed = false;
-        self.reaped.store(true, Ordering::Release);
-    }
-}
-
-impl Drop for RunningChild {
+impl Drop for RunningCommand {
     fn drop(&mut self) {
-        if self.armed {
-            // Runs before `child` is dropped: the main process is unreaped,
-            // so the group id is still ours.
-            unix::kill_now([self.pgid].into(), &self.marker, SYNC_KILL_ROUNDS);
+        if !self.armed {
+            return;
         }
-        // The child is reaped in the background from here on.
-        self.reaped.store(true, Ordering::Release);
+        let launcher = Arc::clone(&self.launcher);
+        let id = self.id;
+        // Drop cannot wait; the kill goes out on this thread's runtime. If
+        // there is none, the runtime is going down and the launcher with it.
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                if let Err(err) = launcher.kill(id).await {
+                    log::debug!("exec={id} kill of an abandoned command failed: {err}");
+                }
+            });
+        }
     }
 }
 

@@ -1,9 +1,9 @@
 //! The file-system side of local instances: private (0700) directories, and
 //! removing an instance directory whatever its commands did to the
-//! permissions inside it.
+//! permissions inside it; and the lock files that guard half-made ones.
 
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// Creates `path` (and missing parents) with mode 0700 if it does not exist,
@@ -51,6 +51,51 @@ pub(crate) fn remove_tree(path: &Path) -> io::Result<()> {
     match std::fs::remove_dir_all(path) {
         Err(err) if err.kind() != io::ErrorKind::NotFound => Err(err),
         _ => Ok(()),
+    }
+}
+
+/// Creates (or opens) the lock file `path` (mode 0600) and takes an
+/// exclusive `flock` on it, waiting for it if need be. The lock lasts as
+/// long as the returned file is open.
+pub(crate) fn create_lock(path: &Path) -> io::Result<std::fs::File> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)?;
+    flock(&file, libc::LOCK_EX)?;
+    Ok(file)
+}
+
+/// Takes an exclusive `flock` on the existing lock file `path` if nobody
+/// holds it: `Ok(Some(file))` (locked until dropped), `Ok(None)` if it is
+/// held, an error of kind `NotFound` if there is no such file.
+pub(crate) fn try_lock(path: &Path) -> io::Result<Option<std::fs::File>> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)?;
+    match flock(&file, libc::LOCK_EX | libc::LOCK_NB) {
+        Ok(()) => Ok(Some(file)),
+        Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn flock(file: &std::fs::File, op: libc::c_int) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    loop {
+        // SAFETY: flock on a descriptor the file owns; no memory effects.
+        if unsafe { libc::flock(file.as_raw_fd(), op) } == 0 {
+            return Ok(());
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
     }
 }
 
