@@ -22,6 +22,7 @@ mod shell;
 mod start;
 mod wire;
 
+#[cfg(feature = "sim")]
 pub(crate) use self::shell::RUNTIME_DIR_VAR;
 
 use std::cell::Cell;
