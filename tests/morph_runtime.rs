@@ -21,8 +21,8 @@ use hecate::{
     Runtime,
 };
 
-use crate::helper::server::{spawn_server, start_sim, unused_port};
 use crate::helper::{environ_contains, processes_with_cmdline};
+use crate::helper::server::{spawn_server, start_sim, unused_port};
 
 const KEY: &str = "test-key";
 
