@@ -95,6 +95,8 @@
 //! # Layout
 //!
 //! - [`proto`]: messages and framing.
+//! - [`sandbox`]: namespaces and limits around the launcher
+//!   ([`LauncherConfig::sandbox`]).
 //! - `client`: [`Launcher`], the runtime's async handle.
 //! - `server`: the launcher's poll loop; `spawn`: fork and exec;
 //!   `cgroup`: the cgroup tree; `procs`: `/proc` scans; `sys`: libc calls.
@@ -103,6 +105,7 @@ mod cgroup;
 mod client;
 mod procs;
 pub mod proto;
+pub mod sandbox;
 mod server;
 mod spawn;
 mod sys;
@@ -218,6 +221,10 @@ pub struct LauncherConfig {
     /// The deadline for every answer from the launcher (ready, spawned,
     /// killed, stopped).
     pub reply_timeout: Duration,
+    /// Put the launcher, and so every command, in a sandbox (namespaces
+    /// and limits, see [`sandbox`]); `None` runs commands in the host's
+    /// namespaces.
+    pub sandbox: Option<sandbox::SandboxSpec>,
 }
 
 impl Default for LauncherConfig {
@@ -226,6 +233,7 @@ impl Default for LauncherConfig {
             program: None,
             cgroups: CgroupMode::Auto,
             reply_timeout: Duration::from_secs(30),
+            sandbox: None,
         }
     }
 }

@@ -21,6 +21,7 @@ fn config(mode: CgroupMode) -> LauncherConfig {
         program: Some(env!("CARGO_BIN_EXE_hecate").into()),
         cgroups: mode,
         reply_timeout: Duration::from_secs(30),
+        sandbox: None,
     }
 }
 

@@ -23,6 +23,7 @@ mod morph_runtime;
 #[cfg(feature = "sim")]
 mod reliability;
 mod runtime;
+mod sandbox;
 mod shutdown;
 #[cfg(feature = "sim")]
 mod simulator;

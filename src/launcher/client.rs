@@ -18,6 +18,7 @@ use tokio::net::UnixStream;
 use tokio::sync::{mpsc, oneshot};
 
 use super::proto::{encode, Event, FrameBuf, Request, SpawnRequest, StdioSpec};
+use super::sandbox::SandboxReport;
 use super::{sys, valid_instance_id, LauncherConfig, LAUNCHER_ARG, LAUNCHER_ENV};
 use crate::{Error, ErrorKind, Result};
 
@@ -171,6 +172,7 @@ pub struct Launcher {
     pid: u32,
     instance: String,
     cgroups: Vec<String>,
+    sandbox: Option<SandboxReport>,
     next_id: AtomicU64,
     reply_timeout: Duration,
 }
@@ -205,6 +207,9 @@ impl Launcher {
             .stdin(Stdio::from(theirs))
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
+        if let Some(spec) = &config.sandbox {
+            cmd.arg(spec.to_arg());
+        }
         std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         let child = tokio::process::Command::from(cmd).spawn().map_err(|e| {
             let kind = errno_kind(&e, ErrorKind::Config);
@@ -242,10 +247,20 @@ impl Launcher {
                     ),
                 )
             })??;
-        let Event::Ready { cgroups, .. } = ready else {
-            return Err(Error::protocol(format!(
-                "launcher: expected ready, got {ready:?}"
-            )));
+        let (cgroups, sandbox) = match ready {
+            Event::Ready {
+                cgroups, sandbox, ..
+            } => (cgroups, sandbox),
+            // The launcher refuses to start only when its sandbox cannot be
+            // made here.
+            Event::Rejected { reason } => {
+                return Err(Error::config(format!("launcher: {reason}")));
+            }
+            other => {
+                return Err(Error::protocol(format!(
+                    "launcher: expected ready, got {other:?}"
+                )));
+            }
         };
         let (calls, rx) = mpsc::unbounded_channel();
         let conn = Conn {
@@ -268,6 +283,7 @@ impl Launcher {
             pid,
             instance: instance_id.to_string(),
             cgroups,
+            sandbox,
             next_id: AtomicU64::new(1),
             reply_timeout: config.reply_timeout,
         })
@@ -288,6 +304,12 @@ impl Launcher {
     /// (then commands are tracked by descent and markers only).
     pub fn cgroups(&self) -> &[String] {
         &self.cgroups
+    }
+
+    /// What the sandbox applied ([`LauncherConfig::sandbox`]); `None`
+    /// without one.
+    pub fn sandbox(&self) -> Option<&SandboxReport> {
+        self.sandbox.as_ref()
     }
 
     async fn call<T>(&self, what: &str, make: impl FnOnce(Reply<T>) -> Call) -> Result<T> {

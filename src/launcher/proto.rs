@@ -80,6 +80,9 @@ pub enum Event {
         pid: i32,
         /// The instance cgroups in use.
         cgroups: Vec<String>,
+        /// What the sandbox applied, when the launcher runs in one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sandbox: Option<super::sandbox::SandboxReport>,
     },
     /// The command's main process runs.
     Spawned {

@@ -11,7 +11,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use super::cgroup::InstanceCgroups;
 use super::proto::{encode, Event, FrameBuf, Request, SpawnRequest, StdioSpec};
-use super::{procs, spawn, sys, CgroupMode, EXEC_MARKER, INSTANCE_MARKER};
+use super::{procs, sandbox, spawn, sys, CgroupMode, EXEC_MARKER, INSTANCE_MARKER};
 
 /// The signal the kernel sends when the runtime's spawning thread ends; the
 /// launcher then checks whether the whole runtime is gone.
@@ -55,6 +55,9 @@ struct Server {
     inbox: FrameBuf,
     /// Set when the runtime can no longer be written to.
     closed: bool,
+    /// The working directory of a command that names none (the sandbox's
+    /// workspace; `/` otherwise).
+    default_cwd: Option<String>,
 }
 
 /// The arguments after `__launcher`: instance id, runtime pid, cgroup mode.
@@ -114,7 +117,32 @@ pub(crate) fn main(args: Vec<OsString>) -> i32 {
             return 1;
         }
     };
-    let cgroups = InstanceCgroups::setup(mode, &instance);
+    let mut cgroups = InstanceCgroups::setup(mode, &instance);
+    let labels = cgroups.labels();
+    let mut sandbox_report = None;
+    if let Some(arg) = args.get(3) {
+        // The sandbox hook: returns here only as PID 1 of the sandbox,
+        // whose commands are tracked by descent (the instance cgroups stay
+        // with the outer launcher, in the host's namespaces).
+        let entered = match arg.to_str().and_then(sandbox::SandboxSpec::from_arg) {
+            Some(spec) => sandbox::enter(&spec, &instance, &cgroups, sock.as_raw_fd()),
+            None => Err("malformed sandbox argument".to_string()),
+        };
+        match entered {
+            Ok(report) => {
+                sandbox_report = Some(report);
+                cgroups = InstanceCgroups::default();
+            }
+            Err(reason) => {
+                let _ = cgroups.remove_instance();
+                sandbox::reject(sock.as_raw_fd(), reason);
+                return 1;
+            }
+        }
+    }
+    let default_cwd = sandbox_report
+        .is_some()
+        .then(|| sandbox::WORKSPACE.to_string());
     let mut server = Server {
         sock,
         signals,
@@ -127,10 +155,12 @@ pub(crate) fn main(args: Vec<OsString>) -> i32 {
         fds: VecDeque::new(),
         inbox: FrameBuf::default(),
         closed: false,
+        default_cwd,
     };
     let ready = Event::Ready {
         pid: server.me,
-        cgroups: server.cgroups.labels(),
+        cgroups: labels,
+        sandbox: sandbox_report,
     };
     server.send(&ready);
     server.run();
@@ -253,7 +283,10 @@ impl Server {
         )
     }
 
-    fn spawn(&mut self, req: SpawnRequest) {
+    fn spawn(&mut self, mut req: SpawnRequest) {
+        if req.cwd.is_none() {
+            req.cwd = self.default_cwd.clone();
+        }
         let id = req.id;
         let mut take = |spec: StdioSpec| match spec {
             StdioSpec::Null => Ok(None),
