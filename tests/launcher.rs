@@ -11,7 +11,9 @@ use std::time::Duration;
 use hecate::launcher::{self, CgroupMode, CommandSpec, Launcher, LauncherConfig};
 use hecate::ErrorKind;
 
-use crate::helper::{eventually, pid_alive, processes_with_env, run_probe};
+use crate::helper::{
+    eventually, pid_alive, processes_with_env, run_probe, same_process_alive, start_time,
+};
 
 /// How long a test waits for an outside condition (a pid file, /proc).
 const LIMIT: Duration = Duration::from_secs(20);
@@ -186,6 +188,7 @@ async fn daemon_with_rewritten_title_dies(mode: CgroupMode, by_stop: bool) {
     let (_, _) = run(&l, script, &[("D", &dir)]).await;
     let pid = pid_file(&tmp.path().join("pid")).await;
     assert!(pid_alive(pid));
+    let started = start_time(pid).expect("start time");
     // The escape is real: the marker is no longer in its environment, and
     // it is in its own session, orphaned.
     let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
@@ -197,7 +200,7 @@ async fn daemon_with_rewritten_title_dies(mode: CgroupMode, by_stop: bool) {
     } else {
         assert_eq!(l.kill(1).await.expect("kill"), 0);
     }
-    assert!(!pid_alive(pid), "daemon survived");
+    assert!(!same_process_alive(pid, started), "daemon survived");
     if !by_stop {
         l.stop().await.expect("stop");
     }
@@ -302,8 +305,12 @@ async fn non_dumpable_process_of_another_user_is_killed() {
             .lines()
             .any(|l| l.starts_with("Uid:") && l.contains("65534")));
         assert!(pid_alive(pid));
+        let started = start_time(pid).expect("start time");
         assert_eq!(l.kill(1).await.expect("kill"), 0, "{mode:?}");
-        assert!(!pid_alive(pid), "{mode:?}: non-dumpable process survived");
+        assert!(
+            !same_process_alive(pid, started),
+            "{mode:?}: non-dumpable process survived"
+        );
         l.stop().await.expect("stop");
     }
 }

@@ -133,12 +133,18 @@ async fn run(cli: Cli) -> ExitCode {
             }
             Err(err) => fail(&err),
         },
-        Command::Sim(args) => report(hecate::sim::run_cli(args).await),
+        Command::Sim(args) => report(hecate::sim::run_cli(args, signals.interrupted()).await),
         Command::Gc(args) => match config(cli.backend.as_deref()) {
-            Ok(config) => report(hecate::gc::run_cli(args, &config).await.map(|_| ())),
+            Ok(config) => until_interrupted(&signals, hecate::gc::run_cli(args, &config)).await,
             Err(err) => fail(&err),
         },
-        Command::Bench(args) => report(hecate::bench::run_cli(args, cli.backend.as_deref()).await),
+        Command::Bench(args) => {
+            until_interrupted(
+                &signals,
+                hecate::bench::run_cli(args, cli.backend.as_deref()),
+            )
+            .await
+        }
         Command::Batch(args) => match config(cli.backend.as_deref()) {
             Ok(config) => batch(args, config, signals).await,
             Err(err) => fail(&err),
@@ -407,6 +413,22 @@ impl Signals {
     /// return a sentence saying what was not stopped.
     fn on_second(&self, f: impl Fn() -> String + 'static) {
         *self.on_second.borrow_mut() = Some(Box::new(f));
+    }
+}
+
+/// Runs a subcommand with no signal handling of its own; the first signal
+/// abandons it (what it started is dropped, which stops its runtime) and
+/// exits with 130.
+async fn until_interrupted<T>(
+    signals: &Signals,
+    work: impl std::future::Future<Output = hecate::Result<T>>,
+) -> ExitCode {
+    tokio::select! {
+        result = work => report(result.map(|_| ())),
+        () = signals.interrupted() => {
+            eprintln!("hecate: interrupted");
+            ExitCode::from(130)
+        }
     }
 }
 

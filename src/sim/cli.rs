@@ -110,10 +110,10 @@ impl SimArgs {
 
 /// Runs `hecate sim`: starts a simulator, prints `MORPH_BASE_URL=…` and
 /// `MORPH_API_KEY=…` on stdout (a random key unless one was given) and how
-/// to use them on stderr, and serves until Ctrl-C or SIGTERM, then
-/// stops it (killing the instances' processes and removing their
-/// directories).
-pub async fn run_cli(args: SimArgs) -> Result<()> {
+/// to use them on stderr, and serves until `until` ends (the binary passes
+/// its first SIGINT or SIGTERM, listened for from its start), then stops it
+/// (killing the instances' processes and removing their directories).
+pub async fn run_cli(args: SimArgs, until: impl std::future::Future<Output = ()>) -> Result<()> {
     let config = args.to_config()?;
     let server = SimServer::start(config)
         .await
@@ -133,21 +133,9 @@ pub async fn run_cli(args: SimArgs) -> Result<()> {
          HECATE_BACKEND=morph hecate exec -- echo hi",
         server.base_url()
     );
-    let waited = wait_for_termination().await;
+    until.await;
     server.stop().await;
-    waited
-}
-
-async fn wait_for_termination() -> Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())
-        .map_err(|err| Error::internal(format!("cannot listen for SIGTERM: {err}")))?;
-    tokio::select! {
-        res = tokio::signal::ctrl_c() => {
-            res.map_err(|err| Error::internal(format!("cannot listen for Ctrl-C: {err}")))
-        }
-        _ = term.recv() => Ok(()),
-    }
+    Ok(())
 }
 
 #[cfg(test)]

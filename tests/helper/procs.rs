@@ -20,6 +20,22 @@ pub fn pid_alive(pid: u32) -> bool {
     unix::is_alive(to_pid(pid))
 }
 
+/// When `pid` started (clock ticks since boot), to tell a process from a
+/// later one that reuses its pid.
+pub fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
+    let close = stat.iter().rposition(|&b| b == b')')?;
+    let rest = std::str::from_utf8(&stat[close + 1..]).ok()?;
+    // Fields after the name start at the state (field 3); starttime is 22.
+    rest.split_ascii_whitespace().nth(19)?.parse().ok()
+}
+
+/// Whether the process that started at `started` with this `pid` is still
+/// alive (a pid reused since, under a busy test run, does not count).
+pub fn same_process_alive(pid: u32, started: u64) -> bool {
+    pid_alive(pid) && start_time(pid) == Some(started)
+}
+
 /// Whether `pid` exists at all, a zombie included (it has not been reaped).
 pub fn pid_exists(pid: u32) -> bool {
     unix::process_exists(to_pid(pid))
