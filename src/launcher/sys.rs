@@ -228,22 +228,62 @@ pub const DROPPED_CAPABILITIES: &[(&str, u32)] = &[
     ("CAP_CHECKPOINT_RESTORE", 40),
 ];
 
+/// capget(2)'s header.
 #[repr(C)]
 struct CapHeader {
     version: u32,
     pid: libc::c_int,
 }
 
+/// One 32-bit word of each capability set, as capget(2) v3 passes them.
 #[repr(C)]
 #[derive(Clone, Copy, Default)]
-struct CapData {
-    effective: u32,
-    permitted: u32,
-    inheritable: u32,
+pub(crate) struct CapData {
+    pub(crate) effective: u32,
+    pub(crate) permitted: u32,
+    pub(crate) inheritable: u32,
 }
 
 /// `_LINUX_CAPABILITY_VERSION_3`: two 32-bit words per set.
 const CAP_V3: u32 = 0x2008_0522;
+
+/// Reads the calling thread's capability sets, lets `change` edit them, and
+/// writes them back (capget/capset v3, no allocation).
+pub(crate) fn update_capabilities(change: impl FnOnce(&mut [CapData; 2])) -> io::Result<()> {
+    let mut header = CapHeader {
+        version: CAP_V3,
+        pid: 0,
+    };
+    let mut data = [CapData::default(); 2];
+    // SAFETY: a v3 header and a two-element data array, as capget(2) expects.
+    check(unsafe {
+        libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) as libc::c_int
+    })?;
+    change(&mut data);
+    header.version = CAP_V3;
+    header.pid = 0;
+    // SAFETY: as above.
+    check(unsafe { libc::syscall(libc::SYS_capset, &header, data.as_ptr()) as libc::c_int })
+        .map(|_| ())
+}
+
+/// Clears the ambient capability set; a kernel without one is not an error.
+pub(crate) fn clear_ambient_capabilities() -> io::Result<()> {
+    // SAFETY: integer arguments only.
+    let ret = unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+            0,
+            0,
+            0,
+        )
+    };
+    if ret == -1 && io::Error::last_os_error().raw_os_error() != Some(libc::EINVAL) {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
 
 /// Removes [`DROPPED_CAPABILITIES`] from the bounding set (so an `execve`,
 /// even of a root or file-capability program, cannot regain them), clears
@@ -260,37 +300,13 @@ pub fn drop_capabilities() -> io::Result<()> {
             Err(e) => return Err(e),
         }
     }
-    // SAFETY: integer arguments only.
-    let ret = unsafe {
-        libc::prctl(
-            libc::PR_CAP_AMBIENT,
-            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
-            0,
-            0,
-            0,
-        )
-    };
-    if ret == -1 && io::Error::last_os_error().raw_os_error() != Some(libc::EINVAL) {
-        return Err(io::Error::last_os_error());
-    }
-    let mut header = CapHeader {
-        version: CAP_V3,
-        pid: 0,
-    };
-    let mut data = [CapData::default(); 2];
-    // SAFETY: header and a two-element data array as capget(2) v3 expects.
-    check(unsafe {
-        libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) as libc::c_int
-    })?;
-    for (_, cap) in DROPPED_CAPABILITIES {
-        let (word, bit) = ((*cap / 32) as usize, 1u32 << (cap % 32));
-        data[word].effective &= !bit;
-        data[word].permitted &= !bit;
-        data[word].inheritable &= !bit;
-    }
-    header.version = CAP_V3;
-    header.pid = 0;
-    // SAFETY: as above.
-    check(unsafe { libc::syscall(libc::SYS_capset, &header, data.as_ptr()) as libc::c_int })
-        .map(|_| ())
+    clear_ambient_capabilities()?;
+    update_capabilities(|data| {
+        for (_, cap) in DROPPED_CAPABILITIES {
+            let (word, bit) = ((*cap / 32) as usize, 1u32 << (cap % 32));
+            data[word].effective &= !bit;
+            data[word].permitted &= !bit;
+            data[word].inheritable &= !bit;
+        }
+    })
 }

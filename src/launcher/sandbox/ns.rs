@@ -433,20 +433,6 @@ fn loopback_up() -> io::Result<()> {
     Ok(())
 }
 
-#[repr(C)]
-struct CapHeader {
-    version: u32,
-    pid: libc::c_int,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Default)]
-struct CapData {
-    effective: u32,
-    permitted: u32,
-    inheritable: u32,
-}
-
 /// Empties the bounding set and the inheritable and ambient sets of the
 /// calling process (PID 1 keeps its effective capabilities to run the
 /// launcher): a root command then execs with no capability at all.
@@ -459,33 +445,12 @@ fn drop_every_capability() -> io::Result<()> {
             Err(e) => return Err(e),
         }
     }
-    // SAFETY: integer arguments only; EINVAL means no ambient sets.
-    unsafe {
-        libc::prctl(
-            libc::PR_CAP_AMBIENT,
-            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
-            0,
-            0,
-            0,
-        )
-    };
-    let mut header = CapHeader {
-        version: 0x2008_0522,
-        pid: 0,
-    };
-    let mut data = [CapData::default(); 2];
-    // SAFETY: a v3 header and a two-element data array, as capget expects.
-    if unsafe { libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    for d in &mut data {
-        d.inheritable = 0;
-    }
-    // SAFETY: as above.
-    if unsafe { libc::syscall(libc::SYS_capset, &header, data.as_ptr()) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    sys::clear_ambient_capabilities()?;
+    sys::update_capabilities(|data| {
+        for d in data.iter_mut() {
+            d.inheritable = 0;
+        }
+    })
 }
 
 fn read_trimmed(path: &str) -> Option<String> {
