@@ -21,7 +21,7 @@ use hecate::{
     Runtime,
 };
 
-use crate::helper::server::{spawn_server, start_sim, unused_port};
+use crate::helper::server::{spawn_server, start_sim, unused_port, wait_for};
 use crate::helper::{environ_contains, processes_with_cmdline};
 
 const KEY: &str = "test-key";
@@ -74,28 +74,6 @@ fn faults(f: impl FnOnce(&mut FaultConfig)) -> FaultConfig {
     };
     f(&mut config);
     config
-}
-
-/// Polls `cond` on the simulator's counters every 10 ms for up to `limit`;
-/// returns the last counters, panicking with `what` if it never held.
-async fn wait_for(
-    sim: &SimServer,
-    what: &str,
-    limit: Duration,
-    cond: impl Fn(&SimStats) -> bool,
-) -> SimStats {
-    let until = Instant::now() + limit;
-    loop {
-        let stats = sim.stats();
-        if cond(&stats) {
-            return stats;
-        }
-        assert!(
-            Instant::now() < until,
-            "timed out waiting for {what}: {stats:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 fn tool_args(task: &str, command: &str) -> ToolArgs {

@@ -7,17 +7,17 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::future::join_all;
 use hecate::provider::morph::MorphProvider;
-use hecate::sim::{FaultConfig, SimConfig, SimServer, SimStats};
+use hecate::sim::{FaultConfig, SimConfig, SimServer};
 use hecate::{
     ApiKey, BackendKind, Config, ErrorKind, ExecRequest, Placement, Provider, RetryPolicy, Runtime,
     StartSpec,
 };
 
-use crate::helper::server::start_sim;
+use crate::helper::server::{start_sim, wait_for};
 
 const KEY: &str = "test-key";
 
@@ -60,28 +60,6 @@ fn start_spec(task: &str) -> StartSpec {
             ("hecate_runtime_id".to_string(), "rt-start".to_string()),
         ]),
         create_slot: hecate::StartSlot::detached(),
-    }
-}
-
-/// Polls the simulator's counters every 10 ms for up to `limit` until
-/// `cond` holds; panics naming `what` if it never does.
-async fn wait_for(
-    sim: &SimServer,
-    what: &str,
-    limit: Duration,
-    cond: impl Fn(&SimStats) -> bool,
-) -> SimStats {
-    let until = Instant::now() + limit;
-    loop {
-        let stats = sim.stats();
-        if cond(&stats) {
-            return stats;
-        }
-        assert!(
-            Instant::now() < until,
-            "timed out waiting for {what}: {stats:?}"
-        );
-        actix_rt::time::sleep(Duration::from_millis(10)).await;
     }
 }
 

@@ -41,3 +41,26 @@ pub fn unused_port() -> u16 {
         .expect("addr")
         .port()
 }
+
+/// Polls the simulator's counters every 10 ms for up to `limit` until
+/// `cond` holds; returns the last counters, panicking with `what` if it
+/// never held. A poll of a server in another thread, not a synchronisation.
+pub async fn wait_for(
+    sim: &SimServer,
+    what: &str,
+    limit: std::time::Duration,
+    cond: impl Fn(&hecate::sim::SimStats) -> bool,
+) -> hecate::sim::SimStats {
+    let until = std::time::Instant::now() + limit;
+    loop {
+        let stats = sim.stats();
+        if cond(&stats) {
+            return stats;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "timed out waiting for {what}: {stats:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
