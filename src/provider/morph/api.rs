@@ -1,5 +1,5 @@
 //! The HTTP client of the MorphCloud instance API, and the classification of
-//! its failures into [`ErrorKind`]s.
+//! its failures into [`ErrorKind`](crate::error::ErrorKind)s.
 //!
 //! This module owns the awc client (one per arbiter thread, since awc's client
 //! is not `Send`), the request settings (bearer auth, JSON content type, no
@@ -7,10 +7,10 @@
 //! place where a transport failure or an HTTP status becomes an error kind.
 //! What a failure means depends on the call: after an exec or a create may
 //! have reached the server, a lost answer is
-//! [`Indeterminate`](ErrorKind::Indeterminate) (the start path then looks
-//! the create up before anything retries it); for idempotent calls the same
-//! loss is [`Transient`](ErrorKind::Transient). A timeout names the setting
-//! its deadline came from.
+//! [`Indeterminate`](crate::error::ErrorKind::Indeterminate) (the start path
+//! then looks the create up before anything retries it); for idempotent calls
+//! the same loss is [`Transient`](crate::error::ErrorKind::Transient). A
+//! timeout names the setting its deadline came from.
 //! The API key only ever goes into the `Authorization` header. Every answer
 //! body is scrubbed of it as it arrives, before anything parses, quotes or
 //! returns it (a server or proxy may echo the request's headers into an
@@ -19,23 +19,26 @@
 //! included, is read within the request's deadline. Errors name the request by its
 //! route (`POST /instance/{id}/exec`), not by the instance's id: they reach
 //! the agent, and the callers' log lines carry the id.
+//!
+//! The classification of failures is in [`classify`]; reading an answer's
+//! body and scrubbing the key are in [`body`].
+
+mod body;
+mod classify;
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
-use awc::error::{ConnectError, PayloadError, SendRequestError};
 use awc::http::header::{self, HeaderMap, HeaderValue, HttpDate};
 use awc::http::{Method, StatusCode};
 use bytes::Bytes;
 
+use self::body::redact_cut_edges;
 use super::wire::{self, ExecReply, InstanceInfo, StartBody};
 use crate::config::MorphConfig;
-use crate::error::{Error, ErrorKind, Result};
-
-/// Longest server body quoted in an error message, in characters.
-const MAX_QUOTED_BODY: usize = 500;
+use crate::error::{Error, Result};
 
 /// Connect timeout: a connect error means the request was never sent, so it
 /// is safe to give up early and let the runtime retry.
@@ -97,48 +100,12 @@ pub(crate) enum Call {
     Ttl,
 }
 
-impl Call {
-    /// The error for a request whose answer was lost after it may have
-    /// reached the server.
-    fn lost(self, message: String) -> Error {
-        match self {
-            Call::Exec => Error::new(
-                ErrorKind::Indeterminate,
-                format!("{message}; the command may have run on the instance"),
-            ),
-            // The start path looks the create's attempt up before anything
-            // retries it (see `start`), so that a lost answer does not make
-            // a second instance.
-            Call::Start => Error::new(
-                ErrorKind::Indeterminate,
-                format!("{message}; the instance may have been created"),
-            ),
-            // GET, DELETE and setting the TTL are idempotent.
-            Call::Get | Call::List | Call::Delete | Call::Ttl => Error::transient(message),
-        }
-    }
-}
-
 /// An HTTP answer, whatever its status.
 struct Reply {
     status: StatusCode,
     retry_after: Option<Duration>,
     body: Bytes,
 }
-
-/// The text of an awc failure, scrubbed of the API key, kept as an error's
-/// [`source`](std::error::Error::source): awc's own errors are not `Send`,
-/// and their text is only safe to keep once scrubbed.
-#[derive(Debug)]
-struct TransportError(String);
-
-impl fmt::Display for TransportError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for TransportError {}
 
 /// The MorphCloud API as this backend uses it. Cheap to share (`Arc`); the
 /// HTTP client itself is per thread.
@@ -163,7 +130,7 @@ impl fmt::Debug for Api {
 
 impl Api {
     /// The API described by `config`. Fails with a
-    /// [`Config`](ErrorKind::Config) error if there is no usable API key or
+    /// [`Config`](crate::error::ErrorKind::Config) error if there is no usable API key or
     /// base URL.
     pub(crate) fn new(config: &MorphConfig) -> Result<Self> {
         let key = config
@@ -240,7 +207,7 @@ impl Api {
     }
 
     /// `GET /instance/{id}`. A missing instance is
-    /// [`InstanceGone`](ErrorKind::InstanceGone).
+    /// [`InstanceGone`](crate::error::ErrorKind::InstanceGone).
     pub(crate) async fn get_instance(&self, id: &str, timeout: Duration) -> Result<InstanceInfo> {
         let path = format!("/instance/{}", encode_segment(id));
         let what = "GET /instance/{id}";
@@ -384,148 +351,14 @@ impl Api {
         let mut response = sent.map_err(|e| self.transport_error(call, what, timeout, e))?;
         let status = response.status();
         let retry_after = retry_after(response.headers());
-        // awc's timeout covers only the head; the body (which a server can
-        // trickle a byte at a time) gets what is left of the deadline.
-        let left = timeout.saturating_sub(started.elapsed());
-        let body =
-            match actix_rt::time::timeout(left, response.body().limit(self.max_body_bytes)).await {
-                Ok(body) => body.map_err(|e| self.body_error(call, what, status, e))?,
-                Err(_) => {
-                    return Err(call
-                        .lost(format!(
-                            "{what}: HTTP {}: the answer did not arrive within {timeout:?}",
-                            status.as_u16()
-                        ))
-                        .with_status(status.as_u16()))
-                }
-            };
-        // Whatever the server put in the body (an echo of the request's
-        // headers, say) is scrubbed of the key before anything reads it, so
-        // no message, excerpt or command output built from it can hold it.
-        let body = self.scrub_bytes(body);
+        let body = self
+            .read_body(call, what, status, &mut response, timeout, started)
+            .await?;
         Ok(Reply {
             status,
             retry_after,
             body,
         })
-    }
-
-    fn transport_error(
-        &self,
-        call: Call,
-        what: &str,
-        timeout: Duration,
-        err: SendRequestError,
-    ) -> Error {
-        let err_text = self.scrub(&err.to_string());
-        let source = TransportError(err_text.clone());
-        let classified = match err {
-            SendRequestError::Connect(ConnectError::SslIsNotSupported) => Error::config(format!(
-                "{what}: MORPH_BASE_URL needs TLS, which this build does not include"
-            )),
-            // Despite its name, awc reports end-of-file while waiting for the
-            // answer (after the request was written) as `Disconnected`: the
-            // server may have acted on it.
-            SendRequestError::Connect(ConnectError::Disconnected) => call.lost(format!(
-                "{what}: the connection closed before an answer arrived: {err_text}"
-            )),
-            SendRequestError::Connect(_) => Error::transient(format!(
-                "{what}: could not connect to the MorphCloud API at {}: {err_text}",
-                self.base_url
-            )),
-            SendRequestError::Url(_) | SendRequestError::Http(_) => Error::new(
-                ErrorKind::Config,
-                format!("{what}: cannot build the request (check MORPH_BASE_URL): {err_text}"),
-            ),
-            SendRequestError::Timeout => call.lost(format!(
-                "{what}: no answer within {timeout:?}{}",
-                self.deadline_name(call, timeout)
-            )),
-            _ => call.lost(format!(
-                "{what}: the connection failed before an answer arrived: {err_text}"
-            )),
-        };
-        classified.with_source(source)
-    }
-
-    fn body_error(&self, call: Call, what: &str, status: StatusCode, err: PayloadError) -> Error {
-        let source = TransportError(self.scrub(&err.to_string()));
-        let classified = match err {
-            PayloadError::Overflow => {
-                let ran = if call == Call::Exec && status.is_success() {
-                    " (the command ran, but its output was too large to receive)"
-                } else {
-                    ""
-                };
-                Error::new(
-                    ErrorKind::Protocol,
-                    format!(
-                        "{what}: HTTP {}: the answer is larger than max_body_bytes ({} bytes){ran}",
-                        status.as_u16(),
-                        self.max_body_bytes
-                    ),
-                )
-            }
-            _ => call.lost(format!(
-                "{what}: HTTP {}: the answer broke off: {source}",
-                status.as_u16(),
-            )),
-        };
-        classified.with_status(status.as_u16()).with_source(source)
-    }
-
-    /// Which setting a request's deadline came from, for its timeout error:
-    /// every call but exec waits the request timeout, except a readiness
-    /// poll near the end of the ready timeout, which waits what is left.
-    fn deadline_name(&self, call: Call, timeout: Duration) -> &'static str {
-        match call {
-            Call::Exec => "",
-            _ if timeout == self.request_timeout => " (the MorphCloud request timeout)",
-            Call::Get => " (what was left of HECATE_MORPH_READY_TIMEOUT_SECONDS)",
-            Call::Start | Call::List | Call::Delete | Call::Ttl => "",
-        }
-    }
-
-    /// Passes a 2xx answer through and turns any other status into an error
-    /// of the right kind.
-    fn check(&self, call: Call, what: &str, reply: Reply) -> Result<Reply> {
-        let status = reply.status;
-        if status.is_success() {
-            return Ok(reply);
-        }
-        let code = status.as_u16();
-        let detail = self.scrub_and_cut(&wire::error_detail(&reply.body), MAX_QUOTED_BODY);
-        let base = format!("{what}: HTTP {code}: {detail}");
-        let err = match code {
-            401 | 403 => Error::new(
-                ErrorKind::Rejected,
-                format!(
-                    "{what}: HTTP {code}: MorphCloud rejected the API key (check MORPH_API_KEY): \
-                     {detail}"
-                ),
-            ),
-            404 => match call {
-                Call::Exec | Call::Get | Call::Ttl => Error::new(
-                    ErrorKind::InstanceGone,
-                    format!(
-                        "{base} (the instance no longer exists: stopped by its TTL or deleted \
-                         elsewhere)"
-                    ),
-                ),
-                Call::Start | Call::List | Call::Delete => Error::new(ErrorKind::Rejected, base),
-            },
-            // 409: the instance is not ready (or busy); 408: the server did
-            // not get the whole request. Neither ran anything.
-            408 | 409 | 429 | 503 => Error::transient(base).with_retry_after(reply.retry_after),
-            400..=499 => Error::new(ErrorKind::Rejected, base),
-            500..=599 => call.lost(base),
-            300..=399 => Error::new(
-                ErrorKind::Protocol,
-                format!("{base} (unexpected redirect; redirects are not followed)"),
-            ),
-            _ => Error::new(ErrorKind::Protocol, format!("{base} (unexpected status)")),
-        };
-        Err(err.with_status(code))
     }
 
     /// Parses a 2xx answer's body. An error says which status the
@@ -542,81 +375,6 @@ impl Api {
                 Error::new(e.kind(), scrubbed).with_status(status)
             }
         })
-    }
-
-    /// `text` without the API key.
-    fn scrub(&self, text: &str) -> String {
-        scrub_secret(text, &self.api_key)
-    }
-
-    /// A body without the API key (unchanged, without a copy, when it
-    /// holds none).
-    fn scrub_bytes(&self, body: Bytes) -> Bytes {
-        let key = self.api_key.as_bytes();
-        if key.is_empty() || !body.windows(key.len()).any(|w| w == key) {
-            return body;
-        }
-        let mut out = Vec::with_capacity(body.len());
-        let mut rest = &body[..];
-        while let Some(at) = rest.windows(key.len()).position(|w| w == key) {
-            out.extend_from_slice(&rest[..at]);
-            out.extend_from_slice(REDACTED.as_bytes());
-            rest = &rest[at + key.len()..];
-        }
-        out.extend_from_slice(rest);
-        Bytes::from(out)
-    }
-
-    /// At most `max` characters of `text`, scrubbed first, and cut so that
-    /// no piece of the key of [`MIN_KEY_PIECE`] or more characters is left
-    /// at the cut (a body that quoted only part of the key).
-    fn scrub_and_cut(&self, text: &str, max: usize) -> String {
-        cut_without_secret(&self.scrub(text), &self.api_key, max)
-    }
-}
-
-/// What replaces the API key in any text built from server data.
-const REDACTED: &str = "[redacted]";
-
-/// The shortest piece of the key that a cut may not leave at its edge.
-const MIN_KEY_PIECE: usize = 8;
-
-/// `text` with every occurrence of `secret` replaced.
-fn scrub_secret(text: &str, secret: &str) -> String {
-    if secret.is_empty() {
-        return text.to_string();
-    }
-    text.replace(secret, REDACTED)
-}
-
-/// [`wire::truncate_chars`], then [`redact_cut_edges`] (`text` is already
-/// scrubbed, so only a cut can have left a piece of the key).
-fn cut_without_secret(text: &str, secret: &str, max: usize) -> String {
-    redact_cut_edges(&wire::truncate_chars(text, max), secret)
-}
-
-/// `text` with any piece of `secret` of [`MIN_KEY_PIECE`] bytes or more
-/// that ends right before a cut mark (`…`, which every excerpt and quote
-/// in this backend ends with) replaced.
-fn redact_cut_edges(text: &str, secret: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for (i, part) in text.split('…').enumerate() {
-        if i > 0 {
-            redact_tail(&mut out, secret);
-            out.push('…');
-        }
-        out.push_str(part);
-    }
-    out
-}
-
-fn redact_tail(out: &mut String, secret: &str) {
-    for len in (MIN_KEY_PIECE..secret.len()).rev() {
-        if secret.is_char_boundary(len) && out.ends_with(&secret[..len]) {
-            out.truncate(out.len() - len);
-            out.push_str(REDACTED);
-            return;
-        }
     }
 }
 
@@ -661,8 +419,10 @@ fn encode_segment(segment: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::body::{cut_without_secret, scrub_secret};
     use super::*;
     use crate::config::ApiKey;
+    use crate::error::ErrorKind;
 
     fn config(url: &str, key: Option<&str>) -> MorphConfig {
         MorphConfig {
