@@ -426,41 +426,23 @@ impl Server {
     fn kill_command(&mut self, id: u64, signal: i32) -> u32 {
         let cgroups = self.cgroups.clone();
         let mut signalled = BTreeSet::new();
-        let mut left = cgroups.kill_command(id, signal, &mut signalled, &mut || self.reap());
+        let left = cgroups.kill_command(id, signal, &mut signalled, &mut || self.reap());
         let sid = self.commands.get(&id).map(|c| c.sid);
         let marker = self.exec_marker(id);
-        for _ in 0..CONFIRM_PASSES {
-            let before = signalled.len();
-            if let Some(sid) = sid {
-                let tree = self.kill_rounds(signal, &mut signalled, &|s: &Server| {
-                    // Re-read each round: once reaped, the main pid is not ours.
-                    let main = s.commands.get(&id).and_then(|c| c.main);
-                    procs::command_tree(&procs::snapshot(), s.me, main, sid)
-                        .into_iter()
-                        .collect()
-                });
-                left.extend(tree);
-            }
-            left.extend(self.kill_rounds(signal, &mut signalled, &|s: &Server| {
-                procs::with_marker(marker.as_bytes(), s.me)
-            }));
-            if signal != libc::SIGKILL || signalled.len() == before {
-                break;
-            }
-        }
-        if signal == libc::SIGKILL {
-            left.extend(self.await_deaths(signalled));
-        }
-        left.sort_unstable();
-        left.dedup();
-        left.retain(|pid| procs::alive(*pid));
-        if signal == libc::SIGKILL {
-            self.reap();
-            if left.is_empty() {
-                self.cgroups.remove_command(id);
-                if self.commands.get(&id).is_some_and(|c| c.main.is_none()) {
-                    self.commands.remove(&id);
-                }
+        let tree = move |s: &Server| -> Vec<i32> {
+            // Re-read each round: once reaped, the main pid is not ours.
+            let main = s.commands.get(&id).and_then(|c| c.main);
+            sid.map_or_else(Vec::new, |sid| {
+                procs::command_tree(&procs::snapshot(), s.me, main, sid)
+                    .into_iter()
+                    .collect()
+            })
+        };
+        let left = self.kill_passes(signal, signalled, left, &tree, &marker);
+        if signal == libc::SIGKILL && left.is_empty() {
+            self.cgroups.remove_command(id);
+            if self.commands.get(&id).is_some_and(|c| c.main.is_none()) {
+                self.commands.remove(&id);
             }
         }
         u32::try_from(left.len()).unwrap_or(u32::MAX)
@@ -471,30 +453,62 @@ impl Server {
     fn kill_all(&mut self, signal: i32) -> u32 {
         let cgroups = self.cgroups.clone();
         let mut signalled = BTreeSet::new();
-        let mut left = cgroups.kill_all(signal, &mut signalled, &mut || self.reap());
+        let left = cgroups.kill_all(signal, &mut signalled, &mut || self.reap());
         let marker = format!("{INSTANCE_MARKER}={}", self.instance);
-        for _ in 0..CONFIRM_PASSES {
-            let before = signalled.len();
-            left.extend(self.kill_rounds(signal, &mut signalled, &|s: &Server| {
-                procs::descendants(&procs::snapshot(), s.me)
-                    .into_iter()
-                    .collect()
-            }));
-            left.extend(self.kill_rounds(signal, &mut signalled, &|s: &Server| {
-                procs::with_marker(marker.as_bytes(), s.me)
-            }));
-            if signal != libc::SIGKILL || signalled.len() == before {
+        let tree = |s: &Server| -> Vec<i32> {
+            procs::descendants(&procs::snapshot(), s.me)
+                .into_iter()
+                .collect()
+        };
+        let left = self.kill_passes(signal, signalled, left, &tree, &marker);
+        u32::try_from(left.len()).unwrap_or(u32::MAX)
+    }
+
+    /// The passes after a cgroup kill: by descent (`tree`), then by
+    /// `marker` (an environment entry), repeated while a pass finds someone
+    /// new (SIGKILL only: a `/proc` listing can miss pids that wrapped
+    /// around); for SIGKILL, then waits for every signalled process to die
+    /// and looks once more, starting over while anyone is still found (up
+    /// to [`DEATH_LIMIT`]). Returns the pids still alive.
+    fn kill_passes(
+        &mut self,
+        signal: i32,
+        mut signalled: BTreeSet<i32>,
+        mut left: Vec<i32>,
+        tree: &dyn Fn(&Server) -> Vec<i32>,
+        marker: &str,
+    ) -> Vec<i32> {
+        let by_marker = |s: &Server| procs::with_marker(marker.as_bytes(), s.me);
+        let deadline = std::time::Instant::now() + DEATH_LIMIT;
+        loop {
+            for _ in 0..CONFIRM_PASSES {
+                let before = signalled.len();
+                left.extend(self.kill_rounds(signal, &mut signalled, tree));
+                left.extend(self.kill_rounds(signal, &mut signalled, &by_marker));
+                if signal != libc::SIGKILL || signalled.len() == before {
+                    break;
+                }
+            }
+            if signal != libc::SIGKILL {
                 break;
             }
-        }
-        if signal == libc::SIGKILL {
-            left.extend(self.await_deaths(signalled));
+            left.extend(self.await_deaths(std::mem::take(&mut signalled)));
+            // A last look: a listing can miss a process forked while it was
+            // read, twice in a row on a busy machine; anyone still found
+            // starts the passes again, until the deadline.
+            self.reap();
+            let mut found = tree(self);
+            found.extend(by_marker(self));
+            found.retain(|pid| procs::alive(*pid));
+            if found.is_empty() || std::time::Instant::now() >= deadline {
+                break;
+            }
         }
         self.reap();
         left.sort_unstable();
         left.dedup();
         left.retain(|pid| procs::alive(*pid));
-        u32::try_from(left.len()).unwrap_or(u32::MAX)
+        left
     }
 
     /// Waits (bounded by [`DEATH_LIMIT`], reaping meanwhile) until every
