@@ -408,10 +408,13 @@ async fn a_start_past_its_deadline_names_the_setting() {
 #[actix_rt::test]
 async fn the_start_deadline_bounds_its_retries_too() {
     tokio::time::pause();
-    let config = Config {
+    let mut config = Config {
         start_timeout: secs(5),
         ..test_config()
     };
+    // Without jitter, so the waits are exactly 2 s then 4 s (with it, 1.6 s
+    // + 3.2 s would leave room for a third attempt).
+    config.retry.jitter = 0.0;
     let (rt, journal) = scripted_runtime(config);
     *journal.start_failures.lock().unwrap() = (0..10)
         .map(|_| hecate::Error::transient("503 try later"))
@@ -421,7 +424,7 @@ async fn the_start_deadline_bounds_its_retries_too() {
         .exec("t1", req("echo:x"))
         .await
         .expect_err("retries run out of time");
-    // Backoff of 2 s then 4 s (±20 %) would reach past 5 s: the second wait
+    // Backoff of 2 s then 4 s would reach past 5 s: the second wait
     // is cut to the deadline, and no attempt is made after it.
     assert_between(t0.elapsed(), secs(5), Duration::from_millis(5_010));
     assert_eq!(journal.metadata.lock().unwrap().len(), 2, "two attempts");

@@ -10,6 +10,7 @@
 
 mod run;
 mod state;
+mod stop;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -20,8 +21,8 @@ use tokio::sync::{oneshot, Semaphore};
 
 use self::run::{CommandRun, RunningCommand};
 use self::state::{Live, Ready, RetireAfter, Retired, StartReport, Timer, VmState};
-use super::guard::{Deadline, ShutdownEnd, Source};
-use super::messages::{Exec, GetInfo, Reroute, StopCause, StopResult, StopVm, TaskId, VmRetired};
+use super::guard::ShutdownEnd;
+use super::messages::{Exec, GetInfo, Reroute, StopResult, TaskId, VmRetired};
 use super::{RestartReason, TaskInfo, TaskRegistry};
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
@@ -388,55 +389,6 @@ impl VmActor {
         }
     }
 
-    /// Takes no more work: tells the registry, hands queued requests back to
-    /// it, stops the instance, and stops the actor once nothing is in flight.
-    fn retire(&mut self, reason: Option<RestartReason>, ctx: &mut Context<Self>) {
-        if self.state.retired().is_some() {
-            return;
-        }
-        let call_in_flight = self.state.call_in_flight();
-        let starting = matches!(self.state, VmState::Starting { .. });
-        let live = match std::mem::replace(&mut self.state, VmState::NoInstance) {
-            VmState::Ready(ready) => {
-                if let Some(timer) = ready.timer {
-                    ctx.cancel_future(timer.handle);
-                }
-                Some(ready.live)
-            }
-            _ => None,
-        };
-        let reason = if live.is_some() { reason } else { None };
-        self.state = VmState::Stopping(Retired {
-            reason: reason.unwrap_or(RestartReason::Failed),
-            instance_id: live.as_ref().map(|live| live.id().to_string()),
-            call_in_flight,
-        });
-        self.tell_registry(VmRetired {
-            task_id: self.task_id.clone(),
-            generation: self.generation,
-            reason,
-        });
-        let mut late: Vec<Exec> = self.queue.drain(..).collect();
-        if !late.is_empty() {
-            for exec in &mut late {
-                if exec.restart.is_none() {
-                    exec.restart = reason;
-                }
-            }
-            self.reroute(late);
-        }
-        match live {
-            Some(live) => {
-                log::info!("task={} vm={} stopping", self.task_id, live.id());
-                self.stop_instance(live, ctx);
-            }
-            // The start in flight may yet bring an instance: `on_started`
-            // stops it, and only then is the instance gone.
-            None if starting => {}
-            None => self.mark_gone(Ok(()), ctx),
-        }
-    }
-
     /// Tells the registry, if it still runs, about this actor.
     fn tell_registry<M>(&self, msg: M)
     where
@@ -463,90 +415,6 @@ impl VmActor {
             Ok(()) => {}
             Err(SendError::Full(msg)) => registry.do_send(msg),
             Err(SendError::Closed(msg)) => refuse(msg.execs),
-        }
-    }
-
-    /// The end of the graceful shutdown this actor is stopping for, if any.
-    fn shutdown_end(&self) -> Option<ShutdownEnd> {
-        self.stop_waiters.as_ref().and_then(|w| w.shutdown)
-    }
-
-    /// A graceful shutdown's end has come: whoever still waits for the stop
-    /// is told it did not finish in time, and the actor stops, dropping any
-    /// call still in flight.
-    fn abandon(&mut self, ctx: &mut Context<Self>) {
-        if let Some(waiters) = self.stop_waiters.take() {
-            let instance_id = self.state.instance_id().map(str::to_string);
-            let doing = if instance_id.is_some() {
-                "stopping the instance"
-            } else {
-                "the instance start"
-            };
-            let error = waiters.shutdown.map_or_else(Error::shutting_down, |end| {
-                Deadline::new(end.grace, Source::ShutdownGrace { grace: end.grace }).expired(doing)
-            });
-            log::error!(
-                "task={} vm={} not stopped: {error}",
-                self.task_id,
-                instance_id.as_deref().unwrap_or("-")
-            );
-            for waiter in waiters.senders {
-                let _ = waiter.send(StopResult {
-                    instance_id: instance_id.clone(),
-                    result: Err(error.clone()),
-                });
-            }
-        }
-        ctx.stop();
-    }
-
-    /// Stops the instance of a `Stopping` actor, then marks it gone.
-    fn stop_instance(&mut self, live: Live, ctx: &mut Context<Self>) {
-        let config = self.shared.config.clone();
-        let task_id = self.task_id.clone();
-        let end = self.shutdown_end();
-        let stop = async move { run::stop_instance(&config, &task_id, live, end).await };
-        ctx.spawn(stop.into_actor(self).map(|stopped, act, ctx| {
-            if let Err(err) = &stopped {
-                log::error!(
-                    "task={} vm={} could not be stopped: {err}",
-                    act.task_id,
-                    act.state.instance_id().unwrap_or_default()
-                );
-            }
-            act.mark_gone(stopped, ctx);
-        }));
-    }
-
-    /// The instance is stopped (or could not be): answers whoever waits for
-    /// that, and stops the actor if nothing is in flight.
-    fn mark_gone(&mut self, stopped: Result<()>, ctx: &mut Context<Self>) {
-        let retired = match std::mem::replace(&mut self.state, VmState::NoInstance) {
-            VmState::Stopping(retired) | VmState::Gone { retired, .. } => retired,
-            other => {
-                // Only a retired actor stops its instance.
-                self.state = other;
-                return;
-            }
-        };
-        for waiter in self.stop_waiters.take().into_iter().flat_map(|w| w.senders) {
-            let _ = waiter.send(StopResult {
-                instance_id: retired.instance_id.clone(),
-                result: stopped.clone(),
-            });
-        }
-        self.state = VmState::Gone {
-            retired,
-            error: stopped.err().map(Box::new),
-        };
-        self.finish_if_gone(ctx);
-    }
-
-    /// Stops the actor once its instance is gone and no call is in flight
-    /// (stopping earlier would drop the running command's answer).
-    fn finish_if_gone(&mut self, ctx: &mut Context<Self>) {
-        if matches!(self.state, VmState::Gone { .. }) && !self.state.call_in_flight() {
-            ctx.stop();
         }
     }
 }
@@ -580,75 +448,6 @@ impl Handler<Exec> for VmActor {
         }
         self.queue.push_back(exec);
         self.pump(ctx);
-    }
-}
-
-impl Handler<StopVm> for VmActor {
-    type Result = ResponseFuture<StopResult>;
-
-    fn handle(&mut self, msg: StopVm, ctx: &mut Self::Context) -> Self::Result {
-        let (tx, rx) = oneshot::channel();
-        match self.state.stop_result() {
-            Some(result) => {
-                let _ = tx.send(StopResult {
-                    instance_id: self.state.instance_id().map(str::to_string),
-                    result,
-                });
-            }
-            None => self
-                .stop_waiters
-                .get_or_insert_with(Box::default)
-                .senders
-                .push(tx),
-        }
-        match msg.cause {
-            StopCause::Evicted => self.retire(Some(RestartReason::Evicted), ctx),
-            StopCause::Shutdown {
-                commands_until,
-                end,
-            } => {
-                if let Some(waiters) = &mut self.stop_waiters {
-                    waiters.shutdown = Some(end);
-                }
-                let now = Instant::now();
-                // The shutdown's end bounds everything, whatever happens
-                // before it.
-                ctx.run_later(end.at.saturating_duration_since(now), |act, ctx| {
-                    act.abandon(ctx);
-                });
-                for exec in self.queue.drain(..) {
-                    let _ = exec.reply.send(Err(
-                        Error::shutting_down().context("the command was not run")
-                    ));
-                }
-                let waits = match &mut self.state {
-                    VmState::Starting { shutdown_requested } => {
-                        *shutdown_requested = true;
-                        true
-                    }
-                    VmState::Ready(ready) if ready.running => {
-                        ready.retire_after = Some(RetireAfter::Shutdown);
-                        true
-                    }
-                    _ => false,
-                };
-                if waits {
-                    // Past the commands' share of the grace, stop the
-                    // instance under the call.
-                    ctx.run_later(commands_until.saturating_duration_since(now), |act, ctx| {
-                        act.retire(None, ctx);
-                    });
-                } else {
-                    self.retire(None, ctx);
-                }
-            }
-        }
-        Box::pin(async move {
-            rx.await.unwrap_or_else(|_| StopResult {
-                instance_id: None,
-                result: Err(Error::actor_died("the stop request")),
-            })
-        })
     }
 }
 
