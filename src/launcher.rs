@@ -103,6 +103,7 @@
 
 mod cgroup;
 mod client;
+mod command;
 mod procs;
 pub mod proto;
 pub mod sandbox;
@@ -116,7 +117,8 @@ use std::time::Duration;
 
 pub use cgroup::{remove_leftover_cgroups, LeftoverReport};
 pub(crate) use client::errno_kind;
-pub use client::{CommandSpec, Exit, Launcher, Spawned};
+pub use client::Launcher;
+pub use command::{CommandSpec, Exit, Spawned};
 pub use sys::DROPPED_CAPABILITIES;
 
 use crate::{Error, Result};
