@@ -54,7 +54,7 @@ pub async fn run_cli(mut args: BenchArgs, backend: Option<&str>) -> Result<()> {
     if args.json {
         let text = serde_json::to_string_pretty(&report)
             .map_err(|e| Error::internal(format!("cannot encode the report: {e}")))?;
-        println!("{text}");
+        outln!("{text}");
     } else {
         print!("{report}");
     }

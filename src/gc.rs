@@ -291,13 +291,17 @@ pub async fn run_cli(args: GcArgs, config: &crate::Config) -> Result<GcReport> {
     if args.json {
         for inst in &report.found {
             let (act, error) = action(&inst.id);
-            println!("{}", json_line(inst, act, error));
+            outln!("{}", json_line(inst, act, error));
         }
         return Ok(report);
     }
-    println!(
+    outln!(
         "{:<24} {:<24} {:<24} {:>8} {:<10} ACTION",
-        "ID", "TASK", "RUNTIME", "AGE", "STATUS"
+        "ID",
+        "TASK",
+        "RUNTIME",
+        "AGE",
+        "STATUS"
     );
     for inst in &report.found {
         let (act, error) = action(&inst.id);
@@ -306,17 +310,17 @@ pub async fn run_cli(args: GcArgs, config: &crate::Config) -> Result<GcReport> {
         } else {
             "?".to_string()
         };
-        println!("{}", table_row(inst, &age, act, error));
+        outln!("{}", table_row(inst, &age, act, error));
     }
     if args.yes {
-        println!(
+        outln!(
             "{} found, {} stopped, {} failed",
             report.found.len(),
             report.stopped.len(),
             report.failed.len()
         );
     } else {
-        println!(
+        outln!(
             "{} found (dry run: nothing stopped; pass --yes to stop them)",
             report.found.len()
         );

@@ -72,6 +72,17 @@
 // Dev-dependencies are not the library's, so test builds are exempt.
 #![cfg_attr(not(test), warn(unused_crate_dependencies))]
 
+/// Prints a line on stdout for the command line. A reader that went away
+/// (`hecate gc | head`) ends the output quietly instead of panicking the
+/// way `println!` does on a closed pipe.
+#[allow(unused_macros)]
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
 #[cfg(feature = "cli")]
 pub mod batch;
 #[cfg(all(feature = "cli", feature = "sim"))]

@@ -601,3 +601,23 @@ fn batch_of_endless_input_without_newlines_stays_bounded_and_stops_on_interrupt(
     signal(&child, libc::SIGINT);
     assert_eq!(wait_exit(&mut child).code(), Some(130));
 }
+
+#[test]
+fn a_reader_that_went_away_is_not_a_panic() {
+    let root = tempfile::tempdir().expect("tempdir");
+    for args in [&["tool-schema"][..], &["exec", "--", "echo hi"][..]] {
+        // The read end is closed before the child starts: every write it
+        // makes to stdout fails with EPIPE.
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
+        let out = hecate(root.path())
+            .args(args)
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .expect("run");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert_ne!(out.status.code(), Some(101), "{args:?}: {stderr}");
+    }
+}

@@ -2,6 +2,15 @@
 //! library. Each subcommand builds a [`Config`] from the environment (and
 //! flags), runs, and maps the outcome to an exit code.
 
+/// Prints a line on stdout; a reader that went away (`hecate exec … | head`)
+/// ends the output quietly instead of a panic.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
 use std::cell::RefCell;
 use std::process::ExitCode;
 use std::rc::Rc;
@@ -128,7 +137,7 @@ async fn run(cli: Cli) -> ExitCode {
         Command::ToolSchema { format, pinned } => match config(cli.backend.as_deref()) {
             Ok(config) => {
                 let opts = SchemaOptions::for_config(&config).pinned(pinned);
-                println!("{:#}", tool::schema_with(format, &opts));
+                outln!("{:#}", tool::schema_with(format, &opts));
                 ExitCode::SUCCESS
             }
             Err(err) => fail(&err),
@@ -153,7 +162,7 @@ async fn run(cli: Cli) -> ExitCode {
             Ok(config) => exec(args, config, signals).await,
             Err(err) => {
                 // The seed's contract: a missing key is a result, not a crash.
-                println!("{}", tool::error_result(&err).to_json());
+                outln!("{}", tool::error_result(&err).to_json());
                 ExitCode::FAILURE
             }
         },
@@ -195,7 +204,7 @@ async fn exec(args: ExecArgs, config: Config, signals: Signals) -> ExitCode {
     let args = match parsed {
         Ok(args) => args,
         Err(err) => {
-            println!("{}", tool::error_result(&err).to_json());
+            outln!("{}", tool::error_result(&err).to_json());
             return ExitCode::FAILURE;
         }
     };
@@ -213,7 +222,7 @@ async fn exec(args: ExecArgs, config: Config, signals: Signals) -> ExitCode {
         let task = task.clone();
         let first = signals.clone_first();
         signals.on_second(move || {
-            println!("{}", interrupted_result(&first).to_json());
+            outln!("{}", interrupted_result(&first).to_json());
             format!(
                 "the instance of task {task:?} (runtime {}) may still be running; \
                  `hecate gc` finds it",
@@ -240,7 +249,7 @@ async fn exec(args: ExecArgs, config: Config, signals: Signals) -> ExitCode {
     let clean = shutdown(&rt, Duration::from_secs(10)).await;
     match result {
         Some(result) => {
-            println!("{}", result.to_json());
+            outln!("{}", result.to_json());
             if result.is_error() || !clean {
                 ExitCode::FAILURE
             } else {
@@ -248,7 +257,7 @@ async fn exec(args: ExecArgs, config: Config, signals: Signals) -> ExitCode {
             }
         }
         None => {
-            println!("{}", interrupted_result(&signals.clone_first()).to_json());
+            outln!("{}", interrupted_result(&signals.clone_first()).to_json());
             ExitCode::from(130)
         }
     }

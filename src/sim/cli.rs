@@ -120,8 +120,8 @@ pub async fn run_cli(args: SimArgs, until: impl std::future::Future<Output = ()>
         .map_err(|err| Error::internal(format!("cannot start the simulator: {err}")))?;
     // The key is the simulator's own (random, or made up by the user);
     // printing it is the point: it is what a client must send.
-    println!("MORPH_BASE_URL={}", server.base_url());
-    println!("MORPH_API_KEY={}", server.api_key());
+    outln!("MORPH_BASE_URL={}", server.base_url());
+    outln!("MORPH_API_KEY={}", server.api_key());
     let origin = if args.api_key.is_some() {
         "the key you gave"
     } else {
