@@ -205,6 +205,8 @@ pub struct ExecOutcome {
     pub stderr: Captured,
     /// The command was killed at its timeout.
     pub timed_out: bool,
+    /// The command was killed by its instance's memory limit.
+    pub oom_killed: bool,
     /// The background job started, for background commands.
     pub job: Option<JobInfo>,
     /// Set when the command ran on a fresh instance because the task's

@@ -13,6 +13,7 @@ fn hecate(root: &Path) -> Command {
     cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("HECATE_LOCAL_ROOT", root)
+        .env("HECATE_BACKEND", "local")
         .env("RUST_LOG", "warn");
     cmd
 }

@@ -196,6 +196,7 @@ fn outcome(stdout: &str, stderr: &str, exit_code: i32) -> ExecOutcome {
         stdout: Captured::from_text(stdout, 1 << 20),
         stderr: Captured::from_text(stderr, 1 << 20),
         timed_out: false,
+        oom_killed: false,
         job: None,
         instance_restarted: None,
         instance_started: false,
