@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use hecate::provider::local::LocalProvider;
-use hecate::{BackendKind, Config, ExecRequest, Instance, Provider, Runtime, StartSlot, StartSpec};
+use hecate::{BackendKind, Config, ExecRequest, Provider, Runtime, StartSlot, StartSpec};
 
 fn ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true")
