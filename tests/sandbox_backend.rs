@@ -206,11 +206,22 @@ async fn task_a_cannot_touch_task_bs_files_processes_or_signals() {
         .expect("job");
     assert!(job.job.is_some());
     let marker_b = format!("HECATE_INSTANCE_ID={}", b.id());
+    // B's long-lived processes: the job's sleep and the shell waiting for
+    // it (not the short-lived helpers of its start).
+    let sleeps = || -> Vec<u32> {
+        processes_with_env(&marker_b)
+            .into_iter()
+            .filter(|p| {
+                std::fs::read_to_string(format!("/proc/{p}/comm"))
+                    .is_ok_and(|c| c.trim() == "sleep")
+            })
+            .collect()
+    };
     assert!(
-        eventually(LIMIT, || !processes_with_env(&marker_b).is_empty()).await,
+        eventually(LIMIT, || !sleeps().is_empty()).await,
         "b's job runs"
     );
-    let b_pids = processes_with_env(&marker_b);
+    let b_pids = sleeps();
     let b_secret = b.work_dir().join("secret.txt");
     let b_dir = b.dir().display().to_string();
     let script = format!(
