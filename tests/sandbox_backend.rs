@@ -659,3 +659,26 @@ async fn gc_probe() {
     // SAFETY: as above; the runtime dies here without any cleanup.
     unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
 }
+
+/// With no backend named, a runtime runs on the sandbox where one can be
+/// made, and its configuration says so (the tool description reads it).
+#[actix_rt::test]
+async fn a_runtime_on_the_default_backend_runs_in_the_sandbox_and_says_so() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let config = Config {
+        backend: BackendKind::Auto,
+        ..sandbox_config(tmp.path().join("root"))
+    };
+    let rt = Runtime::start(config).expect("runtime");
+    let out = rt.exec("t", ExecRequest::new("pwd")).await.expect("exec");
+    let opts = hecate::tool::SchemaOptions::for_config(rt.config());
+    if available() {
+        assert_eq!(rt.config().backend, BackendKind::Sandbox);
+        assert_eq!(out.stdout.to_text(), format!("{WORKSPACE}\n"));
+        assert!(hecate::tool::description_with(&opts).contains(WORKSPACE));
+    } else {
+        assert_eq!(rt.config().backend, BackendKind::Local);
+        assert!(opts.sandbox.is_none());
+    }
+    assert!(rt.shutdown(LIMIT).await.expect("shutdown").is_clean());
+}
