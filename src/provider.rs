@@ -438,6 +438,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_fallback_warning_is_one_line_naming_the_cause_and_the_fixes() {
+        let w = fallback_warning(
+            "sandbox unavailable: user namespaces are disabled (user.max_user_namespaces = 0); \
+             fix: sysctl -w user.max_user_namespaces=15000",
+        );
+        assert!(!w.contains('\n'), "{w}");
+        assert!(
+            w.starts_with("sandbox backend unavailable, falling back"),
+            "{w}"
+        );
+        assert!(w.contains("user.max_user_namespaces = 0"), "{w}");
+        assert!(
+            w.contains("sysctl -w user.max_user_namespaces=15000"),
+            "{w}"
+        );
+        assert!(w.contains("HECATE_BACKEND=local"), "{w}");
+        assert!(!w.contains("unavailable: sandbox unavailable"), "{w}");
+    }
+
+    #[test]
     fn capture_keeps_everything_under_the_limit() {
         let mut c = OutputCapture::new(10);
         c.push(b"hello");
