@@ -25,10 +25,20 @@ pub const MAX_WORKERS: usize = 256;
 /// Which backend runs the instances.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum BackendKind {
-    /// A private directory per task on this machine (the default; needs
-    /// nothing installed).
+    /// The default when none is named: [`BackendKind::Sandbox`] where a
+    /// sandbox can be made on this machine
+    /// ([`probe`](crate::launcher::sandbox::probe)), else
+    /// [`BackendKind::Local`] with one warning naming the cause and the fix.
+    /// Resolved when the provider is made
+    /// ([`provider::resolve_backend`](crate::provider::resolve_backend)).
     #[default]
+    Auto,
+    /// A private directory per task on this machine, commands in the
+    /// host's namespaces (needs nothing installed).
     Local,
+    /// A private directory per task on this machine, each instance in its
+    /// own Linux namespaces (processes, mounts, network) under limits.
+    Sandbox,
     /// A MorphCloud VM per task, over the MorphCloud HTTP API.
     Morph,
 }
@@ -37,9 +47,17 @@ impl BackendKind {
     /// The name used in `HECATE_BACKEND`.
     pub fn as_str(self) -> &'static str {
         match self {
+            BackendKind::Auto => "auto",
             BackendKind::Local => "local",
+            BackendKind::Sandbox => "sandbox",
             BackendKind::Morph => "morph",
         }
+    }
+
+    /// Whether instances live on this machine (`local`, `sandbox`, or
+    /// `auto`, which resolves to one of them).
+    pub fn is_on_this_machine(self) -> bool {
+        !matches!(self, BackendKind::Morph)
     }
 }
 
@@ -47,13 +65,21 @@ impl std::str::FromStr for BackendKind {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
         match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(BackendKind::Auto),
             "local" => Ok(BackendKind::Local),
+            "sandbox" => Ok(BackendKind::Sandbox),
             "morph" | "morphcloud" => Ok(BackendKind::Morph),
             other => Err(Error::config(format!(
-                "HECATE_BACKEND: unknown backend {other:?} (expected \"local\" or \"morph\")"
+                "HECATE_BACKEND: unknown backend {:?} (expected \"sandbox\", \"local\", \"morph\" or \"auto\")",
+                clip_name(other)
             ))),
         }
     }
+}
+
+/// At most 40 characters of a name for an error message.
+fn clip_name(name: &str) -> String {
+    name.chars().take(40).collect()
 }
 
 /// A secret API key. `Debug` and `Display` print `[redacted]`; only
@@ -164,6 +190,24 @@ impl Default for LocalConfig {
     }
 }
 
+/// Settings of the sandbox backend ([`BackendKind::Sandbox`]); see
+/// [`crate::launcher::sandbox`] for what each does.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SandboxConfig {
+    /// The network of each sandbox (`HECATE_SANDBOX_NETWORK`: `isolated`,
+    /// the default, loopback only; or `host`).
+    pub network: crate::launcher::sandbox::NetworkMode,
+    /// Memory limit per instance in bytes (`HECATE_SANDBOX_MEMORY_MB`, in
+    /// MiB; default none).
+    pub memory_limit: Option<u64>,
+    /// Limit on processes and threads per instance (`HECATE_SANDBOX_PIDS`;
+    /// default none).
+    pub pids_limit: Option<u64>,
+    /// A root filesystem directory to use instead of the host's `/usr`,
+    /// `/bin`, `/lib*` and `/etc` (`HECATE_SANDBOX_ROOTFS`; default none).
+    pub rootfs: Option<PathBuf>,
+}
+
 /// Settings of the MorphCloud backend.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MorphConfig {
@@ -211,7 +255,8 @@ impl Default for MorphConfig {
 /// documented defaults, [`Config::from_env`] the environment's values.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
-    /// Which backend runs instances (`HECATE_BACKEND`: `local` or `morph`).
+    /// Which backend runs instances (`HECATE_BACKEND`: `sandbox`, `local`,
+    /// `morph`; unset: [`BackendKind::Auto`]).
     pub backend: BackendKind,
     /// Lifetime of an instance from its start; at this deadline it is
     /// stopped and the task's next command gets a fresh one
@@ -278,6 +323,8 @@ pub struct Config {
     /// also disables core dumps and same-user debuggers: an embedder that
     /// needs those sets it to false.
     pub harden_runtime: bool,
+    /// Sandbox backend settings.
+    pub sandbox: SandboxConfig,
     /// MorphCloud backend settings.
     pub morph: MorphConfig,
 }
@@ -285,7 +332,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            backend: BackendKind::Local,
+            backend: BackendKind::Auto,
             vm_ttl: Duration::from_secs(1200),
             idle_lifetime: Duration::from_secs(300),
             command_timeout: Duration::from_secs(120),
@@ -305,6 +352,7 @@ impl Default for Config {
             local: LocalConfig::default(),
             launcher: crate::launcher::LauncherConfig::default(),
             harden_runtime: true,
+            sandbox: SandboxConfig::default(),
             morph: MorphConfig::default(),
         }
     }
@@ -362,6 +410,19 @@ impl Config {
         }
         if !(0.0..=1.0).contains(&self.retry.jitter) || self.retry.factor < 1.0 {
             return fail("retry: jitter must be in 0..=1 and factor at least 1".into());
+        }
+        if let Some(rootfs) = &self.sandbox.rootfs {
+            if !rootfs.is_absolute() {
+                return fail(format!(
+                    "HECATE_SANDBOX_ROOTFS: {} is not an absolute path",
+                    rootfs.display()
+                ));
+            }
+        }
+        if self.sandbox.memory_limit == Some(0) || self.sandbox.pids_limit == Some(0) {
+            return fail(
+                "HECATE_SANDBOX_MEMORY_MB, HECATE_SANDBOX_PIDS: must be at least 1".into(),
+            );
         }
         if self.backend == BackendKind::Morph {
             let url = self.morph.base_url.as_str();

@@ -276,7 +276,11 @@ pub async fn run_cli(args: GcArgs, config: &crate::Config) -> Result<GcReport> {
     };
     let report = match config.backend {
         crate::BackendKind::Morph => gc(&config.morph, opts).await?,
-        crate::BackendKind::Local => gc_local(config, opts).await?,
+        // Sandboxed instances live in the same directories, with the same
+        // launchers and cgroups.
+        crate::BackendKind::Local | crate::BackendKind::Sandbox | crate::BackendKind::Auto => {
+            gc_local(config, opts).await?
+        }
     };
     let now = unix_now();
     let action = |id: &str| -> (&'static str, Option<&str>) {

@@ -103,7 +103,7 @@ pub mod unix;
 #[cfg(feature = "cli")]
 use env_logger as _;
 
-pub use config::{ApiKey, BackendKind, Config, RetryPolicy};
+pub use config::{ApiKey, BackendKind, Config, RetryPolicy, SandboxConfig};
 pub use error::{Error, ErrorKind, Result};
 pub use provider::{
     Captured, ExecOutput, ExecSpec, Instance, JobInfo, Provider, StartSlot, StartSpec,

@@ -68,12 +68,50 @@ pub fn check_command(command: &str) -> Result<()> {
     Ok(())
 }
 
-/// The provider the configuration names.
+/// The provider the configuration names; [`BackendKind::Auto`] is
+/// resolved by [`resolve_backend`], and its fallback warning logged once
+/// (`log::warn`).
 pub fn from_config(config: &Config) -> Result<std::sync::Arc<dyn Provider>> {
-    match config.backend {
-        BackendKind::Local => Ok(std::sync::Arc::new(local::LocalProvider::new(config)?)),
+    let (kind, warning) = resolve_backend(config);
+    if let Some(warning) = warning {
+        log::warn!("{warning}");
+    }
+    match kind {
+        BackendKind::Auto | BackendKind::Local => {
+            Ok(std::sync::Arc::new(local::LocalProvider::new(config)?))
+        }
+        BackendKind::Sandbox => Ok(std::sync::Arc::new(local::LocalProvider::new_sandbox(
+            config,
+        )?)),
         BackendKind::Morph => Ok(std::sync::Arc::new(morph::MorphProvider::new(config)?)),
     }
+}
+
+/// The backend `config` runs on: the one it names, or for
+/// [`BackendKind::Auto`] `sandbox` where
+/// [`sandbox::probe`](crate::launcher::sandbox::probe) succeeds, else
+/// `local` together with the one-line warning to show (the cause and the
+/// fix). Probing forks a short-lived child: call it once per runtime.
+pub fn resolve_backend(config: &Config) -> (BackendKind, Option<String>) {
+    match config.backend {
+        BackendKind::Auto => match crate::launcher::sandbox::probe() {
+            Ok(()) => (BackendKind::Sandbox, None),
+            Err(why) => (BackendKind::Local, Some(fallback_warning(&why))),
+        },
+        named => (named, None),
+    }
+}
+
+/// The warning of a fallback from the sandbox to the plain local backend.
+fn fallback_warning(why: &str) -> String {
+    let why = why
+        .trim_start_matches("sandbox unavailable: ")
+        .trim_end_matches('.');
+    format!(
+        "sandbox backend unavailable, falling back to the plain local backend (tasks are \
+         NOT isolated from each other or the machine): {why}. Fix that to get the sandbox, \
+         or set HECATE_BACKEND=local to choose the plain backend and silence this warning"
+    )
 }
 
 /// A boxed future that need not be `Send`.
@@ -203,6 +241,9 @@ pub struct ExecOutput {
     pub stderr: Captured,
     /// The command ran into its timeout and was killed.
     pub timed_out: bool,
+    /// The command was killed by its instance's memory limit (the sandbox
+    /// backend's `HECATE_SANDBOX_MEMORY_MB`).
+    pub oom_killed: bool,
     /// For background commands: the job that was started.
     pub job: Option<JobInfo>,
 }
@@ -395,6 +436,26 @@ fn utf8_prefix_len(bytes: &[u8]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_fallback_warning_is_one_line_naming_the_cause_and_the_fixes() {
+        let w = fallback_warning(
+            "sandbox unavailable: user namespaces are disabled (user.max_user_namespaces = 0); \
+             fix: sysctl -w user.max_user_namespaces=15000",
+        );
+        assert!(!w.contains('\n'), "{w}");
+        assert!(
+            w.starts_with("sandbox backend unavailable, falling back"),
+            "{w}"
+        );
+        assert!(w.contains("user.max_user_namespaces = 0"), "{w}");
+        assert!(
+            w.contains("sysctl -w user.max_user_namespaces=15000"),
+            "{w}"
+        );
+        assert!(w.contains("HECATE_BACKEND=local"), "{w}");
+        assert!(!w.contains("unavailable: sandbox unavailable"), "{w}");
+    }
 
     #[test]
     fn capture_keeps_everything_under_the_limit() {

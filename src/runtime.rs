@@ -205,6 +205,8 @@ pub struct ExecOutcome {
     pub stderr: Captured,
     /// The command was killed at its timeout.
     pub timed_out: bool,
+    /// The command was killed by its instance's memory limit.
+    pub oom_killed: bool,
     /// The background job started, for background commands.
     pub job: Option<JobInfo>,
     /// Set when the command ran on a fresh instance because the task's
@@ -329,8 +331,16 @@ pub enum Placement {
 
 impl Runtime {
     /// Starts a runtime with the backend the configuration names. Must be
-    /// called inside a running actix `System`.
-    pub fn start(config: Config) -> Result<Runtime> {
+    /// called inside a running actix `System`. The default backend
+    /// ([`BackendKind::Auto`](crate::BackendKind::Auto)) is resolved here
+    /// ([`provider::resolve_backend`](crate::provider::resolve_backend)), so
+    /// [`Runtime::config`] names the backend in use.
+    pub fn start(mut config: Config) -> Result<Runtime> {
+        let (kind, warning) = crate::provider::resolve_backend(&config);
+        if let Some(warning) = warning {
+            log::warn!("{warning}");
+        }
+        config.backend = kind;
         let provider = crate::provider::from_config(&config)?;
         Self::start_with(config, provider, Placement::Workers)
     }

@@ -13,6 +13,7 @@ fn hecate(root: &Path) -> Command {
     cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("HECATE_LOCAL_ROOT", root)
+        .env("HECATE_BACKEND", "local")
         .env("RUST_LOG", "warn");
     cmd
 }
@@ -29,6 +30,48 @@ fn json_lines(text: &str) -> Vec<Value> {
         .filter(|l| !l.trim().is_empty())
         .map(|l| serde_json::from_str(l).expect("a JSON line"))
         .collect()
+}
+
+/// The example batch on `backend`: per task id, its `ok` and exit codes.
+fn example_results(backend: &str) -> std::collections::BTreeMap<String, (bool, Vec<i64>)> {
+    let root = tempfile::tempdir().expect("tempdir");
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/tasks.jsonl");
+    let out = hecate(root.path())
+        .env("HECATE_BACKEND", backend)
+        .args(["batch", "--no-progress", "--concurrency", "8"])
+        .arg(&examples)
+        .output()
+        .expect("run hecate");
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{backend}: {stderr}");
+    json_lines(&stdout)
+        .iter()
+        .map(|l| {
+            let codes = l["results"]
+                .as_array()
+                .expect("results")
+                .iter()
+                .map(|r| r["exit_code"].as_i64().expect("exit code"))
+                .collect();
+            (
+                l["task_id"].as_str().expect("task id").to_string(),
+                (l["ok"] == true, codes),
+            )
+        })
+        .collect()
+}
+
+/// Issue 11: the shipped example batch gives the same results (every
+/// task's `ok` and exit codes) on the sandbox as on the plain backend.
+#[test]
+fn the_example_batch_gives_the_same_results_on_the_sandbox() {
+    if let Err(why) = hecate::launcher::sandbox::probe() {
+        eprintln!("skipping: {why}");
+        return;
+    }
+    let local = example_results("local");
+    assert!(local.len() >= 20);
+    assert_eq!(example_results("sandbox"), local);
 }
 
 #[test]

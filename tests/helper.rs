@@ -282,6 +282,7 @@ pub fn test_config() -> Config {
         idle_lifetime: Duration::from_secs(300),
         vm_ttl: Duration::from_secs(1200),
         command_timeout: Duration::from_secs(120),
+        backend: hecate::BackendKind::Local,
         launcher: launcher_config(),
         ..Config::default()
     }
@@ -296,10 +297,22 @@ pub fn launcher_config() -> hecate::launcher::LauncherConfig {
     }
 }
 
-/// A default config on the local backend with root `root` and the test
-/// launcher.
+/// A default config on the plain local backend (by name) with root
+/// `root` and the test launcher.
 pub fn local_config(root: impl Into<std::path::PathBuf>) -> Config {
     Config {
+        backend: hecate::BackendKind::Local,
+        launcher: launcher_config(),
+        ..Config::default()
+    }
+    .with_local_root(root)
+}
+
+/// A default config on the sandbox backend (by name) with root `root`
+/// and the test launcher.
+pub fn sandbox_config(root: impl Into<std::path::PathBuf>) -> Config {
+    Config {
+        backend: hecate::BackendKind::Sandbox,
         launcher: launcher_config(),
         ..Config::default()
     }

@@ -13,7 +13,7 @@ use crate::helper::{eventually, pid_alive as is_alive, pid_exists, processes_wit
 
 /// A temporary root (inside a parent directory, so that escapes show) and a
 /// provider on it.
-struct Fixture {
+pub(crate) struct Fixture {
     tmp: TempDir,
     provider: LocalProvider,
 }
@@ -26,7 +26,35 @@ fn fixture() -> Fixture {
     Fixture { tmp, provider }
 }
 
+/// The same on the sandbox backend, or `None` (with a note) where no
+/// sandbox can be made.
+pub(crate) fn sandbox_fixture() -> Option<Fixture> {
+    if let Err(why) = hecate::launcher::sandbox::probe() {
+        eprintln!("skipping: {why}");
+        return None;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut config = crate::helper::sandbox_config(tmp.path().join("root"));
+    config.local.kill_grace = Duration::from_millis(300);
+    let provider = LocalProvider::new_sandbox(&config).expect("provider");
+    Some(Fixture { tmp, provider })
+}
+
 impl Fixture {
+    /// Whether this is the sandbox backend.
+    fn sandboxed(&self) -> bool {
+        hecate::Provider::name(&self.provider) == "sandbox"
+    }
+
+    /// The work directory as commands see it.
+    fn work_seen(&self, id: &str) -> String {
+        if self.sandboxed() {
+            hecate::launcher::sandbox::WORKSPACE.to_string()
+        } else {
+            self.root().join(id).join("work").display().to_string()
+        }
+    }
+
     async fn start(&self, task: &str) -> Box<dyn Instance> {
         self.provider
             .start(StartSpec {
@@ -66,16 +94,18 @@ async fn run(instance: &dyn Instance, command: &str) -> ExecOutput {
 
 #[actix_rt::test]
 async fn files_persist_across_calls_but_env_vars_and_cwd_do_not() {
-    let f = fixture();
+    files_persist_across_calls_but_env_vars_and_cwd_do_not_on(fixture()).await;
+}
+
+/// [`files_persist_across_calls_but_env_vars_and_cwd_do_not`] on either backend's fixture
+/// (`sandbox_backend` runs it on the sandbox).
+pub(crate) async fn files_persist_across_calls_but_env_vars_and_cwd_do_not_on(f: Fixture) {
     let inst = f.start("t").await;
     let out = run(&*inst, "echo hello > note.txt; export FOO=bar; cd /").await;
     assert_eq!(out.exit_code, 0);
     let out = run(&*inst, r#"cat note.txt; echo "FOO=${FOO:-unset}"; pwd"#).await;
-    let work = f.root().join(inst.id()).join("work");
-    assert_eq!(
-        out.stdout.to_text(),
-        format!("hello\nFOO=unset\n{}\n", work.display())
-    );
+    let work = f.work_seen(inst.id());
+    assert_eq!(out.stdout.to_text(), format!("hello\nFOO=unset\n{work}\n"));
     inst.stop().await.expect("stop");
 }
 
@@ -102,7 +132,12 @@ async fn cwd_home_and_tmpdir_are_the_private_dirs() {
 
 #[actix_rt::test]
 async fn stderr_is_captured_on_success_and_exit_codes_are_reported() {
-    let f = fixture();
+    stderr_is_captured_on_success_and_exit_codes_are_reported_on(fixture()).await;
+}
+
+/// [`stderr_is_captured_on_success_and_exit_codes_are_reported`] on either backend's fixture
+/// (`sandbox_backend` runs it on the sandbox).
+pub(crate) async fn stderr_is_captured_on_success_and_exit_codes_are_reported_on(f: Fixture) {
     let inst = f.start("t").await;
     let out = run(&*inst, "echo out; echo err >&2").await;
     assert_eq!(out.exit_code, 0);
@@ -119,7 +154,12 @@ async fn stderr_is_captured_on_success_and_exit_codes_are_reported() {
 
 #[actix_rt::test]
 async fn death_by_signal_is_reported_as_128_plus_n() {
-    let f = fixture();
+    death_by_signal_is_reported_as_128_plus_n_on(fixture()).await;
+}
+
+/// [`death_by_signal_is_reported_as_128_plus_n`] on either backend's fixture
+/// (`sandbox_backend` runs it on the sandbox).
+pub(crate) async fn death_by_signal_is_reported_as_128_plus_n_on(f: Fixture) {
     let inst = f.start("t").await;
     assert_eq!(run(&*inst, "kill -TERM $$").await.exit_code, 128 + 15);
     assert_eq!(run(&*inst, "kill -KILL $$").await.exit_code, 128 + 9);
@@ -129,7 +169,12 @@ async fn death_by_signal_is_reported_as_128_plus_n() {
 
 #[actix_rt::test]
 async fn bad_commands_are_invalid_input_and_the_instance_survives() {
-    let f = fixture();
+    bad_commands_are_invalid_input_and_the_instance_survives_on(fixture()).await;
+}
+
+/// [`bad_commands_are_invalid_input_and_the_instance_survives`] on either backend's fixture
+/// (`sandbox_backend` runs it on the sandbox).
+pub(crate) async fn bad_commands_are_invalid_input_and_the_instance_survives_on(f: Fixture) {
     let inst = f.start("t").await;
     let too_long = format!("echo {}", "x".repeat(200_000));
     for command in ["", "   \n\t", "echo a\0b", too_long.as_str()] {
@@ -144,7 +189,12 @@ async fn bad_commands_are_invalid_input_and_the_instance_survives() {
 
 #[actix_rt::test]
 async fn timeout_kills_whole_process_tree() {
-    let f = fixture();
+    timeout_kills_whole_process_tree_on(fixture()).await;
+}
+
+/// [`timeout_kills_whole_process_tree`] on either backend's fixture
+/// (`sandbox_backend` runs it on the sandbox).
+pub(crate) async fn timeout_kills_whole_process_tree_on(f: Fixture) {
     let inst = f.start("t").await;
     // A child in the group, a setsid escapee, a double-forked setsid
     // escapee, and a main shell that ignores SIGTERM (so SIGKILL is needed).
@@ -180,7 +230,12 @@ async fn timeout_kills_whole_process_tree() {
 
 #[actix_rt::test]
 async fn huge_output_stays_bounded_and_the_call_returns() {
-    let f = fixture();
+    huge_output_stays_bounded_and_the_call_returns_on(fixture()).await;
+}
+
+/// [`huge_output_stays_bounded_and_the_call_returns`] on either backend's fixture
+/// (`sandbox_backend` runs it on the sandbox).
+pub(crate) async fn huge_output_stays_bounded_and_the_call_returns_on(f: Fixture) {
     let inst = f.start("t").await;
     let out = inst
         .exec(ExecSpec {
@@ -202,7 +257,12 @@ async fn huge_output_stays_bounded_and_the_call_returns() {
 
 #[actix_rt::test]
 async fn binary_and_invalid_utf8_output_is_replaced() {
-    let f = fixture();
+    binary_and_invalid_utf8_output_is_replaced_on(fixture()).await;
+}
+
+/// [`binary_and_invalid_utf8_output_is_replaced`] on either backend's fixture
+/// (`sandbox_backend` runs it on the sandbox).
+pub(crate) async fn binary_and_invalid_utf8_output_is_replaced_on(f: Fixture) {
     let inst = f.start("t").await;
     let out = run(&*inst, r"printf 'a\377b\n'; printf 'caf\303\251\n' >&2").await;
     assert_eq!(out.stdout.to_text(), "a\u{fffd}b\n");
@@ -577,7 +637,12 @@ async fn stop_removes_the_dir_kills_jobs_and_is_idempotent() {
 
 #[actix_rt::test]
 async fn instance_whose_dir_vanished_is_gone_and_stops_cleanly() {
-    let f = fixture();
+    instance_whose_dir_vanished_is_gone_and_stops_cleanly_on(fixture()).await;
+}
+
+/// [`instance_whose_dir_vanished_is_gone_and_stops_cleanly`] on either backend's fixture
+/// (`sandbox_backend` runs it on the sandbox).
+pub(crate) async fn instance_whose_dir_vanished_is_gone_and_stops_cleanly_on(f: Fixture) {
     let inst = f.start("t").await;
     std::fs::remove_dir_all(f.root().join(inst.id())).expect("rm");
     let err = inst.exec(fg("echo hi")).await.expect_err("gone");
@@ -612,7 +677,12 @@ async fn dropping_an_instance_kills_its_processes() {
 
 #[actix_rt::test]
 async fn abandoned_exec_kills_its_process_tree() {
-    let f = fixture();
+    abandoned_exec_kills_its_process_tree_on(fixture()).await;
+}
+
+/// [`abandoned_exec_kills_its_process_tree`] on either backend's fixture
+/// (`sandbox_backend` runs it on the sandbox).
+pub(crate) async fn abandoned_exec_kills_its_process_tree_on(f: Fixture) {
     let inst = f.start("t").await;
     let id_file = f.root().join(inst.id()).join("work").join("exec-id");
     let exec = inst.exec(fg(

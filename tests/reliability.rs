@@ -832,6 +832,8 @@ fn hecate_cli(env: &[(&str, &str)]) -> std::process::Command {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_hecate"));
     cmd.env_clear();
     cmd.env("PATH", std::env::var_os("PATH").unwrap_or_default());
+    // The plain local backend by name unless `env` names another.
+    cmd.env("HECATE_BACKEND", "local");
     for (k, v) in env {
         cmd.env(k, v);
     }

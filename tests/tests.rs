@@ -24,6 +24,7 @@ mod morph_runtime;
 mod reliability;
 mod runtime;
 mod sandbox;
+mod sandbox_backend;
 mod shutdown;
 #[cfg(feature = "sim")]
 mod simulator;

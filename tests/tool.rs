@@ -196,6 +196,7 @@ fn outcome(stdout: &str, stderr: &str, exit_code: i32) -> ExecOutcome {
         stdout: Captured::from_text(stdout, 1 << 20),
         stderr: Captured::from_text(stderr, 1 << 20),
         timed_out: false,
+        oom_killed: false,
         job: None,
         instance_restarted: None,
         instance_started: false,
@@ -881,4 +882,31 @@ proptest! {
             prop_assert_eq!(e.kind(), ErrorKind::InvalidInput);
         }
     }
+}
+
+/// Issue 11: on the sandbox backend the description tells the model what
+/// it finds there; elsewhere it says nothing of it.
+#[test]
+fn the_description_tells_the_truth_about_the_sandbox() {
+    let plain = tool::description_with(&SchemaOptions::for_config(&test_config()));
+    assert!(!plain.contains("/workspace"), "{plain}");
+    let mut config = test_config().with_backend(hecate::BackendKind::Sandbox);
+    let isolated = tool::description_with(&SchemaOptions::for_config(&config));
+    for fact in [
+        "/workspace",
+        "/tmp is private",
+        "not a VM",
+        "own loopback",
+        "no internet",
+    ] {
+        assert!(isolated.contains(fact), "lacks {fact:?}: {isolated}");
+    }
+    // The rest of the description is kept, in order.
+    let files = isolated.find("Files persist").expect("files");
+    assert!(isolated.find("/workspace").expect("sandbox") < files);
+    assert!(isolated.contains("Arguments:") && isolated.contains("task_id"));
+    config.sandbox.network = hecate::launcher::sandbox::NetworkMode::Host;
+    let host = tool::description_with(&SchemaOptions::for_config(&config));
+    assert!(host.contains("host machine's network"), "{host}");
+    assert!(!host.contains("no internet"), "{host}");
 }

@@ -18,7 +18,12 @@ use crate::sim::{ExecMode, FaultConfig, SimConfig, SimServer};
 
 /// Where the instances of a run live.
 pub(super) enum Env {
-    Local { root: PathBuf },
+    Local {
+        /// The private instance root, removed at the end.
+        root: PathBuf,
+        /// The `sandbox` backend rather than the plain `local`.
+        sandbox: bool,
+    },
     Sim(SimServer),
     External,
     Noop(NoopProvider),
@@ -27,23 +32,28 @@ pub(super) enum Env {
 impl Env {
     pub(super) fn name(&self) -> &'static str {
         match self {
-            Env::Local { .. } => "local",
+            Env::Local { sandbox: false, .. } => "local",
+            Env::Local { sandbox: true, .. } => "sandbox",
             Env::Sim(_) => "morph-sim",
             Env::External => "morph-external",
             Env::Noop(_) => "noop",
         }
     }
 
-    /// The local backend under a fresh private root.
-    pub(super) fn local(config: &mut Config) -> Env {
+    /// The local backend (`sandbox` or plain) under a fresh private root.
+    pub(super) fn local(config: &mut Config, sandbox: bool) -> Env {
         let root = std::env::temp_dir().join(format!(
             "hecate-bench-{}-{:08x}",
             std::process::id(),
             fastrand::u32(..)
         ));
-        config.backend = BackendKind::Local;
+        config.backend = if sandbox {
+            BackendKind::Sandbox
+        } else {
+            BackendKind::Local
+        };
         config.local.root = root.clone();
-        Env::Local { root }
+        Env::Local { root, sandbox }
     }
 
     /// An in-process simulator, and the configuration pointing at it.
@@ -74,7 +84,8 @@ impl Env {
 
     pub(super) fn provider(&self, config: &Config) -> Result<Arc<dyn Provider>> {
         Ok(match self {
-            Env::Local { .. } => Arc::new(LocalProvider::new(config)?),
+            Env::Local { sandbox: false, .. } => Arc::new(LocalProvider::new(config)?),
+            Env::Local { sandbox: true, .. } => Arc::new(LocalProvider::new_sandbox(config)?),
             Env::Sim(_) | Env::External => Arc::new(MorphProvider::new(config)?),
             Env::Noop(p) => Arc::new(p.clone()),
         })
@@ -84,7 +95,7 @@ impl Env {
     /// cleans up what the run created.
     pub(super) async fn live_at_end(self, config: &Config, runtime_id: &str) -> Result<u64> {
         match self {
-            Env::Local { root } => {
+            Env::Local { root, .. } => {
                 let live = std::fs::read_dir(&root)
                     .map(|entries| {
                         entries

@@ -17,7 +17,15 @@ use crate::sim::FaultConfig;
 pub(super) async fn exec_scenario(args: &BenchArgs, plan: &Plan) -> Result<BenchReport> {
     let mut config = base_config(args, plan)?;
     let env = match (args.backend, args.external) {
-        (BackendKind::Local, false) => Env::local(&mut config),
+        (BackendKind::Local, false) => Env::local(&mut config, false),
+        (BackendKind::Sandbox, false) => Env::local(&mut config, true),
+        (BackendKind::Auto, false) => {
+            let (kind, warning) = crate::provider::resolve_backend(&config);
+            if let Some(warning) = warning {
+                log::warn!("{warning}");
+            }
+            Env::local(&mut config, kind == BackendKind::Sandbox)
+        }
         (BackendKind::Morph, false) => Env::sim(args, plan, &mut config).await?,
         (_, true) => {
             config.backend = BackendKind::Morph;

@@ -38,8 +38,9 @@ use hecate::{BackendKind, Config, Error, ErrorKind, Runtime};
 #[derive(Debug, Parser)]
 #[command(name = "hecate", version)]
 struct Cli {
-    /// The backend (overrides HECATE_BACKEND).
-    #[arg(long, global = true, value_parser = ["local", "morph"])]
+    /// The backend (overrides HECATE_BACKEND; default: sandbox where the
+    /// kernel allows it, else local with a warning).
+    #[arg(long, global = true, value_parser = ["sandbox", "local", "morph", "auto"])]
     backend: Option<String>,
     #[command(subcommand)]
     command: Command,
@@ -176,6 +177,14 @@ fn config(backend: Option<&str>) -> hecate::Result<Config> {
         config.backend = name.parse::<BackendKind>()?;
     }
     config.validate()?;
+    // The default is resolved here, so that its one fallback warning goes
+    // to stderr whatever RUST_LOG says (and the library, handed a named
+    // backend, does not log it again).
+    let (kind, warning) = hecate::provider::resolve_backend(&config);
+    if let Some(warning) = warning {
+        eprintln!("hecate: warning: {warning}");
+    }
+    config.backend = kind;
     Ok(config)
 }
 

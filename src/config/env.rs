@@ -76,6 +76,38 @@ impl Config {
         if let Some(v) = get("HECATE_HARDEN_RUNTIME") {
             c.harden_runtime = parse_bool("HECATE_HARDEN_RUNTIME", &v)?;
         }
+        if let Some(v) = get("HECATE_SANDBOX_NETWORK") {
+            c.sandbox.network = match v.trim().to_ascii_lowercase().as_str() {
+                "isolated" => crate::launcher::sandbox::NetworkMode::Isolated,
+                "host" => crate::launcher::sandbox::NetworkMode::Host,
+                _ => {
+                    return Err(Error::config(format!(
+                        "HECATE_SANDBOX_NETWORK: {:?} is not a network mode (expected isolated or host)",
+                        clip(v.trim(), 40)
+                    )))
+                }
+            };
+        }
+        if let Some(v) = get("HECATE_SANDBOX_MEMORY_MB") {
+            let mb = parse_count("HECATE_SANDBOX_MEMORY_MB", &v)? as u64;
+            c.sandbox.memory_limit = Some(
+                mb.checked_mul(1024 * 1024)
+                    .ok_or_else(|| Error::config("HECATE_SANDBOX_MEMORY_MB: too large"))?,
+            );
+        }
+        if let Some(v) = get("HECATE_SANDBOX_PIDS") {
+            c.sandbox.pids_limit = Some(parse_count("HECATE_SANDBOX_PIDS", &v)? as u64);
+        }
+        if let Some(v) = get("HECATE_SANDBOX_ROOTFS") {
+            let dir = PathBuf::from(v.trim());
+            if !dir.is_absolute() {
+                return Err(Error::config(format!(
+                    "HECATE_SANDBOX_ROOTFS: {:?} must be an absolute path to a directory",
+                    clip(v.trim(), 80)
+                )));
+            }
+            c.sandbox.rootfs = Some(dir);
+        }
         if let Some(v) = get("MORPH_BASE_URL") {
             c.morph.base_url = v.trim().to_string();
         }

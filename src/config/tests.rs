@@ -12,7 +12,7 @@ fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
 #[test]
 fn defaults_match_the_seed() {
     let c = Config::from_lookup(lookup(&[])).expect("defaults are valid");
-    assert_eq!(c.backend, BackendKind::Local);
+    assert_eq!(c.backend, BackendKind::Auto);
     assert_eq!(c.vm_ttl, Duration::from_secs(1200));
     assert_eq!(c.idle_lifetime, Duration::from_secs(300));
     assert_eq!(c.command_timeout, Duration::from_secs(120));
@@ -178,5 +178,41 @@ fn launcher_and_hardening_come_from_the_environment() {
         let err = Config::from_lookup(lookup(&[bad])).expect_err(bad.0);
         assert_eq!(err.kind(), ErrorKind::Config);
         assert!(err.message().contains(bad.0), "{err}");
+    }
+}
+
+#[test]
+fn sandbox_settings_are_read_and_bad_ones_name_the_variable() {
+    let c = Config::from_lookup(lookup(&[
+        ("HECATE_BACKEND", "sandbox"),
+        ("HECATE_SANDBOX_NETWORK", "host"),
+        ("HECATE_SANDBOX_MEMORY_MB", "256"),
+        ("HECATE_SANDBOX_PIDS", "64"),
+        ("HECATE_SANDBOX_ROOTFS", "/srv/rootfs"),
+    ]))
+    .expect("valid");
+    assert_eq!(c.backend, BackendKind::Sandbox);
+    assert_eq!(
+        c.sandbox.network,
+        crate::launcher::sandbox::NetworkMode::Host
+    );
+    assert_eq!(c.sandbox.memory_limit, Some(256 * 1024 * 1024));
+    assert_eq!(c.sandbox.pids_limit, Some(64));
+    assert_eq!(
+        c.sandbox.rootfs.as_deref(),
+        Some(std::path::Path::new("/srv/rootfs"))
+    );
+    let local = Config::from_lookup(lookup(&[("HECATE_BACKEND", "local")])).expect("valid");
+    assert_eq!(local.backend, BackendKind::Local);
+    for (var, value) in [
+        ("HECATE_SANDBOX_NETWORK", "everything"),
+        ("HECATE_SANDBOX_MEMORY_MB", "0"),
+        ("HECATE_SANDBOX_MEMORY_MB", "lots"),
+        ("HECATE_SANDBOX_PIDS", "-1"),
+        ("HECATE_SANDBOX_ROOTFS", "relative/dir"),
+        ("HECATE_BACKEND", "vm"),
+    ] {
+        let err = Config::from_lookup(lookup(&[(var, value)])).expect_err(value);
+        assert!(err.message().contains(var), "{var}={value}: {err}");
     }
 }

@@ -503,7 +503,72 @@ pub fn remove_leftover_cgroups(dry_run: bool) -> LeftoverReport {
             }
         }
     }
+    remove_leftover_limit_cgroups(dry_run, &mut report);
     report
+}
+
+/// The v1 `memory` (and `cpu`) cgroups a sandbox's limits made
+/// (`<mount>/hecate/<instance>`, without a `launcher` child) whose launcher
+/// is gone: what is still in them is killed and they are removed. Run
+/// after the tracking hierarchies were emptied, so they are usually empty.
+fn remove_leftover_limit_cgroups(dry_run: bool, report: &mut LeftoverReport) {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut bases = BTreeSet::new();
+    for line in info.lines() {
+        let Some((pre, post)) = line.split_once(" - ") else {
+            continue;
+        };
+        let pre: Vec<&str> = pre.split(' ').collect();
+        let post: Vec<&str> = post.split(' ').collect();
+        let (Some(root), Some(point), Some(fstype), Some(opts)) =
+            (pre.get(3), pre.get(4), post.first(), post.get(2))
+        else {
+            continue;
+        };
+        if *root == "/"
+            && *fstype == "cgroup"
+            && opts.split(',').any(|o| o == "memory")
+            && !opts.split(',').any(|o| o == "freezer" || o == "pids")
+        {
+            bases.insert(PathBuf::from(point).join(BASE_DIR));
+        }
+    }
+    for base in bases {
+        let Ok(entries) = std::fs::read_dir(&base) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let dir = e.path();
+            let name = e.file_name();
+            if !e.file_type().is_ok_and(|t| t.is_dir())
+                || name.to_str().is_none_or(launcher_running)
+            {
+                continue;
+            }
+            if dry_run {
+                report.removed.push(dir);
+                continue;
+            }
+            let mut pids = Vec::new();
+            collect_procs(&dir, &mut pids);
+            for pid in &pids {
+                // SAFETY: a plain system call; the pids are in a cgroup
+                // no live launcher owns.
+                unsafe { libc::kill(*pid, libc::SIGKILL) };
+            }
+            let deadline = std::time::Instant::now() + LEFTOVER_DEATH_LIMIT;
+            while !remove_tree(&dir) {
+                if std::time::Instant::now() >= deadline {
+                    report.failed.push((dir.clone(), "directory busy".into()));
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            if !dir.exists() {
+                report.removed.push(dir);
+            }
+        }
+    }
 }
 
 /// Whether a launcher process for `instance` runs (its command line is

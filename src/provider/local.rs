@@ -50,7 +50,9 @@ use std::time::Duration;
 
 use tokio::task::AbortHandle;
 
+use crate::config::SandboxConfig;
 use crate::error::{Error, ErrorKind, Result};
+use crate::launcher::sandbox::{self, SandboxReport, SandboxSpec, WORKSPACE};
 use crate::launcher::{self, Launcher, LauncherConfig, INSTANCE_MARKER};
 use crate::provider::{BoxFuture, ExecOutput, ExecSpec, Instance, Provider, StartSpec};
 use crate::unix;
@@ -81,6 +83,9 @@ pub struct LocalProvider {
     shell: String,
     path_env: String,
     launcher: LauncherConfig,
+    /// The sandbox mode (`sandbox` backend): each instance's launcher is
+    /// put in namespaces around its work directory.
+    sandbox: Option<SandboxConfig>,
 }
 
 impl LocalProvider {
@@ -97,6 +102,32 @@ impl LocalProvider {
         if config.harden_runtime {
             launcher::harden_runtime_process()?;
         }
+        Ok(provider)
+    }
+
+    /// The `sandbox` backend: [`LocalProvider::new`] whose instances each
+    /// run in their own namespaces ([`crate::launcher::sandbox`]) with
+    /// `config.sandbox`'s network, limits and root filesystem; commands
+    /// run in [`WORKSPACE`] (also `HOME`) with `TMPDIR=/tmp`. Fails with
+    /// a configuration error naming the cause when a sandbox cannot be
+    /// made here ([`sandbox::probe`]) or the root filesystem is not a
+    /// directory.
+    pub fn new_sandbox(config: &crate::Config) -> Result<Self> {
+        sandbox::probe().map_err(|why| Error::config(format!("HECATE_BACKEND=sandbox: {why}")))?;
+        let mut settings = config.sandbox.clone();
+        if let Some(dir) = &settings.rootfs {
+            let canonical = dir.canonicalize().ok().filter(|d| d.is_dir());
+            let Some(canonical) = canonical else {
+                return Err(Error::config(format!(
+                    "HECATE_SANDBOX_ROOTFS: {} is not a directory",
+                    dir.display()
+                )));
+            };
+            settings.rootfs = Some(canonical);
+        }
+        let mut provider = Self::new(config)?;
+        provider.shell = sandbox_shell(settings.rootfs.as_deref())?;
+        provider.sandbox = Some(settings);
         Ok(provider)
     }
 
@@ -137,6 +168,7 @@ impl LocalProvider {
             shell: shell.to_string(),
             path_env,
             launcher: config.launcher.clone(),
+            sandbox: None,
         })
     }
 
@@ -196,13 +228,23 @@ impl LocalProvider {
 
     async fn start_instance(
         prepared: Result<(String, PathBuf)>,
-        config: LauncherConfig,
+        mut config: LauncherConfig,
+        sandboxed: Option<SandboxConfig>,
         shell: String,
         path_env: String,
         kill_grace: Duration,
         log_task: String,
     ) -> Result<LocalInstance> {
         let (id, dir) = prepared?;
+        if let Some(settings) = &sandboxed {
+            config.sandbox = Some(SandboxSpec {
+                rootfs: settings.rootfs.clone(),
+                network: settings.network,
+                memory_limit: settings.memory_limit,
+                pids_limit: settings.pids_limit,
+                ..SandboxSpec::new(dir.join("work"))
+            });
+        }
         let launcher = match Launcher::start(&config, &id).await {
             Ok(l) => l,
             Err(err) => {
@@ -216,9 +258,16 @@ impl LocalProvider {
             launcher.pid()
         );
         let text = |p: &Path| p.to_str().map(str::to_owned).unwrap_or_default();
+        let (work, tmp) = if sandboxed.is_some() {
+            (WORKSPACE.to_string(), "/tmp".to_string())
+        } else {
+            (text(&dir.join("work")), text(&dir.join("tmp")))
+        };
         let inner = Inner {
-            work: text(&dir.join("work")),
-            tmp: text(&dir.join("tmp")),
+            host_work: dir.join("work"),
+            work,
+            tmp,
+            sandboxed: sandboxed.is_some(),
             jobs: dir.join("jobs"),
             dir,
             id,
@@ -235,6 +284,21 @@ impl LocalProvider {
     }
 }
 
+/// The shell of sandboxed commands: `/bin/bash` if the sandbox's root
+/// (the host's, or `rootfs`) has one, else `/bin/sh`.
+fn sandbox_shell(rootfs: Option<&Path>) -> Result<String> {
+    let base = rootfs.unwrap_or(Path::new("/"));
+    for shell in ["bin/bash", "bin/sh"] {
+        if base.join(shell).exists() {
+            return Ok(format!("/{shell}"));
+        }
+    }
+    Err(Error::config(format!(
+        "HECATE_SANDBOX_ROOTFS: {} has neither /bin/bash nor /bin/sh",
+        base.display()
+    )))
+}
+
 /// An I/O failure classified: out of descriptors, memory or processes is
 /// transient (a retry after others finished may succeed), anything else
 /// internal.
@@ -245,14 +309,37 @@ fn io_error(err: std::io::Error, what: String) -> Error {
 
 impl Provider for LocalProvider {
     fn name(&self) -> &'static str {
-        "local"
+        if self.sandbox.is_some() {
+            "sandbox"
+        } else {
+            "local"
+        }
     }
 
     fn start(&self, spec: StartSpec) -> BoxFuture<Result<Box<dyn Instance>>> {
+        let started = self.start_local(spec);
+        Box::pin(async move { Ok(Box::new(started.await?) as Box<dyn Instance>) })
+    }
+
+    /// Stops the instances under the root whose metadata carries
+    /// `hecate_runtime_id = runtime_id` (kills their processes and removes
+    /// their directories), and removes this process's half-made instance
+    /// directories.
+    fn sweep_orphans(&self, runtime_id: &str) -> BoxFuture<Result<Vec<String>>> {
+        self.sweep_partial();
+        self.sweep_tagged(runtime_id)
+    }
+}
+
+impl LocalProvider {
+    /// [`Provider::start`] with the concrete instance (for its host
+    /// paths and [`LocalInstance::sandbox`] report).
+    pub fn start_local(&self, spec: StartSpec) -> BoxFuture<Result<LocalInstance>> {
         let prepared = self.make_dir(&spec);
         let started = LocalProvider::start_instance(
             prepared,
             self.launcher.clone(),
+            self.sandbox.clone(),
             self.shell.clone(),
             self.path_env.clone(),
             self.kill_grace,
@@ -264,17 +351,8 @@ impl Provider for LocalProvider {
             // The directory and the launcher are made: nothing further to
             // create.
             slot.release();
-            Ok(Box::new(started?) as Box<dyn Instance>)
+            started
         })
-    }
-
-    /// Stops the instances under the root whose metadata carries
-    /// `hecate_runtime_id = runtime_id` (kills their processes and removes
-    /// their directories), and removes this process's half-made instance
-    /// directories.
-    fn sweep_orphans(&self, runtime_id: &str) -> BoxFuture<Result<Vec<String>>> {
-        self.sweep_partial();
-        self.sweep_tagged(runtime_id)
     }
 }
 
@@ -304,9 +382,15 @@ impl LocalInstance {
         &self.inner.dir
     }
 
-    /// The working directory (and `HOME`) of its commands.
+    /// The working directory (and `HOME`) of its commands, on the host
+    /// (a sandboxed command sees it as [`WORKSPACE`]).
     pub fn work_dir(&self) -> &Path {
-        Path::new(&self.inner.work)
+        &self.inner.host_work
+    }
+
+    /// What the sandbox applied, for an instance of the `sandbox` backend.
+    pub fn sandbox(&self) -> Option<&SandboxReport> {
+        self.inner.launcher.sandbox()
     }
 
     /// The pid of its launcher process.
@@ -320,8 +404,15 @@ struct Inner {
     /// The task id, escaped and shortened for log lines.
     log_task: String,
     dir: PathBuf,
+    /// The work directory on the host.
+    host_work: PathBuf,
+    /// The work directory (and `HOME`) as commands see it.
     work: String,
+    /// `TMPDIR` as commands see it.
     tmp: String,
+    /// Sandboxed: commands see [`WORKSPACE`], a private `/tmp`, and keep
+    /// their job files there.
+    sandboxed: bool,
     jobs: PathBuf,
     shell: String,
     path_env: String,

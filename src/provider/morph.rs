@@ -274,6 +274,7 @@ impl InstanceInner {
             stdout: Captured::from_text(&reply.stdout, spec.capture_bytes),
             stderr: Captured::from_text(&reply.stderr, spec.capture_bytes),
             timed_out,
+            oom_killed: false,
             job: None,
         })
     }
@@ -369,6 +370,7 @@ impl InstanceInner {
             stdout: Captured::from_text(&reply.stdout, spec.capture_bytes),
             stderr: Captured::from_text(&reply.stderr, spec.capture_bytes),
             timed_out: false,
+            oom_killed: false,
             job,
         })
     }

@@ -146,6 +146,13 @@ pub(crate) fn render_with_timeout(
             outcome.exit_code
         ));
     }
+    if outcome.oom_killed {
+        notices.push(format!(
+            "[the command was killed by the task's memory limit (exit code {}); use less \
+             memory, or ask for a higher limit]",
+            outcome.exit_code
+        ));
+    }
     if let Some(job) = &outcome.job {
         notices.push(job_text(job));
     }

@@ -10,6 +10,22 @@ use super::args::clip;
 use super::TOOL_NAME;
 use crate::error::{Error, Result};
 
+/// What the description adds on the sandbox backend.
+const SANDBOX: &str = "
+- This environment is a Linux sandbox (its own namespaces on a shared kernel, not a VM): the \
+working directory is /workspace (also HOME), /tmp is private to this task, system directories \
+are read-only, and only this task's processes are visible. You are root inside, but cannot \
+mount, make devices or change /etc and /usr.";
+
+/// The sandbox's network, `isolated`.
+const SANDBOX_ISOLATED: &str = "
+- Network: only this task's own loopback. A server you start on 127.0.0.1 is reachable from \
+this task's commands and from nothing else; there is no internet access.";
+
+/// The sandbox's network, `host`.
+const SANDBOX_HOST: &str = "
+- Network: the host machine's network, shared with other tasks (ports can collide).";
+
 /// The description's text before the arguments.
 const INTRO: &str = "\
 Run a shell command in this task's own isolated Linux environment and get its output.
@@ -70,6 +86,10 @@ pub struct SchemaOptions {
     /// Leave `task_id` out: the orchestrator binds each tool instance to
     /// one task and the model cannot name another.
     pub pinned: bool,
+    /// The backend is the sandbox, with this network: the description
+    /// then says what the model finds there (`/workspace`, a private
+    /// `/tmp`, read-only system directories, the network).
+    pub sandbox: Option<crate::launcher::sandbox::NetworkMode>,
 }
 
 impl Default for SchemaOptions {
@@ -79,16 +99,22 @@ impl Default for SchemaOptions {
         SchemaOptions {
             default_timeout: crate::Config::default().command_timeout,
             pinned: false,
+            sandbox: None,
         }
     }
 }
 
 impl SchemaOptions {
-    /// The options stating `config`'s default timeout, not pinned.
+    /// The options stating `config`'s default timeout, not pinned, and
+    /// describing the sandbox when `config` names the `sandbox` backend
+    /// (a runtime's [`config`](crate::Runtime::config) names the backend
+    /// in use, the default resolved).
     pub fn for_config(config: &crate::Config) -> Self {
         SchemaOptions {
             default_timeout: config.command_timeout,
             pinned: false,
+            sandbox: (config.backend == crate::BackendKind::Sandbox)
+                .then_some(config.sandbox.network),
         }
     }
 
@@ -110,7 +136,23 @@ pub fn description() -> String {
 /// [`description`] for the given options.
 pub fn description_with(opts: &SchemaOptions) -> String {
     let mut text = String::with_capacity(4096);
-    text.push_str(INTRO);
+    match opts.sandbox {
+        None => text.push_str(INTRO),
+        Some(network) => {
+            // After the environment's first paragraph.
+            let (head, rest) = INTRO.split_once("\n- Files persist").unwrap_or((INTRO, ""));
+            text.push_str(head);
+            text.push_str(SANDBOX);
+            text.push_str(match network {
+                crate::launcher::sandbox::NetworkMode::Isolated => SANDBOX_ISOLATED,
+                crate::launcher::sandbox::NetworkMode::Host => SANDBOX_HOST,
+            });
+            if !rest.is_empty() {
+                text.push_str("\n- Files persist");
+                text.push_str(rest);
+            }
+        }
+    }
     text.push_str(&crate::config::show_secs(
         opts.default_timeout.as_secs_f64(),
     ));

@@ -225,9 +225,38 @@ fn build_dev(dev: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// Builds the view and makes it the root: see the module doc. `workdir`
-/// and `rootfs` are canonical host paths.
-pub(super) fn build(workdir: &Path, rootfs: Option<&Path>) -> Result<(), String> {
+/// `move_mount(2)` flag: the source is the descriptor itself.
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+
+/// Attaches the detached mount `tree` (from `open_tree`) at `target`.
+fn attach(tree: std::os::fd::RawFd, target: &Path) -> Result<(), String> {
+    let empty = CString::new("").expect("no NUL");
+    let target_c = cpath(target)?;
+    // SAFETY: valid C strings and a descriptor the caller owns.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree,
+            empty.as_ptr(),
+            libc::AT_FDCWD,
+            target_c.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    if rc != 0 {
+        return Err(format!(
+            "sandbox: attaching the work directory on {} failed: {}",
+            target.display(),
+            io::Error::last_os_error()
+        ));
+    }
+    Ok(())
+}
+
+/// Builds the view and makes it the root: see the module doc. `work` is
+/// a detached mount of the work directory (cloned before the user
+/// namespace was made), `rootfs` a canonical host path.
+pub(super) fn build(work: std::os::fd::RawFd, rootfs: Option<&Path>) -> Result<(), String> {
     let root = Path::new("/");
     // Nothing mounted here may reach the host's mount table.
     mount(None, root, None, libc::MS_REC | libc::MS_PRIVATE, None)?;
@@ -249,7 +278,7 @@ pub(super) fn build(workdir: &Path, rootfs: Option<&Path>) -> Result<(), String>
     }
     let workspace = new.join(WORKSPACE.trim_start_matches('/'));
     mkdir(&workspace)?;
-    bind(&old(workdir), &workspace, false)?;
+    attach(work, &workspace)?;
     let tmp = new.join("tmp");
     mkdir(&tmp)?;
     tmpfs(&tmp, libc::MS_NOSUID | libc::MS_NODEV, "mode=1777")?;

@@ -303,6 +303,16 @@ fn middle(
             libc::_exit(1);
         }
     }
+    // Cloned while still host root: inside the user namespace the
+    // sandbox's root may not search the work directory's ancestors (an
+    // instance root of mode 0700); attaching this detached copy needs no
+    // search of them.
+    let work_fd = clone_tree(workdir).unwrap_or_else(|e| {
+        fail(format!(
+            "sandbox: cannot open the work directory {}: {e}",
+            workdir.display()
+        ))
+    });
     let userns_errno = if spec.user_namespace {
         // SAFETY: a plain system call.
         if unsafe { libc::unshare(libc::CLONE_NEWUSER) } == 0 {
@@ -362,7 +372,7 @@ fn middle(
         // SAFETY: integer arguments. The middle process only waits for us:
         // if it is already gone, the namespace is being torn down anyway.
         unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
-        return match pid_one(spec, workdir, rootfs.as_deref(), limits, &isolation) {
+        return match pid_one(spec, work_fd, rootfs.as_deref(), limits, &isolation) {
             Ok(()) => Ok(SandboxReport {
                 isolation,
                 network: spec.network,
@@ -378,15 +388,44 @@ fn middle(
     unsafe { libc::_exit(code) }
 }
 
-/// PID 1's setup before it serves commands.
+/// `open_tree(2)` flag: a detached copy of the mount, not the mount.
+const OPEN_TREE_CLONE: libc::c_uint = 1;
+/// `open_tree(2)` flag: with the mounts below it.
+const AT_RECURSIVE: libc::c_uint = 0x8000;
+
+/// A detached bind mount of `dir` (`open_tree` with `OPEN_TREE_CLONE`),
+/// to be attached in the sandbox's mount namespace by [`fs::build`].
+fn clone_tree(dir: &Path) -> io::Result<OwnedFd> {
+    let c = CString::new(dir.as_os_str().as_encoded_bytes())
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: a valid C string; the call returns a descriptor we own or -1.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            OPEN_TREE_CLONE | AT_RECURSIVE | libc::O_CLOEXEC as libc::c_uint,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor, ours alone.
+    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as RawFd) })
+}
+
+/// PID 1's setup before it serves commands. `work_fd` is the work
+/// directory, opened before the user namespace was made; it is closed
+/// once bound.
 fn pid_one(
     spec: &SandboxSpec,
-    workdir: &Path,
+    work_fd: OwnedFd,
     rootfs: Option<&Path>,
     limits: &limits::Limits,
     isolation: &Isolation,
 ) -> Result<(), String> {
-    fs::build(workdir, rootfs)?;
+    fs::build(work_fd.as_raw_fd(), rootfs)?;
+    drop(work_fd);
     if spec.network == NetworkMode::Isolated {
         loopback_up().map_err(|e| format!("sandbox: cannot bring up loopback: {e}"))?;
     }

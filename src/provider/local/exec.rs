@@ -27,6 +27,13 @@ const TIMEOUT_EXIT_CODE: i32 = 124;
 /// Runs a background job's command and records its exit code. The command,
 /// exit file and shell are positional arguments, never spliced into script.
 const JOB_SCRIPT: &str = r#""$3" -c "$1"; echo "$?" > "$2""#;
+/// Where a sandboxed instance keeps its job logs and exit files: in its
+/// private `/tmp`, since the host's instance directory is not visible
+/// inside.
+const SANDBOX_JOBS: &str = "/tmp/hecate/jobs";
+/// [`JOB_SCRIPT`] inside a sandbox: the script itself makes the log
+/// (`$4`) and sends its output there, and removes a stale exit file.
+const SANDBOX_JOB_SCRIPT: &str = r#"mkdir -p "${2%/*}" && rm -f "$2" && exec >"$4" 2>&1 || exit 125; "$3" -c "$1"; echo "$?" > "$2""#;
 
 impl Inner {
     pub(super) fn check_runnable(&self, command: &str) -> Result<()> {
@@ -37,7 +44,7 @@ impl Inner {
                 format!("local instance {} was stopped", self.id),
             ));
         }
-        if !std::path::Path::new(&self.work).is_dir() {
+        if !self.host_work.is_dir() {
             return Err(Error::new(
                 ErrorKind::InstanceGone,
                 format!("local instance {}: its directory is gone", self.id),
@@ -68,8 +75,7 @@ impl Inner {
     /// A launcher's spawn failure in this instance's terms: a missing work
     /// directory means the instance is gone.
     fn spawn_error(&self, err: Error) -> Error {
-        let gone =
-            err.kind() == ErrorKind::InvalidInput && !std::path::Path::new(&self.work).is_dir();
+        let gone = err.kind() == ErrorKind::InvalidInput && !self.host_work.is_dir();
         let kind = if gone {
             ErrorKind::InstanceGone
         } else {
@@ -95,6 +101,7 @@ impl Inner {
             .shell_command(["-c", spec.command.as_str()])
             .stdout(out_w)
             .stderr(err_w);
+        let oom_before = self.oom_kills();
         let spawned = self
             .launcher
             .spawn(cmd)
@@ -196,8 +203,13 @@ impl Inner {
                 None => TIMEOUT_EXIT_CODE,
             }
         };
+        // Killed by SIGKILL while the sandbox's OOM-kill count grew: the
+        // memory limit did it.
+        let oom_killed = !timed_out
+            && exit_code == 128 + libc::SIGKILL
+            && matches!((oom_before, self.oom_kills()), (Some(b), Some(a)) if a > b);
         log::debug!(
-            "task={} vm={} exec={exec_id} exit={exit_code} timed_out={timed_out}",
+            "task={} vm={} exec={exec_id} exit={exit_code} timed_out={timed_out} oom_killed={oom_killed}",
             self.log_task,
             self.id
         );
@@ -206,6 +218,7 @@ impl Inner {
             stdout: out.finish(),
             stderr: err.finish(),
             timed_out,
+            oom_killed,
             job: None,
         })
     }
@@ -250,6 +263,13 @@ impl Inner {
         status
     }
 
+    /// The sandbox's OOM-kill count, where it has a memory cgroup.
+    fn oom_kills(&self) -> Option<u64> {
+        self.launcher
+            .sandbox()
+            .and_then(crate::launcher::sandbox::oom_kills)
+    }
+
     fn what(&self, what: &str) -> String {
         format!("local instance {}: {what}", self.id)
     }
@@ -260,6 +280,9 @@ impl Inner {
             st.jobs += 1;
             st.jobs
         };
+        if self.sandboxed {
+            return self.exec_background_sandboxed(spec, job).await;
+        }
         let log_path = self.jobs.join(format!("{job}.log"));
         let exit_path = self.jobs.join(format!("{job}.exit"));
         // A stale exit file (commands can write there) would make the job
@@ -298,6 +321,38 @@ impl Inner {
             ])
             .stdout(OwnedFd::from(log))
             .stderr(OwnedFd::from(log_err));
+        let log_path = log_path.to_string_lossy().into_owned();
+        let exit_path = exit_path.to_string_lossy().into_owned();
+        self.start_job(spec, job, cmd, log_path, exit_path).await
+    }
+
+    /// A background job of a sandboxed instance: its log and exit file
+    /// live in the sandbox's private `/tmp` ([`SANDBOX_JOBS`]), where the
+    /// command (and the model) can read them.
+    async fn exec_background_sandboxed(&self, spec: &ExecSpec, job: u64) -> Result<ExecOutput> {
+        let log_path = format!("{SANDBOX_JOBS}/{job}.log");
+        let exit_path = format!("{SANDBOX_JOBS}/{job}.exit");
+        let cmd = self.shell_command([
+            "-c",
+            SANDBOX_JOB_SCRIPT,
+            "hecate-job",
+            spec.command.as_str(),
+            exit_path.as_str(),
+            self.shell.as_str(),
+            log_path.as_str(),
+        ]);
+        self.start_job(spec, job, cmd, log_path, exit_path).await
+    }
+
+    /// Starts job `job` as `cmd` and reports it.
+    async fn start_job(
+        &self,
+        spec: &ExecSpec,
+        job: u64,
+        cmd: CommandSpec,
+        log_path: String,
+        exit_path: String,
+    ) -> Result<ExecOutput> {
         let spawned = self
             .launcher
             .spawn(cmd)
@@ -317,20 +372,18 @@ impl Inner {
                 Err(e) => log::debug!("{log_prefix} not waited for: {e}"),
             }
         });
-        let line = format!(
-            "started background job {job} (pid {pid}); log: {}\n",
-            log_path.display()
-        );
+        let line = format!("started background job {job} (pid {pid}); log: {log_path}\n");
         Ok(ExecOutput {
             exit_code: 0,
             stdout: Captured::from_text(&line, spec.capture_bytes),
             stderr: Captured::default(),
             timed_out: false,
+            oom_killed: false,
             job: Some(JobInfo {
                 id: job.to_string(),
                 pid: Some(pid),
-                log_file: log_path.to_string_lossy().into_owned(),
-                exit_file: exit_path.to_string_lossy().into_owned(),
+                log_file: log_path,
+                exit_file: exit_path,
             }),
         })
     }

@@ -188,6 +188,7 @@ impl RunningCommand {
             stdout: output.stdout,
             stderr: output.stderr,
             timed_out: output.timed_out,
+            oom_killed: output.oom_killed,
             job: output.job,
             instance_restarted: exec.restart,
             instance_started: self.start.is_some(),
