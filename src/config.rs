@@ -280,6 +280,11 @@ pub struct Config {
     pub harden_runtime: bool,
     /// MorphCloud backend settings.
     pub morph: MorphConfig,
+    /// The persistent shell: whether `cd` and exported variables carry
+    /// over between the calls of a task (`HECATE_PERSISTENT_SHELL`; default
+    /// true), and which variables are never saved
+    /// (`HECATE_SHELL_SECRET_PATTERNS`). See [`crate::shell`].
+    pub shell: crate::shell::ShellConfig,
 }
 
 impl Default for Config {
@@ -306,6 +311,7 @@ impl Default for Config {
             launcher: crate::launcher::LauncherConfig::default(),
             harden_runtime: true,
             morph: MorphConfig::default(),
+            shell: crate::shell::ShellConfig::default(),
         }
     }
 }
@@ -363,6 +369,7 @@ impl Config {
         if !(0.0..=1.0).contains(&self.retry.jitter) || self.retry.factor < 1.0 {
             return fail("retry: jitter must be in 0..=1 and factor at least 1".into());
         }
+        self.shell.validate()?;
         if self.backend == BackendKind::Morph {
             let url = self.morph.base_url.as_str();
             if !(url.starts_with("http://") || url.starts_with("https://"))
@@ -453,6 +460,15 @@ impl Config {
     #[must_use]
     pub fn with_local_root(mut self, root: impl Into<PathBuf>) -> Self {
         self.local.root = root.into();
+        self
+    }
+
+    /// Turns the persistent shell on or off for every task (a call can
+    /// still choose with
+    /// [`ExecRequest::persistent_shell`](crate::ExecRequest::persistent_shell)).
+    #[must_use]
+    pub fn with_persistent_shell(mut self, on: bool) -> Self {
+        self.shell.persistent = on;
         self
     }
 

@@ -10,20 +10,38 @@ use super::args::clip;
 use super::TOOL_NAME;
 use crate::error::{Error, Result};
 
-/// The description's text before the arguments.
+/// The description's text before what persists.
 const INTRO: &str = "\
 Run a shell command in this task's own isolated Linux environment and get its output.
 
 Environment:
 - Each task has its own environment (a cloud VM or a private sandbox directory), created on \
 first use and kept for all calls of the task.
+";
+
+/// What persists without the persistent shell.
+const NO_SHELL_STATE: &str = "\
 - Files persist between calls of a task; shell state does not. Each call is a fresh `bash -c` \
 started in the task's working directory, so `cd`, exported variables, activated virtualenvs and \
 shell functions from earlier calls are gone. Chain steps in one command (`cd app && make test`) \
 or put them in a script file.
+";
+
+/// What persists with the persistent shell, up to the secret patterns.
+const SHELL_STATE: &str = "\
+- Files persist between calls of a task, and so do the working directory and exported \
+variables, as in a terminal: each call is a fresh `bash -c` that starts in the directory and \
+with the exported variables the previous call ended with, so `cd`, `export`, `unset` and \
+activating a virtualenv carry over to later calls (background jobs start with them too). Shell \
+functions, aliases, options (`set -e`) and variables that are not exported do not carry over, \
+and a call that timed out changes nothing.";
+
+/// The rest of the description's text before the arguments.
+const ENVIRONMENT: &str = "\
 - The environment may be reset after a period of inactivity or when it reaches its maximum \
-lifetime. The result then says so (`instance_restarted: true` and a notice in the output): files \
-and background processes from earlier calls are gone; recreate what you need.
+lifetime. The result then says so (`instance_restarted: true` and a notice in the output): files, \
+background processes, the working directory and exported variables from earlier calls are gone; \
+recreate what you need.
 - Do not count on internet access or on root/sudo.
 
 Arguments:
@@ -62,7 +80,7 @@ piping to cat (`git log | cat`) or with `git --no-pager`.";
 /// (the runtime's configured one) and whether the tool is pinned to one
 /// task (then `task_id` is not offered; see
 /// [`terminal_json_pinned`](super::terminal_json_pinned)).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SchemaOptions {
     /// The timeout a call without `timeout` gets
     /// ([`Config::command_timeout`](crate::Config::command_timeout)).
@@ -70,25 +88,31 @@ pub struct SchemaOptions {
     /// Leave `task_id` out: the orchestrator binds each tool instance to
     /// one task and the model cannot name another.
     pub pinned: bool,
+    /// Whether the working directory and exported variables carry over
+    /// between calls ([`ShellConfig::persistent`](crate::shell::ShellConfig::persistent)).
+    pub persistent_shell: bool,
+    /// Variables whose name contains one of these are not carried over
+    /// ([`ShellConfig::secret_patterns`](crate::shell::ShellConfig::secret_patterns)).
+    pub secret_patterns: Vec<String>,
 }
 
 impl Default for SchemaOptions {
-    /// The default configuration's timeout, not pinned (the original
-    /// contract).
+    /// The default configuration's timeout and shell, not pinned (the
+    /// original contract).
     fn default() -> Self {
-        SchemaOptions {
-            default_timeout: crate::Config::default().command_timeout,
-            pinned: false,
-        }
+        Self::for_config(&crate::Config::default())
     }
 }
 
 impl SchemaOptions {
-    /// The options stating `config`'s default timeout, not pinned.
+    /// The options stating `config`'s default timeout and persistent
+    /// shell, not pinned.
     pub fn for_config(config: &crate::Config) -> Self {
         SchemaOptions {
             default_timeout: config.command_timeout,
             pinned: false,
+            persistent_shell: config.shell.persistent,
+            secret_patterns: config.shell.secret_patterns.clone(),
         }
     }
 
@@ -111,6 +135,23 @@ pub fn description() -> String {
 pub fn description_with(opts: &SchemaOptions) -> String {
     let mut text = String::with_capacity(4096);
     text.push_str(INTRO);
+    if opts.persistent_shell {
+        text.push_str(SHELL_STATE);
+        match opts.secret_patterns.as_slice() {
+            [] => {}
+            patterns => {
+                text.push_str(" Variables whose names contain ");
+                text.push_str(&or_list(patterns));
+                text.push_str(
+                    " (in any case) are not kept: set them in each command that needs them.",
+                );
+            }
+        }
+        text.push('\n');
+    } else {
+        text.push_str(NO_SHELL_STATE);
+    }
+    text.push_str(ENVIRONMENT);
     text.push_str(&crate::config::show_secs(
         opts.default_timeout.as_secs_f64(),
     ));
@@ -120,6 +161,18 @@ pub fn description_with(opts: &SchemaOptions) -> String {
     }
     text.push_str(OUTRO);
     text
+}
+
+/// `A`, `A or B`, `A, B or C`.
+fn or_list(items: &[String]) -> String {
+    match items {
+        [] => String::new(),
+        [one] => one.to_ascii_uppercase(),
+        [init @ .., last] => {
+            let init: Vec<String> = init.iter().map(|s| s.to_ascii_uppercase()).collect();
+            format!("{} or {}", init.join(", "), last.to_ascii_uppercase())
+        }
+    }
 }
 
 /// The JSON schema of the tool's arguments (with `task_id`, default timeout
