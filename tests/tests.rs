@@ -24,6 +24,9 @@ mod morph_runtime;
 mod reliability;
 mod runtime;
 mod sandbox;
+// Runs every scenario on the local backend and on the simulator.
+#[cfg(feature = "sim")]
+mod shell;
 mod shutdown;
 #[cfg(feature = "sim")]
 mod simulator;
