@@ -31,14 +31,22 @@
 //!    the instance id>` (the local backend's `TMPDIR` is the instance's own
 //!    `tmp/`; a VM has its own `/tmp`; the hash keeps simulated instances
 //!    sharing a host apart, and a replaced instance starts fresh);
-//! 2. restores the newest complete of two slots (`.0`, `.1`): `cd` to the
-//!    saved directory, the saved exports, and `unset` of exported variables
-//!    the previous call had removed;
-//! 3. for a foreground call, sets an `EXIT` trap that saves the state into
-//!    the *other* slot, ending with a line that marks it complete and
-//!    numbers it, and a `TERM` trap that clears the `EXIT` trap and lets the
-//!    shell die of the signal;
-//! 4. unsets its own variables, leaving `$?` at 0 for the command.
+//! 2. for a foreground call, notes the fresh environment's exported names
+//!    (`compgen -e`) in `<path>.b`;
+//! 3. restores the newest complete of two slots (`<path>.0`, `<path>.1`):
+//!    `cd` to the saved directory, the saved exports, and `unset` of the
+//!    exported variables the previous call had removed;
+//! 4. for a foreground call, sets an `EXIT` trap that saves the state into
+//!    the *other* slot, between a first line numbering it and a last line
+//!    marking it complete, and a `TERM` trap that clears the `EXIT` trap and
+//!    lets the shell die of the signal.
+//!
+//! Files are written in place (`1<>`), never truncated: truncating and
+//! rewriting a file makes ext4 write it out at once (about 1 ms); a slot
+//! counts only up to its own end mark.
+//!
+//! Then line 1 reads the command, unsets the prelude's variables (leaving
+//! `$?` at 0 for the command) and `eval`s it.
 //!
 //! A call killed at its timeout (TERM, then KILL) therefore saves nothing,
 //! and a save cut short leaves an incomplete slot that is ignored: the
@@ -184,8 +192,10 @@ pub fn wrap(command: &str, instance_id: &str, config: &ShellConfig, mode: Mode) 
 /// follows into a variable and `eval`s it, still on line 1, so that bash
 /// numbers the command's lines from 1. `$?` is 0 when the command starts
 /// (the `unset` before the `eval`).
-const CARRY: &str = "IFS= read -r -d '' __hecate_c <<'DELIM'; builtin unset -v __hecate_f __hecate_b \
-    __hecate_s __hecate_i __hecate_l __hecate_v __hecate_k __hecate_n __hecate_o; eval \"${__hecate_c%?}\"";
+const CARRY: &str =
+    "IFS= read -r -d '' __hecate_c <<'DELIM'; builtin unset -v __hecate_f __hecate_b \
+    __hecate_s __hecate_i __hecate_l __hecate_v __hecate_n __hecate_o __hecate_p __hecate_r; \
+    eval \"${__hecate_c%?}\"";
 
 /// Bytes the wrapping adds: the prelude, [`CARRY`] with its delimiter, the
 /// newlines around the command and the closing delimiter line.
@@ -218,18 +228,6 @@ fn too_long(len: usize, limit: usize) -> Error {
     ))
 }
 
-/// Every variable name, as words: `"${!A@}" … "${!_@}"` (quoted, so the
-/// command's `IFS` does not matter).
-fn all_names() -> String {
-    let mut s = String::with_capacity(53 * 9);
-    for c in ('A'..='Z').chain('a'..='z').chain(std::iter::once('_')) {
-        s.push_str("\"${!");
-        s.push(c);
-        s.push_str("@}\" ");
-    }
-    s
-}
-
 /// `continue` for names never saved or unset: the shell's own, Hecate's
 /// markers, the wrapper's variables, and names matching a secret pattern.
 fn skip_names(config: &ShellConfig) -> String {
@@ -249,41 +247,62 @@ fn skip_names(config: &ShellConfig) -> String {
     s
 }
 
-/// The one-line prelude, ending in `; ` so that the command's first line
-/// follows on the same line.
+/// The one-line prelude, ending in `; ` so that the rest of line 1
+/// follows.
+///
+/// Files, all written in place (`1<>`, never truncated: truncating and
+/// rewriting a file makes ext4 flush it, about 1 ms each):
+/// - `<f>.0`, `<f>.1`: the slots. `#hecate-shell-state S N`, N lines of
+///   shell (`cd`, `export`, `unset`), `#hecate-shell-end S`, then possibly
+///   what an older, longer save left; a slot counts only when its line N+1
+///   is the end mark of its own number S.
+/// - `<f>.b`: the fresh environment's exported names, then an empty line;
+///   `<f>.n`: the exported names at the save, then an empty line.
 fn prelude(instance_id: &str, config: &ShellConfig, mode: Mode) -> String {
-    let names = all_names();
     let skip = skip_names(config);
     let hash = fnv1a(instance_id.as_bytes());
-    // Find the newest complete slot: its last line is `#hecate-shell-state N`.
-    let mut p = format!(
-        "__hecate_f=${{TMPDIR:-/tmp}}/.hecate-shell-{hash:016x}; __hecate_b=0; __hecate_s=; \
-         for __hecate_i in 0 1; do {{ mapfile -t __hecate_l < \"$__hecate_f.$__hecate_i\"; }} 2>/dev/null \
-         && (( ${{#__hecate_l[@]}} )) && __hecate_v=${{__hecate_l[-1]#\"#hecate-shell-state \"}} \
-         && [[ $__hecate_v != \"${{__hecate_l[-1]}}\" && -n $__hecate_v && $__hecate_v != *[!0-9]* ]] \
-         && (( 10#$__hecate_v > __hecate_b )) && {{ __hecate_b=$((10#$__hecate_v)); __hecate_s=$__hecate_i; }}; done; \
-         if [[ -n $__hecate_s ]]; then {{ . \"$__hecate_f.$__hecate_s\"; }} 2>/dev/null; \
-         for __hecate_n in {names}; do {skip}\
-         [[ ${{!__hecate_n@a}} == *x* && ${{!__hecate_n@a}} != *r* && $__hecate_k != *\" $__hecate_n \"* ]] \
-         && builtin unset -v \"$__hecate_n\"; done; fi; "
+    let mut p = format!("__hecate_f=${{TMPDIR:-/tmp}}/.hecate-shell-{hash:016x}; ");
+    if mode == Mode::RestoreAndSave {
+        p.push_str("{ compgen -e; echo; } 2>/dev/null 1<> \"$__hecate_f.b\"; ");
+    }
+    p.push_str(
+        "__hecate_b=0; __hecate_s=; for __hecate_i in 0 1; do \
+         { mapfile -t __hecate_l < \"$__hecate_f.$__hecate_i\"; } 2>/dev/null || continue; \
+         __hecate_v=${__hecate_l[0]#\"#hecate-shell-state \"}; \
+         [[ $__hecate_v == \"${__hecate_l[0]}\" ]] && continue; \
+         __hecate_n=${__hecate_v#* }; __hecate_v=${__hecate_v%% *}; \
+         [[ -n $__hecate_v && -n $__hecate_n && $__hecate_v$__hecate_n != *[!0-9]* ]] || continue; \
+         (( 10#$__hecate_n + 1 < ${#__hecate_l[@]} && 10#$__hecate_v > __hecate_b )) || continue; \
+         [[ ${__hecate_l[10#$__hecate_n + 1]} == \"#hecate-shell-end $__hecate_v\" ]] || continue; \
+         __hecate_b=$((10#$__hecate_v)); __hecate_s=$__hecate_i; \
+         builtin printf -v __hecate_r '%s\\n' \"${__hecate_l[@]:1:10#$__hecate_n}\"; done; \
+         [[ -n $__hecate_s ]] && { eval \"$__hecate_r\"; } 2>/dev/null; ",
     );
     if mode == Mode::RestoreAndSave {
         // The save, run by the EXIT trap; no single quote in it (it is
         // quoted with them). The trap's first command turns off xtrace
         // without tracing itself.
         let save = format!(
-            "set +eu; {{ builtin printf \"cd -- %q\\n\" \"$PWD\"; __hecate_k=\" \"; \
-             for __hecate_n in {names}; do {skip}\
+            "set +eu; {{ compgen -e; echo; }} 2>/dev/null 1<> \"$__hecate_p.n\"; \
+             builtin printf -v __hecate_x \"cd -- %q\\n\" \"$PWD\"; __hecate_c=1; \
+             {{ mapfile -t __hecate_l < \"$__hecate_p.n\"; }} 2>/dev/null; \
+             for __hecate_n in \"${{__hecate_l[@]}}\"; do [[ -n $__hecate_n ]] || break; {skip}\
              [[ ${{!__hecate_n@a}} == *x* && ${{!__hecate_n@a}} != *[raA]* ]] || continue; \
-             builtin printf \"export %s=%q\\n\" \"$__hecate_n\" \"${{!__hecate_n}}\"; \
-             __hecate_k+=\"$__hecate_n \"; done; \
-             builtin printf \"__hecate_k=%q\\n#hecate-shell-state %s\\n\" \"$__hecate_k\" \"$__hecate_v\"; \
-             }} >| \"$__hecate_o\" 2>/dev/null"
+             builtin printf -v __hecate_y \"export %s=%q\\n\" \"$__hecate_n\" \"${{!__hecate_n}}\"; \
+             __hecate_x+=$__hecate_y; __hecate_c=$((__hecate_c + 1)); done; \
+             {{ mapfile -t __hecate_l < \"$__hecate_p.b\"; }} 2>/dev/null; \
+             for __hecate_n in \"${{__hecate_l[@]}}\"; do [[ -n $__hecate_n ]] || break; {skip}\
+             [[ ${{!__hecate_n@a}} == *x* ]] && continue; \
+             builtin printf -v __hecate_y \"builtin unset -v %s\\n\" \"$__hecate_n\"; \
+             __hecate_x+=$__hecate_y; __hecate_c=$((__hecate_c + 1)); done; \
+             builtin printf \"#hecate-shell-state %s %s\\n%s#hecate-shell-end %s\\n\" \
+             \"$__hecate_v\" \"$__hecate_c\" \"$__hecate_x\" \"$__hecate_v\" 2>/dev/null 1<> \"$__hecate_o\""
         );
         p.push_str(&format!(
             "[[ $__hecate_s == 0 ]] && __hecate_i=1 || __hecate_i=0; \
              builtin printf -v __hecate_o %q \"$__hecate_f.$__hecate_i\"; \
-             builtin trap -- \"{{ set +x; }} 2>/dev/null; __hecate_o=$__hecate_o __hecate_v=$((__hecate_b + 1)); \"'{save}' EXIT; \
+             builtin printf -v __hecate_p %q \"$__hecate_f\"; \
+             builtin trap -- \"{{ set +x; }} 2>/dev/null; __hecate_o=$__hecate_o __hecate_p=$__hecate_p __hecate_v=$((__hecate_b + 1)); \"'{save}' EXIT; \
              builtin trap -- 'builtin trap - EXIT TERM; builtin kill -s TERM $$' TERM; "
         ));
     }
