@@ -243,23 +243,3 @@ fn too_long_commands_are_refused_with_the_limit() {
     assert_eq!(err.kind(), crate::ErrorKind::InvalidInput);
     assert!(err.to_string().contains(&max.to_string()), "{err}");
 }
-
-#[test]
-#[ignore = "a timing probe, run by hand"]
-fn timing_probe() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let text = wrap(
-        "true",
-        "vm-1",
-        &ShellConfig::default(),
-        Mode::RestoreAndSave,
-    )
-    .expect("wraps");
-    for (name, t) in [("plain", "true"), ("wrapped", text.as_str())] {
-        let start = std::time::Instant::now();
-        for _ in 0..100 {
-            bash(t, dir.path(), &[]);
-        }
-        println!("{name}: {:?} per run", start.elapsed() / 100);
-    }
-}
