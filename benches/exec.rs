@@ -5,6 +5,9 @@
 //!   true` directly with tokio the way the backend does (absolute path,
 //!   `process_group(0)`, cleared environment with the same variables, piped
 //!   and drained stdout/stderr, stdin from /dev/null, a private cwd).
+//!   `runtime` has the persistent shell on (the default: each call restores
+//!   and saves the working directory and exports); `runtime_plain_shell` is
+//!   the same runtime and task with it off for the call.
 //! - `exec_morph`: `true` through the runtime on the MorphCloud backend
 //!   against a bare awc POST of the same exec request body (the wrapped
 //!   command the backend sent, read back from the simulator in Echo mode)
@@ -128,6 +131,23 @@ fn exec_local(c: &mut Criterion) {
                 for _ in 0..iters {
                     let out = rt
                         .exec("bench", ExecRequest::new("true"))
+                        .await
+                        .expect("exec succeeds");
+                    black_box(out.exit_code);
+                }
+                start.elapsed()
+            })
+        })
+    });
+    // The same runtime and task, each call opting out of the persistent
+    // shell (no restore, no save): the cost of the wrapping is the ratio.
+    group.bench_function("runtime_plain_shell", |b| {
+        b.iter_custom(|iters| {
+            system.block_on(async {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    let out = rt
+                        .exec("bench", ExecRequest::new("true").persistent_shell(false))
                         .await
                         .expect("exec succeeds");
                     black_box(out.exit_code);

@@ -327,6 +327,11 @@ pub struct Config {
     pub sandbox: SandboxConfig,
     /// MorphCloud backend settings.
     pub morph: MorphConfig,
+    /// The persistent shell: whether `cd` and exported variables carry
+    /// over between the calls of a task (`HECATE_PERSISTENT_SHELL`; default
+    /// true), and which variables are never saved
+    /// (`HECATE_SHELL_SECRET_PATTERNS`). See [`crate::shell`].
+    pub shell: crate::shell::ShellConfig,
 }
 
 impl Default for Config {
@@ -354,6 +359,7 @@ impl Default for Config {
             harden_runtime: true,
             sandbox: SandboxConfig::default(),
             morph: MorphConfig::default(),
+            shell: crate::shell::ShellConfig::default(),
         }
     }
 }
@@ -424,6 +430,7 @@ impl Config {
                 "HECATE_SANDBOX_MEMORY_MB, HECATE_SANDBOX_PIDS: must be at least 1".into(),
             );
         }
+        self.shell.validate()?;
         if self.backend == BackendKind::Morph {
             let url = self.morph.base_url.as_str();
             if !(url.starts_with("http://") || url.starts_with("https://"))
@@ -514,6 +521,15 @@ impl Config {
     #[must_use]
     pub fn with_local_root(mut self, root: impl Into<PathBuf>) -> Self {
         self.local.root = root.into();
+        self
+    }
+
+    /// Turns the persistent shell on or off for every task (a call can
+    /// still choose with
+    /// [`ExecRequest::persistent_shell`](crate::ExecRequest::persistent_shell)).
+    #[must_use]
+    pub fn with_persistent_shell(mut self, on: bool) -> Self {
+        self.shell.persistent = on;
         self
     }
 

@@ -42,6 +42,8 @@
 //! - [`provider`]: the backend boundary and the backends
 //!   ([`provider::local`], [`provider::morph`]).
 //! - [`runtime`]: the actors and the public handle.
+//! - [`shell`]: the persistent shell (`cd` and `export` carry over between
+//!   the calls of a task), as a wrapping of each command's text.
 //! - [`tool`]: the LLM-facing contract (arguments, result JSON, schema).
 //! - [`launcher`]: the local backend's per-instance process launcher
 //!   (sessions, cgroups, subreaper, capability drop).
@@ -94,6 +96,7 @@ pub mod json;
 pub mod launcher;
 pub mod provider;
 pub mod runtime;
+pub mod shell;
 #[cfg(feature = "sim")]
 pub mod sim;
 pub mod tool;

@@ -133,6 +133,15 @@ pub trait Provider: Send + Sync + 'static {
     /// instance to become ready; dropping `spec` releases it too.
     fn start(&self, spec: StartSpec) -> BoxFuture<Result<Box<dyn Instance>>>;
 
+    /// Whether [`ExecSpec::command`] is run as a bash script (bash 4.4 or
+    /// later), so that the runtime may wrap it to restore and save the
+    /// task's shell state ([`crate::shell`]). The default is `false`: a
+    /// backend that runs commands otherwise (`sh`, a test double) gets
+    /// them as given, and its tasks keep no shell state.
+    fn supports_persistent_shell(&self) -> bool {
+        false
+    }
+
     /// Stops every instance this backend can find that carries the tag
     /// `hecate_runtime_id = runtime_id` and returns their ids. The runtime
     /// calls it at the end of a graceful shutdown, to catch instances whose

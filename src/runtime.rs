@@ -94,6 +94,12 @@ pub struct ExecRequest {
     pub background: bool,
     /// Kill the command after this long; `None`: the configured default.
     pub timeout: Option<Duration>,
+    /// Restore the working directory and exported variables the task's
+    /// previous call left, and (in the foreground) save them for the next
+    /// (see [`crate::shell`]); `None`: the runtime's setting
+    /// ([`Config::shell`](crate::Config::shell), `HECATE_PERSISTENT_SHELL`).
+    /// With `Some(false)` the call neither restores nor saves.
+    pub persistent_shell: Option<bool>,
 }
 
 impl ExecRequest {
@@ -103,7 +109,22 @@ impl ExecRequest {
             command: command.into(),
             background: false,
             timeout: None,
+            persistent_shell: None,
         }
+    }
+
+    /// Turns the persistent shell on or off for this call, whatever the
+    /// runtime's setting.
+    #[must_use]
+    pub fn persistent_shell(mut self, on: bool) -> Self {
+        self.persistent_shell = Some(on);
+        self
+    }
+
+    /// Whether this call restores (and saves) the shell state under
+    /// `config`.
+    pub fn uses_persistent_shell(&self, config: &Config) -> bool {
+        self.persistent_shell.unwrap_or(config.shell.persistent)
     }
 
     /// Runs the command in the background.
@@ -123,6 +144,16 @@ impl ExecRequest {
     /// Checks the request against the limits, naming what is wrong.
     pub fn validate(&self, config: &Config) -> Result<()> {
         crate::provider::check_command(&self.command)?;
+        if self.uses_persistent_shell(config) {
+            let limit = crate::shell::max_command_bytes(&config.shell);
+            if self.command.len() > limit {
+                return Err(Error::invalid_input(format!(
+                    "command is {} bytes long; with the persistent shell the limit is {limit} \
+                     bytes (write a long script to a file and run the file)",
+                    self.command.len()
+                )));
+            }
+        }
         if let Some(t) = self.timeout {
             if t.is_zero() {
                 return Err(Error::invalid_input("timeout must be greater than 0"));

@@ -25,6 +25,9 @@ mod reliability;
 mod runtime;
 mod sandbox;
 mod sandbox_backend;
+// Runs every scenario on the local backend and on the simulator.
+#[cfg(feature = "sim")]
+mod shell;
 mod shutdown;
 #[cfg(feature = "sim")]
 mod simulator;

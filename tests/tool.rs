@@ -910,3 +910,26 @@ fn the_description_tells_the_truth_about_the_sandbox() {
     assert!(host.contains("host machine's network"), "{host}");
     assert!(!host.contains("no internet"), "{host}");
 }
+
+#[test]
+fn description_says_whether_cd_and_export_persist() {
+    let on = tool::description();
+    assert!(
+        on.contains("so do the working directory and exported variables"),
+        "{on}"
+    );
+    assert!(on.contains("KEY, TOKEN, SECRET or PASSWORD"), "{on}");
+    assert!(!on.contains("shell state does not"), "{on}");
+    let mut config = test_config();
+    config.shell.secret_patterns = vec!["cred".into()];
+    let custom = tool::description_with(&SchemaOptions::for_config(&config));
+    assert!(
+        custom.contains("names contain CRED (in any case)"),
+        "{custom}"
+    );
+    let off = tool::description_with(&SchemaOptions::for_config(
+        &test_config().with_persistent_shell(false),
+    ));
+    assert!(off.contains("shell state does not"), "{off}");
+    assert!(!off.contains("so do the working directory"), "{off}");
+}

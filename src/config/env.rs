@@ -126,6 +126,12 @@ impl Config {
         if let Some(v) = get("HECATE_MORPH_READY_TIMEOUT_SECONDS") {
             c.morph.ready_timeout = parse_secs("HECATE_MORPH_READY_TIMEOUT_SECONDS", &v)?;
         }
+        if let Some(v) = get("HECATE_PERSISTENT_SHELL") {
+            c.shell.persistent = parse_bool("HECATE_PERSISTENT_SHELL", &v)?;
+        }
+        if let Some(v) = get("HECATE_SHELL_SECRET_PATTERNS") {
+            c.shell.secret_patterns = crate::shell::ShellConfig::parse_patterns(&v)?;
+        }
         c.validate()?;
         Ok(c)
     }

@@ -216,3 +216,34 @@ fn sandbox_settings_are_read_and_bad_ones_name_the_variable() {
         assert!(err.message().contains(var), "{var}={value}: {err}");
     }
 }
+
+#[test]
+fn persistent_shell_settings_come_from_the_environment() {
+    let c = Config::from_lookup(lookup(&[])).expect("defaults");
+    assert!(c.shell.persistent, "on by default");
+    assert_eq!(
+        c.shell.secret_patterns,
+        ["KEY", "TOKEN", "SECRET", "PASSWORD"]
+    );
+    let c = Config::from_lookup(lookup(&[
+        ("HECATE_PERSISTENT_SHELL", "off"),
+        ("HECATE_SHELL_SECRET_PATTERNS", "cred, PIN ,"),
+    ]))
+    .expect("valid");
+    assert!(!c.shell.persistent);
+    assert_eq!(c.shell.secret_patterns, ["cred", "PIN"]);
+    for bad in [
+        ("HECATE_PERSISTENT_SHELL", "maybe"),
+        ("HECATE_SHELL_SECRET_PATTERNS", "KEY,a*b"),
+    ] {
+        let err = Config::from_lookup(lookup(&[bad])).expect_err(bad.0);
+        assert_eq!(err.kind(), ErrorKind::Config);
+        assert!(err.message().contains(bad.0), "{err}");
+    }
+    let mut c = Config::default();
+    c.shell.secret_patterns = vec!["no spaces".into()];
+    assert_eq!(
+        c.validate().expect_err("bad pattern").kind(),
+        ErrorKind::Config
+    );
+}

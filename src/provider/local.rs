@@ -308,6 +308,10 @@ fn io_error(err: std::io::Error, what: String) -> Error {
 }
 
 impl Provider for LocalProvider {
+    fn supports_persistent_shell(&self) -> bool {
+        true
+    }
+
     fn name(&self) -> &'static str {
         if self.sandbox.is_some() {
             "sandbox"

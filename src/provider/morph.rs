@@ -118,6 +118,10 @@ impl MorphProvider {
 }
 
 impl Provider for MorphProvider {
+    fn supports_persistent_shell(&self) -> bool {
+        true
+    }
+
     fn name(&self) -> &'static str {
         "morph"
     }

@@ -282,13 +282,21 @@ impl VmActor {
         let VmState::Ready(ready) = &mut self.state else {
             return;
         };
-        let Some(exec) = self.queue.pop_front() else {
-            return;
+        let config = self.shared.config.clone();
+        let bash = self.shared.provider.supports_persistent_shell();
+        // A command the persistent shell cannot wrap is answered unrun.
+        let (exec, command) = loop {
+            let Some(exec) = self.queue.pop_front() else {
+                return self.pump(ctx);
+            };
+            match run::shell_text(&exec.request, ready.live.id(), &config, bash) {
+                Ok(command) => break (exec, command),
+                Err(err) => drop(exec.reply.send(Err(err))),
+            }
         };
         ready.running = true;
-        let config = self.shared.config.clone();
         let spec = ExecSpec {
-            command: exec.request.command.clone(),
+            command,
             background: exec.request.background,
             timeout: exec.request.timeout.unwrap_or(config.command_timeout),
             capture_bytes: config.capture_bytes,

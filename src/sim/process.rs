@@ -3,7 +3,7 @@
 //!
 //! A command runs as `/bin/bash -c <text>` (absolute path, so the spawn stays
 //! on the posix_spawn fast path) in its own process group, with stdin from
-//! `/dev/null`, the instance's directory as cwd and `HOME`, and a minimal
+//! `/dev/null`, the instance's directory as cwd, `HOME` and `TMPDIR`, and a minimal
 //! environment: the simulator's own environment (which may hold a real API
 //! key) never reaches a command. Every command carries the marker
 //! `SIM_INSTANCE_ID=<id>` so that a `/proc` sweep finds processes that left
@@ -79,6 +79,9 @@ pub(crate) fn spawn(id: &str, dir: &Path, text: &str) -> std::io::Result<Running
         // The backend's watchdog keeps its files in the instance's own
         // directory, so they go with the instance.
         .env(crate::provider::morph::RUNTIME_DIR_VAR, dir)
+        // So does what commands put in `$TMPDIR` (the persistent shell's
+        // state among them), as a VM's private `/tmp` would.
+        .env("TMPDIR", dir)
         .current_dir(dir)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

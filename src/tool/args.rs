@@ -132,6 +132,7 @@ impl ToolArgs {
             command: self.command.clone(),
             background: self.background,
             timeout: self.timeout,
+            persistent_shell: None,
         }
     }
 }

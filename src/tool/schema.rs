@@ -26,20 +26,38 @@ this task's commands and from nothing else; there is no internet access.";
 const SANDBOX_HOST: &str = "
 - Network: the host machine's network, shared with other tasks (ports can collide).";
 
-/// The description's text before the arguments.
+/// The description's text before what persists.
 const INTRO: &str = "\
 Run a shell command in this task's own isolated Linux environment and get its output.
 
 Environment:
 - Each task has its own environment (a cloud VM or a private sandbox directory), created on \
 first use and kept for all calls of the task.
+";
+
+/// What persists without the persistent shell.
+const NO_SHELL_STATE: &str = "\
 - Files persist between calls of a task; shell state does not. Each call is a fresh `bash -c` \
 started in the task's working directory, so `cd`, exported variables, activated virtualenvs and \
 shell functions from earlier calls are gone. Chain steps in one command (`cd app && make test`) \
 or put them in a script file.
+";
+
+/// What persists with the persistent shell, up to the secret patterns.
+const SHELL_STATE: &str = "\
+- Files persist between calls of a task, and so do the working directory and exported \
+variables, as in a terminal: each call is a fresh `bash -c` that starts in the directory and \
+with the exported variables the previous call ended with, so `cd`, `export`, `unset` and \
+activating a virtualenv carry over to later calls (background jobs start with them too). Shell \
+functions, aliases, options (`set -e`) and variables that are not exported do not carry over, \
+and a call that timed out changes nothing.";
+
+/// The rest of the description's text before the arguments.
+const ENVIRONMENT: &str = "\
 - The environment may be reset after a period of inactivity or when it reaches its maximum \
-lifetime. The result then says so (`instance_restarted: true` and a notice in the output): files \
-and background processes from earlier calls are gone; recreate what you need.
+lifetime. The result then says so (`instance_restarted: true` and a notice in the output): files, \
+background processes, the working directory and exported variables from earlier calls are gone; \
+recreate what you need.
 - Do not count on internet access or on root/sudo.
 
 Arguments:
@@ -78,7 +96,7 @@ piping to cat (`git log | cat`) or with `git --no-pager`.";
 /// (the runtime's configured one) and whether the tool is pinned to one
 /// task (then `task_id` is not offered; see
 /// [`terminal_json_pinned`](super::terminal_json_pinned)).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SchemaOptions {
     /// The timeout a call without `timeout` gets
     /// ([`Config::command_timeout`](crate::Config::command_timeout)).
@@ -90,31 +108,35 @@ pub struct SchemaOptions {
     /// then says what the model finds there (`/workspace`, a private
     /// `/tmp`, read-only system directories, the network).
     pub sandbox: Option<crate::launcher::sandbox::NetworkMode>,
+    /// Whether the working directory and exported variables carry over
+    /// between calls ([`ShellConfig::persistent`](crate::shell::ShellConfig::persistent)).
+    pub persistent_shell: bool,
+    /// Variables whose name contains one of these are not carried over
+    /// ([`ShellConfig::secret_patterns`](crate::shell::ShellConfig::secret_patterns)).
+    pub secret_patterns: Vec<String>,
 }
 
 impl Default for SchemaOptions {
-    /// The default configuration's timeout, not pinned (the original
-    /// contract).
+    /// The default configuration's timeout and shell, not pinned (the
+    /// original contract).
     fn default() -> Self {
-        SchemaOptions {
-            default_timeout: crate::Config::default().command_timeout,
-            pinned: false,
-            sandbox: None,
-        }
+        Self::for_config(&crate::Config::default())
     }
 }
 
 impl SchemaOptions {
-    /// The options stating `config`'s default timeout, not pinned, and
-    /// describing the sandbox when `config` names the `sandbox` backend
-    /// (a runtime's [`config`](crate::Runtime::config) names the backend
-    /// in use, the default resolved).
+    /// The options stating `config`'s default timeout and persistent
+    /// shell, not pinned, and describing the sandbox when `config` names
+    /// the `sandbox` backend (a runtime's [`config`](crate::Runtime::config)
+    /// names the backend in use, the default resolved).
     pub fn for_config(config: &crate::Config) -> Self {
         SchemaOptions {
             default_timeout: config.command_timeout,
             pinned: false,
             sandbox: (config.backend == crate::BackendKind::Sandbox)
                 .then_some(config.sandbox.network),
+            persistent_shell: config.shell.persistent,
+            secret_patterns: config.shell.secret_patterns.clone(),
         }
     }
 
@@ -136,23 +158,34 @@ pub fn description() -> String {
 /// [`description`] for the given options.
 pub fn description_with(opts: &SchemaOptions) -> String {
     let mut text = String::with_capacity(4096);
-    match opts.sandbox {
-        None => text.push_str(INTRO),
-        Some(network) => {
-            // After the environment's first paragraph.
-            let (head, rest) = INTRO.split_once("\n- Files persist").unwrap_or((INTRO, ""));
-            text.push_str(head);
-            text.push_str(SANDBOX);
-            text.push_str(match network {
-                crate::launcher::sandbox::NetworkMode::Isolated => SANDBOX_ISOLATED,
-                crate::launcher::sandbox::NetworkMode::Host => SANDBOX_HOST,
-            });
-            if !rest.is_empty() {
-                text.push_str("\n- Files persist");
-                text.push_str(rest);
+    text.push_str(INTRO);
+    if let Some(network) = opts.sandbox {
+        // Right after the environment's first line.
+        text.pop();
+        text.push_str(SANDBOX);
+        text.push_str(match network {
+            crate::launcher::sandbox::NetworkMode::Isolated => SANDBOX_ISOLATED,
+            crate::launcher::sandbox::NetworkMode::Host => SANDBOX_HOST,
+        });
+        text.push('\n');
+    }
+    if opts.persistent_shell {
+        text.push_str(SHELL_STATE);
+        match opts.secret_patterns.as_slice() {
+            [] => {}
+            patterns => {
+                text.push_str(" Variables whose names contain ");
+                text.push_str(&or_list(patterns));
+                text.push_str(
+                    " (in any case) are not kept: set them in each command that needs them.",
+                );
             }
         }
+        text.push('\n');
+    } else {
+        text.push_str(NO_SHELL_STATE);
     }
+    text.push_str(ENVIRONMENT);
     text.push_str(&crate::config::show_secs(
         opts.default_timeout.as_secs_f64(),
     ));
@@ -162,6 +195,18 @@ pub fn description_with(opts: &SchemaOptions) -> String {
     }
     text.push_str(OUTRO);
     text
+}
+
+/// `A`, `A or B`, `A, B or C`.
+fn or_list(items: &[String]) -> String {
+    match items {
+        [] => String::new(),
+        [one] => one.to_ascii_uppercase(),
+        [init @ .., last] => {
+            let init: Vec<String> = init.iter().map(|s| s.to_ascii_uppercase()).collect();
+            format!("{} or {}", init.join(", "), last.to_ascii_uppercase())
+        }
+    }
 }
 
 /// The JSON schema of the tool's arguments (with `task_id`, default timeout

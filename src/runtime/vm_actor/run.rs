@@ -22,6 +22,7 @@ use crate::runtime::guard::{
 };
 use crate::runtime::messages::Exec;
 use crate::runtime::ExecOutcome;
+use crate::shell;
 
 /// What a start is called in its errors.
 const DOING_START: &str = "the instance start";
@@ -129,6 +130,27 @@ pub(super) async fn stop_instance(
     // The slot is freed only once the instance is really stopped.
     drop(live);
     stopped.result
+}
+
+/// The text to run for `request` on instance `instance_id`: the command
+/// itself, or, with the persistent shell on for it, the command wrapped to
+/// restore (and in the foreground save) the task's shell state
+/// ([`crate::shell`]), where the backend runs bash (`bash`).
+pub(super) fn shell_text(
+    request: &crate::ExecRequest,
+    instance_id: &str,
+    config: &Config,
+    bash: bool,
+) -> Result<String> {
+    if !bash || !request.uses_persistent_shell(config) {
+        return Ok(request.command.clone());
+    }
+    let mode = if request.background {
+        shell::Mode::RestoreOnly
+    } else {
+        shell::Mode::RestoreAndSave
+    };
+    shell::wrap(&request.command, instance_id, &config.shell, mode)
 }
 
 /// A command on its way through the backend: what its answer needs besides
