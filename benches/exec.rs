@@ -367,6 +367,23 @@ fn exec_morph_bash(c: &mut Criterion) {
             })
         })
     });
+    // The same, each call opting out of the persistent shell: the exec
+    // path alone (here-document carriage and the watchdog's check).
+    group.bench_function("runtime_plain_shell", |b| {
+        b.iter_custom(|iters| {
+            system.block_on(async {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    let out = rt
+                        .exec("bench", ExecRequest::new("true").persistent_shell(false))
+                        .await
+                        .expect("exec succeeds");
+                    black_box(out.exit_code);
+                }
+                start.elapsed()
+            })
+        })
+    });
     group.finish();
     system.block_on(async {
         let report = rt
