@@ -68,48 +68,68 @@ pub struct InstanceCgroups {
     hierarchies: Vec<Hierarchy>,
 }
 
+/// A cgroup file system mounted at its root (`cgroup` v1 or `cgroup2`), as
+/// `/proc/self/mountinfo` lists it: where, which type, its super options
+/// (the v1 controllers). A bind mount of a sub-tree (a container's view)
+/// does not show where `hecate/` at the real root would be: it is left out.
+pub(super) struct CgroupMount {
+    pub(super) point: PathBuf,
+    pub(super) fstype: String,
+    opts: String,
+}
+
+impl CgroupMount {
+    pub(super) fn all() -> Vec<CgroupMount> {
+        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        info.lines()
+            .filter_map(|line| {
+                let (pre, post) = line.split_once(" - ")?;
+                let pre: Vec<&str> = pre.split(' ').collect();
+                let post: Vec<&str> = post.split(' ').collect();
+                let (root, point, fstype, opts) =
+                    (pre.get(3)?, pre.get(4)?, post.first()?, post.get(2)?);
+                (*root == "/" && (*fstype == "cgroup" || *fstype == "cgroup2")).then(|| {
+                    CgroupMount {
+                        point: PathBuf::from(point),
+                        fstype: (*fstype).to_string(),
+                        opts: (*opts).to_string(),
+                    }
+                })
+            })
+            .collect()
+    }
+
+    pub(super) fn has(&self, option: &str) -> bool {
+        self.opts.split(',').any(|o| o == option)
+    }
+}
+
+/// This process's cgroup (relative to the mount) in the v1 hierarchy of
+/// `controller`, or in the v2 hierarchy for `""`.
+pub(super) fn own_cgroup(controller: &str) -> Option<PathBuf> {
+    let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    own.lines().find_map(|l| {
+        let mut parts = l.splitn(3, ':');
+        let (_, ctrls, path) = (parts.next()?, parts.next()?, parts.next()?);
+        ctrls
+            .split(',')
+            .any(|c| c == controller)
+            .then(|| PathBuf::from(path.trim_start_matches('/')))
+    })
+}
+
 /// A mounted cgroup hierarchy: its kind, mount point, and this process's
 /// cgroup in it (relative to the mount).
 fn mounts() -> Vec<(Kind, PathBuf, PathBuf)> {
-    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
-    let own_path = |wanted: &str| -> PathBuf {
-        own.lines()
-            .filter_map(|l| {
-                let mut parts = l.splitn(3, ':');
-                let (_, ctrls, path) = (parts.next()?, parts.next()?, parts.next()?);
-                ctrls
-                    .split(',')
-                    .any(|c| c == wanted)
-                    .then(|| PathBuf::from(path.trim_start_matches('/')))
-            })
-            .next()
-            .unwrap_or_default()
-    };
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let own_path = |wanted: &str| own_cgroup(wanted).unwrap_or_default();
     let mut found = Vec::new();
-    for line in info.lines() {
-        let Some((pre, post)) = line.split_once(" - ") else {
-            continue;
-        };
-        let pre: Vec<&str> = pre.split(' ').collect();
-        let post: Vec<&str> = post.split(' ').collect();
-        let (Some(root), Some(point), Some(fstype), Some(opts)) =
-            (pre.get(3), pre.get(4), post.first(), post.get(2))
-        else {
-            continue;
-        };
-        // A bind mount of a sub-tree (a container's view) does not show
-        // where `hecate/` at the real root would be: skip it.
-        if *root != "/" {
-            continue;
-        }
-        let point = PathBuf::from(point);
-        if *fstype == "cgroup2" {
-            found.push((Kind::V2, point, own_path("")));
-        } else if *fstype == "cgroup" {
+    for m in CgroupMount::all() {
+        if m.fstype == "cgroup2" {
+            found.push((Kind::V2, m.point, own_path("")));
+        } else {
             for (ctrl, kind) in [("freezer", Kind::V1Freezer), ("pids", Kind::V1Pids)] {
-                if opts.split(',').any(|o| o == ctrl) {
-                    found.push((kind, point.clone(), own_path(ctrl)));
+                if m.has(ctrl) {
+                    found.push((kind, m.point.clone(), own_path(ctrl)));
                 }
             }
         }
@@ -512,27 +532,11 @@ pub fn remove_leftover_cgroups(dry_run: bool) -> LeftoverReport {
 /// is gone: what is still in them is killed and they are removed. Run
 /// after the tracking hierarchies were emptied, so they are usually empty.
 fn remove_leftover_limit_cgroups(dry_run: bool, report: &mut LeftoverReport) {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mut bases = BTreeSet::new();
-    for line in info.lines() {
-        let Some((pre, post)) = line.split_once(" - ") else {
-            continue;
-        };
-        let pre: Vec<&str> = pre.split(' ').collect();
-        let post: Vec<&str> = post.split(' ').collect();
-        let (Some(root), Some(point), Some(fstype), Some(opts)) =
-            (pre.get(3), pre.get(4), post.first(), post.get(2))
-        else {
-            continue;
-        };
-        if *root == "/"
-            && *fstype == "cgroup"
-            && opts.split(',').any(|o| o == "memory")
-            && !opts.split(',').any(|o| o == "freezer" || o == "pids")
-        {
-            bases.insert(PathBuf::from(point).join(BASE_DIR));
-        }
-    }
+    let bases: BTreeSet<PathBuf> = CgroupMount::all()
+        .into_iter()
+        .filter(|m| m.fstype == "cgroup" && m.has("memory") && !(m.has("freezer") || m.has("pids")))
+        .map(|m| m.point.join(BASE_DIR))
+        .collect();
     for base in bases {
         let Ok(entries) = std::fs::read_dir(&base) else {
             continue;

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::super::cgroup::{InstanceCgroups, BASE_DIR};
+use super::super::cgroup::{own_cgroup, CgroupMount, InstanceCgroups, BASE_DIR};
 use super::{LimitMode, LimitsReport, SandboxSpec};
 
 /// A v1 cgroup made for the instance's limits: the instance's tracking
@@ -50,25 +50,11 @@ fn v2_limit(dir: &Path, controller: &str, file: &str, value: &str) -> bool {
 /// The v1 hierarchy of `controller`: its mount point and this process's
 /// cgroup in it.
 fn v1_mount(controller: &str) -> Option<(PathBuf, PathBuf)> {
-    let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
-    let own = own.lines().find_map(|l| {
-        let mut parts = l.splitn(3, ':');
-        let (_, ctrls, path) = (parts.next()?, parts.next()?, parts.next()?);
-        ctrls
-            .split(',')
-            .any(|c| c == controller)
-            .then(|| PathBuf::from(path.trim_start_matches('/')))
-    })?;
-    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    info.lines().find_map(|line| {
-        let (pre, post) = line.split_once(" - ")?;
-        let pre: Vec<&str> = pre.split(' ').collect();
-        let post: Vec<&str> = post.split(' ').collect();
-        (pre.get(3) == Some(&"/")
-            && post.first() == Some(&"cgroup")
-            && post.get(2)?.split(',').any(|o| o == controller))
-        .then(|| (PathBuf::from(pre[4]), own.clone()))
-    })
+    let own = own_cgroup(controller)?;
+    CgroupMount::all()
+        .into_iter()
+        .find(|m| m.fstype == "cgroup" && m.has(controller))
+        .map(|m| (m.point, own))
 }
 
 /// Makes `<controller mount>/hecate/<instance>` (at the hierarchy's root,
