@@ -257,6 +257,11 @@ async fn load_probe() {
     .await;
     let mut config = sim_config(&sim);
     config.max_concurrent_starts = 128;
+    // Echo mode answers with the whole text it was sent: with the
+    // persistent shell's wrapping each outcome would carry ~3 KiB of it,
+    // which is not what this test measures (tests/shell.rs covers the
+    // wrapping).
+    config.shell.persistent = false;
 
     // Warm up (threads, connection pools, allocator arenas) with a
     // fault-free round, then take the baseline.

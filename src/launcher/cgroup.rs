@@ -489,7 +489,20 @@ pub fn remove_leftover_cgroups(dry_run: bool) -> LeftoverReport {
             // A launcher that is still setting up has made its directory
             // but not joined it yet: its command line says it is alive.
             let name = e.file_name();
-            if !launcher.is_empty() || name.to_str().is_some_and(launcher_running) {
+            let running = || name.to_str().is_some_and(launcher_running);
+            if !launcher.is_empty() && !running() {
+                // A launcher just ended (gc ends leftover launchers first;
+                // a sandbox's init goes with it) may still be exiting, no
+                // longer a launcher by its command line but still listed:
+                // wait for it, bounded.
+                let deadline = std::time::Instant::now() + LEFTOVER_DEATH_LIMIT;
+                while !launcher.is_empty() && std::time::Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(1));
+                    launcher.clear();
+                    collect_procs(&dir.join(LAUNCHER_DIR), &mut launcher);
+                }
+            }
+            if !launcher.is_empty() || running() {
                 continue;
             }
             if dry_run {
