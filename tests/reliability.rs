@@ -462,9 +462,16 @@ async fn ttl_expiry_while_a_command_runs_on_the_simulator_loses_no_reply() {
     let id = second.instance_id.clone();
     let running = rt.exec("t", ExecRequest::new("sleep 30; echo never"));
     let expire = async {
+        // This command's own process, not an earlier call's still exiting:
+        // expiring before the request arrives would send it to a fresh
+        // instance, where it runs its full 30 s.
         assert!(
-            eventually(Duration::from_secs(10), || !sim_instance_processes(&id)
-                .is_empty())
+            eventually(Duration::from_secs(10), || {
+                let ours = sim_instance_processes(&id);
+                crate::helper::processes_with_cmdline("sleep 30")
+                    .iter()
+                    .any(|pid| ours.contains(pid))
+            })
             .await
         );
         assert!(sim.expire(&id));
