@@ -142,6 +142,15 @@ pub trait Provider: Send + Sync + 'static {
         false
     }
 
+    /// Whether the backend restores and saves the persistent shell state
+    /// itself when [`ExecSpec::shell`] asks (the local and sandbox
+    /// backends, through their launcher: [`crate::shell::native`]), so the
+    /// runtime passes the command unwrapped. Implies
+    /// [`supports_persistent_shell`](Provider::supports_persistent_shell).
+    fn keeps_shell_state(&self) -> bool {
+        false
+    }
+
     /// Stops every instance this backend can find that carries the tag
     /// `hecate_runtime_id = runtime_id` and returns their ids. The runtime
     /// calls it at the end of a graceful shutdown, to catch instances whose
@@ -236,6 +245,12 @@ pub struct ExecSpec {
     /// Keep at most this many bytes of each of stdout and stderr (half from
     /// the head, half from the tail); count what was dropped.
     pub capture_bytes: usize,
+    /// The persistent shell, for a backend that keeps the state itself
+    /// ([`Provider::keeps_shell_state`]): restore the task's state into
+    /// the command and, with [`Mode::RestoreAndSave`](crate::shell::Mode),
+    /// save what it leaves. `None` for every other backend (the runtime
+    /// wraps the command text instead) and when the call does not use it.
+    pub shell: Option<crate::shell::Mode>,
 }
 
 /// The result of a command that ran (whatever its exit code).

@@ -8,6 +8,12 @@
 //! it exits. The wrapping is shell text only, so it works the same on every
 //! backend; it uses bash builtins only (no extra process).
 //!
+//! A backend that starts the bash itself can do better: the local and
+//! sandbox backends' launcher keeps the state and starts each call's bash
+//! in it, and the bash saves with one `export -p` ([`native`]); the runtime
+//! then passes the command unwrapped
+//! ([`Provider::keeps_shell_state`](crate::provider::Provider::keeps_shell_state)).
+//!
 //! # The wrapped text
 //!
 //! Line 1 is the prelude, then `read` of the command from a quoted
@@ -153,6 +159,12 @@ fn check_patterns(patterns: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// The longest environment entry (`NAME=value` and its NUL) a process can
+/// be given (Linux's `MAX_ARG_STRLEN`, 128 KiB): a variable longer than
+/// that is not saved, since restoring it would make every program the next
+/// call starts fail (`E2BIG`).
+pub const MAX_ENTRY: usize = 128 * 1024 - 2;
+
 /// What a wrapped call does with the state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -288,6 +300,7 @@ fn prelude(instance_id: &str, config: &ShellConfig, mode: Mode) -> String {
              {{ mapfile -t __hecate_l < \"$__hecate_p.n\"; }} 2>/dev/null; \
              for __hecate_n in \"${{__hecate_l[@]}}\"; do [[ -n $__hecate_n ]] || break; {skip}\
              [[ ${{!__hecate_n@a}} == *x* && ${{!__hecate_n@a}} != *[raA]* ]] || continue; \
+             __hecate_w=${{!__hecate_n}}; (( ${{#__hecate_n}} + ${{#__hecate_w}} < {MAX_ENTRY} )) || continue; \
              builtin printf -v __hecate_y \"export %s=%q\\n\" \"$__hecate_n\" \"${{!__hecate_n}}\"; \
              __hecate_x+=$__hecate_y; __hecate_c=$((__hecate_c + 1)); done; \
              {{ mapfile -t __hecate_l < \"$__hecate_p.b\"; }} 2>/dev/null; \
@@ -314,6 +327,8 @@ fn fnv1a(bytes: &[u8]) -> u64 {
         (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
     })
 }
+
+pub mod native;
 
 #[cfg(test)]
 mod tests;

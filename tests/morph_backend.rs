@@ -52,6 +52,7 @@ fn exec_spec(command: &str) -> ExecSpec {
         background: false,
         timeout: Duration::from_secs(30),
         capture_bytes: 1 << 20,
+        shell: None,
     }
 }
 

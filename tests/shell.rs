@@ -1,7 +1,9 @@
 //! The persistent shell through the runtime: the working directory and
 //! exported variables carry over between the calls of a task, on the local
-//! backend and on the MorphCloud simulator running real bash. Every scenario
-//! runs on both (`each_backend`).
+//! backend, the sandbox backend (where the launcher keeps the state:
+//! `hecate::shell::native`) and on the MorphCloud simulator running real
+//! bash (the wrapped text). Every scenario runs on all three
+//! (`each_backend`).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -52,6 +54,19 @@ impl Backend {
         }
     }
 
+    async fn sandbox(f: impl Fn(&mut Config)) -> Backend {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = crate::helper::sandbox_config(dir.path().join("root")).with_workers(2);
+        config.local.kill_grace = Duration::from_millis(300);
+        f(&mut config);
+        Backend {
+            name: "sandbox",
+            rt: Runtime::start(config).expect("runtime starts"),
+            sim: None,
+            _dir: dir,
+        }
+    }
+
     async fn sim(f: impl Fn(&mut Config)) -> Backend {
         let dir = tempfile::tempdir().expect("tempdir");
         let sim = start_sim(SimConfig {
@@ -95,13 +110,17 @@ impl Backend {
     }
 }
 
-/// Runs `scenario` on the local backend and on the simulator, with the
+/// Runs `scenario` on the local and sandbox backends and on the simulator, with the
 /// configuration changed by `f`.
 async fn each_backend<F>(f: impl Fn(&mut Config), scenario: F)
 where
     F: AsyncFn(&Backend),
 {
-    for backend in [Backend::local(&f).await, Backend::sim(&f).await] {
+    for backend in [
+        Backend::local(&f).await,
+        Backend::sandbox(&f).await,
+        Backend::sim(&f).await,
+    ] {
         scenario(&backend).await;
         backend.stop().await;
     }
@@ -433,6 +452,33 @@ async fn a_replaced_instance_starts_with_a_fresh_shell() {
             assert!(
                 out.stdout.to_text().ends_with("unset\n"),
                 "{}: {out:?}",
+                b.name
+            );
+        },
+    )
+    .await;
+}
+
+#[actix_rt::test]
+async fn a_huge_export_or_a_removed_directory_never_breaks_the_next_call() {
+    each_backend(
+        |_| {},
+        async |b: &Backend| {
+            let home = b.out("t", "pwd").await;
+            // Bigger than one environment entry may be (128 KiB): restored
+            // into the next call's environment it would make every program
+            // that call starts fail (E2BIG), so it is not saved.
+            b.out(
+                "t",
+                "mkdir -p gone && cd gone && export BIG=$(head -c 200000 /dev/zero | tr '\\0' x) SMALL=1",
+            )
+            .await;
+            b.out("t", "rmdir \"$PWD\"").await;
+            let out = b.out("t", "pwd; echo $SMALL; /bin/echo external").await;
+            assert_eq!(
+                out,
+                format!("{}\n1\nexternal\n", home.trim_end()),
+                "{}",
                 b.name
             );
         },

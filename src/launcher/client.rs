@@ -254,6 +254,7 @@ impl Launcher {
             cwd,
             stdout: stdio(&spec.stdout),
             stderr: stdio(&spec.stderr),
+            shell: spec.persist,
         };
         let fds: Vec<OwnedFd> = spec.stdout.into_iter().chain(spec.stderr).collect();
         let (pid, exit) = self

@@ -32,6 +32,10 @@ pub struct CommandSpec {
     pub stdout: Option<OwnedFd>,
     /// Where stderr goes (`/dev/null` when `None`).
     pub stderr: Option<OwnedFd>,
+    /// The persistent shell: restore the instance's saved state and, with
+    /// [`ShellOp::save`](crate::shell::native::ShellOp::save), save the
+    /// state the command leaves. Only for [`CommandSpec::shell`] commands.
+    pub persist: Option<crate::shell::native::ShellOp>,
 }
 
 impl CommandSpec {
@@ -45,6 +49,7 @@ impl CommandSpec {
             cwd: None,
             stdout: None,
             stderr: None,
+            persist: None,
         }
     }
 
@@ -68,6 +73,12 @@ impl CommandSpec {
     /// Sets the working directory.
     pub fn cwd(mut self, dir: impl Into<PathBuf>) -> Self {
         self.cwd = Some(dir.into());
+        self
+    }
+
+    /// Restores (and with `op.save` saves) the persistent shell state.
+    pub fn persist(mut self, op: crate::shell::native::ShellOp) -> Self {
+        self.persist = Some(op);
         self
     }
 

@@ -67,6 +67,12 @@ pub struct SpawnRequest {
     pub stdout: StdioSpec,
     /// Where stderr goes.
     pub stderr: StdioSpec,
+    /// Restore the instance's persistent shell state into the command (its
+    /// working directory and exported variables) and, with `save`, keep
+    /// what its bash leaves ([`crate::shell::native`]). `argv` must then be
+    /// `[bash, -c, command]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shell: Option<crate::shell::native::ShellOp>,
 }
 
 /// An event from the launcher to the runtime.
@@ -218,6 +224,7 @@ mod tests {
             cwd: Some("/tmp".into()),
             stdout: StdioSpec::Fd,
             stderr: StdioSpec::Null,
+            shell: None,
         })
     }
 

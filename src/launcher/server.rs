@@ -9,9 +9,12 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::ffi::OsString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
+use std::path::PathBuf;
+
 use super::cgroup::InstanceCgroups;
 use super::proto::{encode, Event, FrameBuf, Request, SpawnRequest, StdioSpec};
 use super::{procs, sandbox, spawn, sys, CgroupMode, EXEC_MARKER, INSTANCE_MARKER};
+use crate::shell::native::{self, SavedShell};
 
 /// The signal the kernel sends when the runtime's spawning thread ends; the
 /// launcher then checks whether the whole runtime is gone.
@@ -58,6 +61,12 @@ struct Server {
     /// The working directory of a command that names none (the sandbox's
     /// workspace; `/` otherwise).
     default_cwd: Option<String>,
+    /// The persistent shell's state: what the last foreground command that
+    /// saved left ([`crate::shell::native`]).
+    shell: Option<SavedShell>,
+    /// Commands that save the shell state when they exit: their dump file
+    /// and the secret patterns to apply.
+    dumps: HashMap<u64, (PathBuf, Vec<String>)>,
 }
 
 /// The arguments after `__launcher`: instance id, runtime pid, cgroup mode.
@@ -156,6 +165,8 @@ pub(crate) fn main(args: Vec<OsString>) -> i32 {
         inbox: FrameBuf::default(),
         closed: false,
         default_cwd,
+        shell: None,
+        dumps: HashMap::new(),
     };
     let ready = Event::Ready {
         pid: server.me,
@@ -326,7 +337,8 @@ impl Server {
             format!("{INSTANCE_MARKER}={}", self.instance),
             self.exec_marker(id),
         ];
-        match spawn::spawn(&req, stdout, stderr, &joins, &markers) {
+        let restore = self.persist(&mut req);
+        match spawn::spawn(&req, stdout, stderr, &joins, &markers, restore.as_ref()) {
             Ok(pid) => {
                 self.commands.insert(
                     id,
@@ -340,6 +352,9 @@ impl Server {
             }
             Err(err) => {
                 self.cgroups.remove_command(id);
+                if let Some((dump, _)) = self.dumps.remove(&id) {
+                    let _ = std::fs::remove_file(dump);
+                }
                 self.send(&Event::SpawnFailed {
                     id,
                     errno: err.errno,
@@ -347,6 +362,48 @@ impl Server {
                 });
             }
         }
+    }
+
+    /// Applies the persistent shell of a request: the restore (environment
+    /// and directory) to start it with, and for a saving `bash -c COMMAND`
+    /// its text wrapped to dump the state when it exits.
+    fn persist(&mut self, req: &mut SpawnRequest) -> Option<spawn::Restore> {
+        let op = req.shell.take()?;
+        let restore = self.shell.as_ref().map(|saved| spawn::Restore {
+            env: native::restored_env(saved, &req.env, &op.secret_patterns),
+            cwd: saved.cwd.clone(),
+        });
+        if op.save && req.argv.len() == 3 && req.argv[1] == "-c" {
+            let tmp = req
+                .env
+                .iter()
+                .rev()
+                .find(|(k, _)| k == "TMPDIR")
+                .map_or("/tmp", |(_, v)| v.as_str());
+            let dump = PathBuf::from(format!("{tmp}/.hecate-shell-{}-{}", self.me, req.id));
+            // A file of that name (a leftover, or one planted) would make
+            // the save fail (noclobber); remove it, never following a link.
+            let _ = std::fs::remove_file(&dump);
+            if let Some(path) = dump.to_str() {
+                req.argv[2] = native::wrap(&req.argv[2], path);
+                self.dumps.insert(req.id, (dump, op.secret_patterns));
+            }
+        }
+        restore
+    }
+
+    /// Reads the state dump of command `id`'s bash, if it saves one, and
+    /// keeps it when it is complete; the file is removed either way.
+    fn keep_shell_state(&mut self, id: u64) {
+        let Some((dump, patterns)) = self.dumps.remove(&id) else {
+            return;
+        };
+        if let Some(bytes) = read_dump(&dump) {
+            if let Some(saved) = native::parse_dump(&bytes, &patterns) {
+                self.shell = Some(saved);
+            }
+        }
+        let _ = std::fs::remove_file(&dump);
     }
 
     /// Reaps every dead child; a command's main process ending is reported.
@@ -364,6 +421,9 @@ impl Server {
             if let Some(cmd) = self.commands.get_mut(&id) {
                 cmd.main = None;
             }
+            // The state is taken before the exit is reported: the
+            // runtime's next command comes after it.
+            self.keep_shell_state(id);
             self.send(&Event::Exited { id, status });
             self.forget_if_done(id);
         }
@@ -575,4 +635,25 @@ impl Server {
             sent += n as usize;
         }
     }
+}
+
+/// The bytes of a state dump: a regular file, not a link, at most
+/// [`native::MAX_DUMP_BYTES`].
+fn read_dump(path: &std::path::Path) -> Option<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .ok()?;
+    let meta = file.metadata().ok()?;
+    if !meta.is_file() || meta.len() > native::MAX_DUMP_BYTES {
+        return None;
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(native::MAX_DUMP_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .ok()?;
+    Some(bytes)
 }

@@ -101,15 +101,28 @@ fn pointers(strings: &[CString]) -> Vec<*const libc::c_char> {
         .collect()
 }
 
+/// A persistent shell state to start a command in: it replaces the
+/// request's environment, and its directory is tried before the request's
+/// (which is used if the saved one is gone).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Restore {
+    /// The whole environment, as raw bytes.
+    pub env: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The working directory to try first.
+    pub cwd: Vec<u8>,
+}
+
 /// Starts `req` and returns its pid. `markers` (`NAME=value`) replace any
 /// entry of the same name in the command's environment; `joins` are the
-/// `cgroup.procs` files the child writes itself into.
+/// `cgroup.procs` files the child writes itself into; `restore` replaces
+/// the environment and names a directory to try first.
 pub fn spawn(
     req: &SpawnRequest,
     stdout: Option<OwnedFd>,
     stderr: Option<OwnedFd>,
     joins: &[PathBuf],
     markers: &[String],
+    restore: Option<&Restore>,
 ) -> Result<i32, SpawnError> {
     let program = cstring(resolve(&req.program, &req.env)?.as_os_str().as_bytes())?;
     let argv = req
@@ -122,12 +135,28 @@ pub fn spawn(
         .filter_map(|m| m.split_once('=').map(|(k, _)| k))
         .collect();
     let mut envp = Vec::with_capacity(req.env.len() + markers.len());
-    for (k, v) in &req.env {
-        if k.is_empty() || k.contains('=') {
+    let entries: Vec<(&[u8], &[u8])> = match restore {
+        Some(r) => r
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_slice(), v.as_slice()))
+            .collect(),
+        None => req
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_bytes(), v.as_bytes()))
+            .collect(),
+    };
+    for (k, v) in entries {
+        if k.is_empty() || k.contains(&b'=') {
             return Err(SpawnError::new("argv", libc::EINVAL));
         }
-        if !marker_names.contains(&k.as_str()) {
-            envp.push(cstring(format!("{k}={v}"))?);
+        if !marker_names.iter().any(|m| m.as_bytes() == k) {
+            let mut entry = Vec::with_capacity(k.len() + 1 + v.len());
+            entry.extend_from_slice(k);
+            entry.push(b'=');
+            entry.extend_from_slice(v);
+            envp.push(cstring(entry)?);
         }
     }
     for m in markers {
@@ -138,6 +167,8 @@ pub fn spawn(
         .as_deref()
         .map(|c| cstring(c.as_bytes()))
         .transpose()?;
+    // A saved directory with a NUL cannot be entered: skip it.
+    let first_cwd = restore.and_then(|r| CString::new(r.cwd.clone()).ok());
     let joins = joins
         .iter()
         .map(|p| cstring(p.as_os_str().as_bytes()))
@@ -154,6 +185,7 @@ pub fn spawn(
         argv: &argv_ptrs,
         envp: &envp_ptrs,
         cwd: cwd.as_ref(),
+        first_cwd: first_cwd.as_ref(),
         joins: &joins,
         null: &null,
         stdout: out_fd,
@@ -239,6 +271,8 @@ struct ChildArgs<'a> {
     argv: &'a [*const libc::c_char],
     envp: &'a [*const libc::c_char],
     cwd: Option<&'a CString>,
+    /// A directory to try before `cwd` (a restored shell state's).
+    first_cwd: Option<&'a CString>,
     joins: &'a [CString],
     null: &'a CString,
     stdout: Option<RawFd>,
@@ -253,9 +287,7 @@ extern "C" fn child_entry(arg: *mut libc::c_void) -> libc::c_int {
     // SAFETY: `spawn` passes a pointer to a `ChildArgs` that lives until
     // this child has exec'd or exited.
     let a = unsafe { &*(arg as *const ChildArgs<'_>) };
-    let fail = child(
-        a.program, a.argv, a.envp, a.cwd, a.joins, a.null, a.stdout, a.stderr,
-    );
+    let fail = child(a);
     let mut msg = [0u8; 8];
     msg[..4].copy_from_slice(&stage_code(fail.stage).to_ne_bytes());
     msg[4..].copy_from_slice(&fail.errno.to_ne_bytes());
@@ -294,17 +326,19 @@ fn install(from: Option<RawFd>, to: RawFd, null: &CString) -> Result<(), SpawnEr
 }
 
 /// The child's side; returns only on failure.
-#[allow(clippy::too_many_arguments)]
-fn child(
-    program: &CString,
-    argv: &[*const libc::c_char],
-    envp: &[*const libc::c_char],
-    cwd: Option<&CString>,
-    joins: &[CString],
-    null: &CString,
-    stdout: Option<RawFd>,
-    stderr: Option<RawFd>,
-) -> SpawnError {
+fn child(a: &ChildArgs<'_>) -> SpawnError {
+    let ChildArgs {
+        program,
+        argv,
+        envp,
+        cwd,
+        first_cwd,
+        joins,
+        null,
+        stdout,
+        stderr,
+        report: _,
+    } = *a;
     let last = || io::Error::last_os_error();
     // SAFETY: process-level calls in a single-threaded child; every pointer
     // is to data prepared before fork.
@@ -345,7 +379,8 @@ fn child(
     // SAFETY: as above.
     unsafe {
         let dir = cwd.map(|c| c.as_ptr()).unwrap_or(c"/".as_ptr());
-        if libc::chdir(dir) < 0 {
+        let entered = first_cwd.is_some_and(|d| libc::chdir(d.as_ptr()) == 0);
+        if !entered && libc::chdir(dir) < 0 {
             return SpawnError::io("chdir", &last());
         }
     }

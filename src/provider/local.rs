@@ -86,6 +86,8 @@ pub struct LocalProvider {
     /// The sandbox mode (`sandbox` backend): each instance's launcher is
     /// put in namespaces around its work directory.
     sandbox: Option<SandboxConfig>,
+    /// The persistent shell's secret patterns (`HECATE_SHELL_SECRET_PATTERNS`).
+    secret_patterns: Vec<String>,
 }
 
 impl LocalProvider {
@@ -169,6 +171,7 @@ impl LocalProvider {
             path_env,
             launcher: config.launcher.clone(),
             sandbox: None,
+            secret_patterns: config.shell.secret_patterns.clone(),
         })
     }
 
@@ -226,6 +229,9 @@ impl LocalProvider {
         Ok((id, dir))
     }
 
+    // Each argument is one of the provider's settings, cloned for a future
+    // that outlives `&self`.
+    #[allow(clippy::too_many_arguments)]
     async fn start_instance(
         prepared: Result<(String, PathBuf)>,
         mut config: LauncherConfig,
@@ -234,6 +240,7 @@ impl LocalProvider {
         path_env: String,
         kill_grace: Duration,
         log_task: String,
+        secret_patterns: Vec<String>,
     ) -> Result<LocalInstance> {
         let (id, dir) = prepared?;
         if let Some(settings) = &sandboxed {
@@ -275,6 +282,7 @@ impl LocalProvider {
             shell,
             path_env,
             kill_grace,
+            secret_patterns,
             launcher: Arc::new(launcher),
             state: RefCell::new(State::default()),
         };
@@ -308,8 +316,14 @@ fn io_error(err: std::io::Error, what: String) -> Error {
 }
 
 impl Provider for LocalProvider {
+    /// Commands run with bash (not with a root filesystem's `/bin/sh`).
     fn supports_persistent_shell(&self) -> bool {
-        true
+        self.shell.ends_with("/bash")
+    }
+
+    /// The launcher keeps the state ([`crate::shell::native`]).
+    fn keeps_shell_state(&self) -> bool {
+        self.supports_persistent_shell()
     }
 
     fn name(&self) -> &'static str {
@@ -348,6 +362,7 @@ impl LocalProvider {
             self.path_env.clone(),
             self.kill_grace,
             loggable_task(&spec.task_id),
+            self.secret_patterns.clone(),
         );
         let slot = spec.create_slot;
         Box::pin(async move {
@@ -421,6 +436,8 @@ struct Inner {
     shell: String,
     path_env: String,
     kill_grace: Duration,
+    /// The persistent shell's secret patterns.
+    secret_patterns: Vec<String>,
     /// Shared with the guards of running commands, which kill through it
     /// when their call is abandoned.
     launcher: Arc<Launcher>,

@@ -283,14 +283,14 @@ impl VmActor {
             return;
         };
         let config = self.shared.config.clone();
-        let bash = self.shared.provider.supports_persistent_shell();
+        let support = run::ShellSupport::of(&*self.shared.provider);
         // A command the persistent shell cannot wrap is answered unrun.
-        let (exec, command) = loop {
+        let (exec, (command, shell)) = loop {
             let Some(exec) = self.queue.pop_front() else {
                 return self.pump(ctx);
             };
-            match run::shell_text(&exec.request, ready.live.id(), &config, bash) {
-                Ok(command) => break (exec, command),
+            match run::shell_text(&exec.request, ready.live.id(), &config, support) {
+                Ok(text) => break (exec, text),
                 Err(err) => drop(exec.reply.send(Err(err))),
             }
         };
@@ -300,6 +300,7 @@ impl VmActor {
             background: exec.request.background,
             timeout: exec.request.timeout.unwrap_or(config.command_timeout),
             capture_bytes: config.capture_bytes,
+            shell,
         };
         let started = Instant::now();
         let command = RunningCommand::new(

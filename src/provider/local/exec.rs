@@ -14,6 +14,7 @@ use super::{io_error, Inner};
 use crate::error::{Error, ErrorKind, Result};
 use crate::launcher::{CommandSpec, Launcher};
 use crate::provider::{Captured, ExecOutput, ExecSpec, JobInfo, OutputCapture};
+use crate::shell::native::ShellOp;
 use crate::unix;
 
 /// How long output is still read after a foreground command's main process
@@ -72,6 +73,17 @@ impl Inner {
         cmd
     }
 
+    /// `cmd` with the persistent shell `spec` asks for.
+    fn persist(&self, cmd: CommandSpec, spec: &ExecSpec) -> CommandSpec {
+        match spec.shell {
+            None => cmd,
+            Some(mode) => cmd.persist(ShellOp {
+                save: mode == crate::shell::Mode::RestoreAndSave && !spec.background,
+                secret_patterns: self.secret_patterns.clone(),
+            }),
+        }
+    }
+
     /// A launcher's spawn failure in this instance's terms: a missing work
     /// directory means the instance is gone.
     fn spawn_error(&self, err: Error) -> Error {
@@ -98,7 +110,7 @@ impl Inner {
         let mut stdout = reader(stdout)?;
         let mut stderr = reader(stderr)?;
         let cmd = self
-            .shell_command(["-c", spec.command.as_str()])
+            .persist(self.shell_command(["-c", spec.command.as_str()]), spec)
             .stdout(out_w)
             .stderr(err_w);
         let oom_before = self.oom_kills();
@@ -353,6 +365,8 @@ impl Inner {
         log_path: String,
         exit_path: String,
     ) -> Result<ExecOutput> {
+        // A job starts in the restored state and never saves.
+        let cmd = self.persist(cmd, spec);
         let spawned = self
             .launcher
             .spawn(cmd)

@@ -135,22 +135,53 @@ pub(super) async fn stop_instance(
 /// The text to run for `request` on instance `instance_id`: the command
 /// itself, or, with the persistent shell on for it, the command wrapped to
 /// restore (and in the foreground save) the task's shell state
-/// ([`crate::shell`]), where the backend runs bash (`bash`).
+/// ([`crate::shell`]), where the backend runs bash; for a backend that
+/// keeps the state itself, the command as it is and the mode to ask of it.
 pub(super) fn shell_text(
     request: &crate::ExecRequest,
     instance_id: &str,
     config: &Config,
-    bash: bool,
-) -> Result<String> {
-    if !bash || !request.uses_persistent_shell(config) {
-        return Ok(request.command.clone());
+    support: ShellSupport,
+) -> Result<(String, Option<shell::Mode>)> {
+    if support == ShellSupport::None || !request.uses_persistent_shell(config) {
+        return Ok((request.command.clone(), None));
     }
     let mode = if request.background {
         shell::Mode::RestoreOnly
     } else {
         shell::Mode::RestoreAndSave
     };
-    shell::wrap(&request.command, instance_id, &config.shell, mode)
+    if support == ShellSupport::Native {
+        return Ok((request.command.clone(), Some(mode)));
+    }
+    Ok((
+        shell::wrap(&request.command, instance_id, &config.shell, mode)?,
+        None,
+    ))
+}
+
+/// How a backend supports the persistent shell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ShellSupport {
+    /// Not at all (it does not run commands with bash).
+    None,
+    /// The runtime wraps the command text ([`shell::wrap`]).
+    Wrap,
+    /// The backend keeps the state ([`ExecSpec::shell`](crate::provider::ExecSpec::shell)).
+    Native,
+}
+
+impl ShellSupport {
+    /// What `provider` offers.
+    pub(super) fn of(provider: &dyn crate::provider::Provider) -> Self {
+        if provider.keeps_shell_state() {
+            ShellSupport::Native
+        } else if provider.supports_persistent_shell() {
+            ShellSupport::Wrap
+        } else {
+            ShellSupport::None
+        }
+    }
 }
 
 /// A command on its way through the backend: what its answer needs besides
