@@ -157,6 +157,10 @@ fn exec_local(c: &mut Criterion) {
         })
     });
     group.finish();
+    // The two criterion runs above are seconds apart, and on a shared
+    // machine the load moves in between: the same comparison interleaved,
+    // call by call, gives the ratio under one load.
+    system.block_on(persistent_vs_plain_interleaved(&rt));
     system.block_on(async {
         let report = rt
             .shutdown(Duration::from_secs(10))
@@ -165,6 +169,39 @@ fn exec_local(c: &mut Criterion) {
         assert!(report.is_clean());
     });
     let _ = std::fs::remove_dir_all(&root);
+}
+
+/// Alternates calls with and without the persistent shell on one task and
+/// prints both medians and their ratio.
+async fn persistent_vs_plain_interleaved(rt: &Runtime) {
+    let pairs = if ci() { 30 } else { 400 };
+    let (mut on, mut off) = (Vec::new(), Vec::new());
+    for i in 0..pairs {
+        for persistent in [i % 2 == 0, i % 2 == 1] {
+            let start = Instant::now();
+            let out = rt
+                .exec(
+                    "bench",
+                    ExecRequest::new("true").persistent_shell(persistent),
+                )
+                .await
+                .expect("exec succeeds");
+            black_box(out.exit_code);
+            if persistent { &mut on } else { &mut off }.push(start.elapsed());
+        }
+    }
+    let median = |v: &mut Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    let (on, off) = (median(&mut on), median(&mut off));
+    println!(
+        "exec_local/persistent_vs_plain_interleaved: persistent {:.0} µs, plain {:.0} µs, \
+         ratio {:.2} ({pairs} pairs)",
+        on.as_secs_f64() * 1e6,
+        off.as_secs_f64() * 1e6,
+        on.as_secs_f64() / off.as_secs_f64()
+    );
 }
 
 fn exec_morph(c: &mut Criterion) {
