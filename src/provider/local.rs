@@ -289,7 +289,7 @@ impl LocalProvider {
 fn sandbox_shell(rootfs: Option<&Path>) -> Result<String> {
     let base = rootfs.unwrap_or(Path::new("/"));
     for shell in ["bin/bash", "bin/sh"] {
-        if base.join(shell).exists() {
+        if std::fs::symlink_metadata(base.join(shell)).is_ok() {
             return Ok(format!("/{shell}"));
         }
     }
@@ -308,8 +308,10 @@ fn io_error(err: std::io::Error, what: String) -> Error {
 }
 
 impl Provider for LocalProvider {
+    /// True unless a sandbox's root filesystem image has no bash (its
+    /// commands then run with `/bin/sh`, which the wrapper does not suit).
     fn supports_persistent_shell(&self) -> bool {
-        true
+        self.shell.ends_with("/bash")
     }
 
     fn name(&self) -> &'static str {

@@ -313,6 +313,16 @@ fn middle(
             workdir.display()
         ))
     });
+    // The same for a root filesystem image: it may sit below a directory
+    // only host root can search (a temporary directory of mode 0700).
+    let rootfs_fd = rootfs.as_deref().map(|r| {
+        clone_tree(r).unwrap_or_else(|e| {
+            fail(format!(
+                "sandbox: cannot open the root filesystem {}: {e}",
+                r.display()
+            ))
+        })
+    });
     let userns_errno = if spec.user_namespace {
         // SAFETY: a plain system call.
         if unsafe { libc::unshare(libc::CLONE_NEWUSER) } == 0 {
@@ -372,7 +382,7 @@ fn middle(
         // SAFETY: integer arguments. The middle process only waits for us:
         // if it is already gone, the namespace is being torn down anyway.
         unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
-        return match pid_one(spec, work_fd, rootfs.as_deref(), limits, &isolation) {
+        return match pid_one(spec, work_fd, rootfs_fd, limits, &isolation) {
             Ok(()) => Ok(SandboxReport {
                 isolation,
                 network: spec.network,
@@ -415,17 +425,21 @@ fn clone_tree(dir: &Path) -> io::Result<OwnedFd> {
 }
 
 /// PID 1's setup before it serves commands. `work_fd` is the work
-/// directory, opened before the user namespace was made; it is closed
-/// once bound.
+/// directory and `rootfs_fd` the root filesystem image, detached copies
+/// made before the user namespace was; they are closed once bound.
 fn pid_one(
     spec: &SandboxSpec,
     work_fd: OwnedFd,
-    rootfs: Option<&Path>,
+    rootfs_fd: Option<OwnedFd>,
     limits: &limits::Limits,
     isolation: &Isolation,
 ) -> Result<(), String> {
-    fs::build(work_fd.as_raw_fd(), rootfs)?;
+    fs::build(
+        work_fd.as_raw_fd(),
+        rootfs_fd.as_ref().map(AsRawFd::as_raw_fd),
+    )?;
     drop(work_fd);
+    drop(rootfs_fd);
     if spec.network == NetworkMode::Isolated {
         loopback_up().map_err(|e| format!("sandbox: cannot bring up loopback: {e}"))?;
     }
