@@ -55,7 +55,11 @@
 //! Commands still lose [`DROPPED_CAPABILITIES`](super::DROPPED_CAPABILITIES)
 //! (so `mount`, `mknod`, `unshare` of a new namespace with mounts fail
 //! inside even though the command is root there) and run with
-//! `no_new_privs`.
+//! `no_new_privs`. In a user namespace they also lose `CAP_SYS_RESOURCE`,
+//! and the sandbox's `user.max_user_namespaces` is 0: no nested user
+//! namespace (`unshare -Ur`) gives a command capabilities back. No
+//! descriptor of the runtime reaches a command: the launcher marks every
+//! inherited one close-on-exec.
 //!
 //! # Fallbacks
 //!

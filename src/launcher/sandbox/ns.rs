@@ -447,6 +447,9 @@ fn pid_one(
     // SAFETY: a live buffer of the given length. A hostname is cosmetic.
     unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) };
     limits.apply_rlimits(spec)?;
+    if let Isolation::UserNamespace { .. } = isolation {
+        no_nested_user_namespaces()?;
+    }
     if let Isolation::CapabilityDrop { .. } = isolation {
         drop_every_capability().map_err(|e| format!("sandbox: cannot drop capabilities: {e}"))?;
         sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1)
@@ -456,6 +459,26 @@ fn pid_one(
     // SAFETY: a valid C string.
     unsafe { libc::chdir(ws.as_ptr()) };
     Ok(())
+}
+
+/// `CAP_SYS_RESOURCE` (`linux/capability.h`).
+const CAP_SYS_RESOURCE: libc::c_ulong = 24;
+
+/// Forbids user namespaces inside the sandbox's: without them a command
+/// cannot gain a fresh set of capabilities in a nested namespace (to
+/// mount, make network devices, reach kernel code that only root of some
+/// namespace may call). `user.max_user_namespaces` is per user namespace
+/// and limits its descendants; commands lose `CAP_SYS_RESOURCE` (from the
+/// bounding set, so no exec regains it), without which they cannot raise
+/// it again.
+fn no_nested_user_namespaces() -> Result<(), String> {
+    let sysctl = Path::new("/proc/sys/user/max_user_namespaces");
+    if sysctl.exists() {
+        std::fs::write(sysctl, "0")
+            .map_err(|e| format!("sandbox: cannot forbid nested user namespaces: {e}"))?;
+    }
+    sys::prctl(libc::PR_CAPBSET_DROP, CAP_SYS_RESOURCE)
+        .map_err(|e| format!("sandbox: cannot drop CAP_SYS_RESOURCE: {e}"))
 }
 
 /// Sets `IFF_UP` on `lo` in the current network namespace.
