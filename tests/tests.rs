@@ -29,6 +29,7 @@ mod sandbox_backend;
 #[cfg(all(feature = "cli", feature = "sim"))]
 mod sandbox_fallback;
 mod sandbox_hostile;
+mod sandbox_network;
 mod sandbox_rootfs;
 // Runs every scenario on the local backend and on the simulator.
 #[cfg(feature = "sim")]

@@ -41,6 +41,9 @@
 //!   only a loopback interface, brought up: two sandboxes can both listen
 //!   on `127.0.0.1:8000`, and neither reaches the host's loopback or any
 //!   network. [`NetworkMode::Host`] keeps the host's network.
+//!   [`NetworkMode::Outbound`] adds outbound connections through
+//!   slirp4netns (`tap0`, `10.0.2.100/24`, resolver `10.0.2.3`, the host's
+//!   loopback out of reach; `/etc/resolv.conf` names that resolver).
 //! - UTS (hostname `sandbox`) and IPC namespaces.
 //! - **Limits** ([`SandboxSpec::memory_limit`], [`SandboxSpec::pids_limit`])
 //!   on the instance's cgroup, covering the launcher and every command:
@@ -87,6 +90,7 @@
 
 mod fs;
 mod limits;
+mod net;
 mod ns;
 
 use std::path::PathBuf;
@@ -114,6 +118,11 @@ pub enum NetworkMode {
     Isolated,
     /// The host's network (no network namespace).
     Host,
+    /// Its own network namespace with its own loopback (up) and outbound
+    /// connections through a user-mode network stack (slirp4netns):
+    /// the task reaches what the host reaches, except the host's
+    /// loopback, and nothing outside reaches the task.
+    Outbound,
 }
 
 /// What sandbox to put a launcher (and so every command of the instance)
@@ -137,6 +146,10 @@ pub struct SandboxSpec {
     /// Whether to use a user namespace (true by default). False forces the
     /// capability-drop fallback (root runtimes only).
     pub user_namespace: bool,
+    /// The slirp4netns program (absolute path) that
+    /// [`NetworkMode::Outbound`] needs.
+    #[serde(default)]
+    pub slirp4netns: Option<PathBuf>,
 }
 
 impl SandboxSpec {
@@ -150,6 +163,7 @@ impl SandboxSpec {
             memory_limit: None,
             pids_limit: None,
             user_namespace: true,
+            slirp4netns: None,
         }
     }
 

@@ -125,6 +125,9 @@ impl LocalProvider {
             };
             settings.rootfs = Some(canonical);
         }
+        if settings.network == sandbox::NetworkMode::Outbound {
+            settings.slirp4netns = Some(find_slirp4netns(settings.slirp4netns.as_deref())?);
+        }
         let mut provider = Self::new(config)?;
         provider.shell = sandbox_shell(settings.rootfs.as_deref())?;
         provider.sandbox = Some(settings);
@@ -242,6 +245,7 @@ impl LocalProvider {
                 network: settings.network,
                 memory_limit: settings.memory_limit,
                 pids_limit: settings.pids_limit,
+                slirp4netns: settings.slirp4netns.clone(),
                 ..SandboxSpec::new(dir.join("work"))
             });
         }
@@ -282,6 +286,39 @@ impl LocalProvider {
             inner: Rc::new(inner),
         })
     }
+}
+
+/// The slirp4netns program of the `outbound` network: `given`, or the
+/// first on `PATH` (then `/usr/bin`); a configuration error naming the
+/// package when there is none.
+fn find_slirp4netns(given: Option<&Path>) -> Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let runnable = |p: &Path| {
+        p.is_absolute()
+            && std::fs::metadata(p)
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if let Some(p) = given {
+        return if runnable(p) {
+            Ok(p.to_path_buf())
+        } else {
+            Err(Error::config(format!(
+                "HECATE_SANDBOX_NETWORK=outbound: {} is not an executable file",
+                p.display()
+            )))
+        };
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/bin")])
+        .map(|d| d.join("slirp4netns"))
+        .find(|p| runnable(p))
+        .ok_or_else(|| {
+            Error::config(
+                "HECATE_SANDBOX_NETWORK=outbound needs slirp4netns, which is not installed \
+                 (Debian/Ubuntu: apt-get install slirp4netns); or use isolated or host",
+            )
+        })
 }
 
 /// The shell of sandboxed commands: `/bin/bash` if the sandbox's root

@@ -253,6 +253,24 @@ fn attach(tree: std::os::fd::RawFd, target: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// Covers `target` (the new root's `/etc/resolv.conf`, when it is a plain
+/// file: a symlink would point into the host's `/run`) with a read-only
+/// file naming only `ip`: the host's resolver is often on its own
+/// loopback, out of the sandbox's reach. The file lives on a small tmpfs
+/// mounted in the staging root, which the bind keeps alive.
+fn point_resolver_at(ip: &str, target: &Path) -> Result<(), String> {
+    if !std::fs::symlink_metadata(target).is_ok_and(|m| m.is_file()) {
+        return Ok(());
+    }
+    let dir = Path::new("/resolver");
+    mkdir(dir)?;
+    tmpfs(dir, libc::MS_NOSUID | libc::MS_NODEV, "mode=0755,size=16k")?;
+    let file = dir.join("resolv.conf");
+    std::fs::write(&file, format!("nameserver {ip}\n"))
+        .map_err(|e| format!("sandbox: {}: {e}", file.display()))?;
+    bind(&file, target, true)
+}
+
 /// Where a root filesystem image is attached while the new root is
 /// built (dropped with the staging root).
 const IMAGE: &str = "/image";
@@ -263,6 +281,7 @@ const IMAGE: &str = "/image";
 pub(super) fn build(
     work: std::os::fd::RawFd,
     rootfs: Option<std::os::fd::RawFd>,
+    resolver: Option<&str>,
 ) -> Result<(), String> {
     let root = Path::new("/");
     // Nothing mounted here may reach the host's mount table.
@@ -291,6 +310,9 @@ pub(super) fn build(
     };
     for (src, name) in entries(image)? {
         place(&src, &new.join(name))?;
+    }
+    if let Some(ip) = resolver {
+        point_resolver_at(ip, &new.join("etc/resolv.conf"))?;
     }
     let workspace = new.join(WORKSPACE.trim_start_matches('/'));
     mkdir(&workspace)?;

@@ -24,14 +24,14 @@ use super::super::cgroup::InstanceCgroups;
 use super::super::proto::{encode, Event};
 use super::super::sys;
 use super::{
-    fs, limits, Isolation, NetworkMode, SandboxReport, SandboxSpec, SANDBOX_ID_BASE,
+    fs, limits, net, Isolation, NetworkMode, SandboxReport, SandboxSpec, SANDBOX_ID_BASE,
     SANDBOX_ID_SPAN,
 };
 
 /// The namespaces besides the user namespace.
 fn namespace_flags(network: NetworkMode) -> libc::c_int {
     let net = match network {
-        NetworkMode::Isolated => libc::CLONE_NEWNET,
+        NetworkMode::Isolated | NetworkMode::Outbound => libc::CLONE_NEWNET,
         NetworkMode::Host => 0,
     };
     libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC | net
@@ -250,9 +250,17 @@ pub(crate) fn enter(
         Some(0) => map_ids(child, &workdir, uid, gid),
         Some(_) => Ok(()),
     };
+    let mut slirp = None;
     match handshake {
         Ok(()) => {
             write_all(go_w.as_raw_fd(), b"g");
+            if spec.network == NetworkMode::Outbound {
+                let userns = userns_errno == Some(0) && euid != 0;
+                match outbound(spec, &status_r, &go_w, child, userns) {
+                    Ok(s) => slirp = s,
+                    Err(reason) => send_event(sock, &Event::Rejected { reason }),
+                }
+            }
         }
         // The middle process sees the end of the pipe and exits.
         Err(reason) => send_event(sock, &Event::Rejected { reason }),
@@ -262,6 +270,7 @@ pub(crate) fn enter(
     // control socket must go so that PID 1's end is the runtime's EOF.
     unsafe { libc::close(sock) };
     let code = wait_code(child);
+    drop(slirp);
     // PID 1 is gone, so is every process of the namespace; what remains
     // are the (empty) cgroups.
     let _ = cgroups.kill_all(
@@ -274,6 +283,29 @@ pub(crate) fn enter(
     }
     limits.remove();
     std::process::exit(code);
+}
+
+/// The outer launcher's half of [`NetworkMode::Outbound`]: once the middle
+/// process says its namespaces exist, slirp4netns is attached to its
+/// network namespace, and the middle process told to go on. `Ok(None)`:
+/// the middle process failed (and said why).
+fn outbound(
+    spec: &SandboxSpec,
+    status_r: &OwnedFd,
+    go_w: &OwnedFd,
+    middle: libc::pid_t,
+    userns: bool,
+) -> Result<Option<net::Slirp>, String> {
+    let mut status = [0u8; 4];
+    if !read_exact(status_r.as_raw_fd(), &mut status) {
+        return Ok(None);
+    }
+    let program = spec.slirp4netns.as_deref().ok_or_else(|| {
+        "sandbox: the outbound network needs slirp4netns, and none was given".to_string()
+    })?;
+    let slirp = net::attach_slirp(program, middle, userns)?;
+    write_all(go_w.as_raw_fd(), b"n");
+    Ok(Some(slirp))
 }
 
 /// The middle process: user namespace, maps, the other namespaces, then
@@ -334,13 +366,11 @@ fn middle(
         libc::EPERM
     };
     write_all(status_w.as_raw_fd(), &userns_errno.to_ne_bytes());
-    drop(status_w);
     let mut go = [0u8; 1];
     if !read_exact(go_r.as_raw_fd(), &mut go) {
         // SAFETY: the outer launcher reported the failure.
         unsafe { libc::_exit(1) }
     }
-    drop(go_r);
     let isolation = if userns_errno == 0 {
         // SAFETY: plain system calls; root of the new namespace is mapped.
         unsafe {
@@ -373,6 +403,17 @@ fn middle(
             Isolation::UserNamespace { .. } => os_error("sandbox: unshare", e),
         });
     }
+    if spec.network == NetworkMode::Outbound {
+        // The network namespace exists: the outer launcher attaches
+        // slirp4netns to it and says when it is configured.
+        write_all(status_w.as_raw_fd(), &0i32.to_ne_bytes());
+        if !read_exact(go_r.as_raw_fd(), &mut go) {
+            // SAFETY: the outer launcher reported the failure.
+            unsafe { libc::_exit(1) }
+        }
+    }
+    drop(status_w);
+    drop(go_r);
     // SAFETY: single-threaded; the child returns into the launcher loop.
     let pid1 = unsafe { libc::fork() };
     if pid1 < 0 {
@@ -434,14 +475,16 @@ fn pid_one(
     limits: &limits::Limits,
     isolation: &Isolation,
 ) -> Result<(), String> {
+    let resolver = (spec.network == NetworkMode::Outbound).then_some(net::RESOLVER);
     fs::build(
         work_fd.as_raw_fd(),
         rootfs_fd.as_ref().map(AsRawFd::as_raw_fd),
+        resolver,
     )?;
     drop(work_fd);
     drop(rootfs_fd);
-    if spec.network == NetworkMode::Isolated {
-        loopback_up().map_err(|e| format!("sandbox: cannot bring up loopback: {e}"))?;
+    if spec.network != NetworkMode::Host {
+        net::loopback_up().map_err(|e| format!("sandbox: cannot bring up loopback: {e}"))?;
     }
     let name = b"sandbox";
     // SAFETY: a live buffer of the given length. A hostname is cosmetic.
@@ -479,34 +522,6 @@ fn no_nested_user_namespaces() -> Result<(), String> {
     }
     sys::prctl(libc::PR_CAPBSET_DROP, CAP_SYS_RESOURCE)
         .map_err(|e| format!("sandbox: cannot drop CAP_SYS_RESOURCE: {e}"))
-}
-
-/// Sets `IFF_UP` on `lo` in the current network namespace.
-fn loopback_up() -> io::Result<()> {
-    // SAFETY: socket(2) returns a descriptor we own or -1.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fd is fresh and ours.
-    let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-    // SAFETY: ifreq is plain data.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
-        *dst = *src as libc::c_char;
-    }
-    // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write an ifreq; the union
-    // member used is the flags one both calls use.
-    unsafe {
-        if libc::ioctl(fd.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
-        if libc::ioctl(fd.as_raw_fd(), libc::SIOCSIFFLAGS, &req) < 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    Ok(())
 }
 
 /// Empties the bounding set and the inheritable and ambient sets of the
