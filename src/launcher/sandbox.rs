@@ -92,6 +92,7 @@ mod fs;
 mod limits;
 mod net;
 mod ns;
+mod probe;
 
 use std::path::PathBuf;
 
@@ -250,5 +251,5 @@ pub fn oom_kills(report: &SandboxReport) -> Option<u64> {
 /// per command. A root runtime without user namespaces gets `Ok` (the
 /// capability-drop fallback applies).
 pub fn probe() -> Result<(), String> {
-    ns::probe()
+    probe::probe()
 }
