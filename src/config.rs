@@ -195,7 +195,8 @@ impl Default for LocalConfig {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct SandboxConfig {
     /// The network of each sandbox (`HECATE_SANDBOX_NETWORK`: `isolated`,
-    /// the default, loopback only; or `host`).
+    /// the default, loopback only; `outbound`, loopback plus outbound
+    /// connections through slirp4netns; or `host`).
     pub network: crate::launcher::sandbox::NetworkMode,
     /// Memory limit per instance in bytes (`HECATE_SANDBOX_MEMORY_MB`, in
     /// MiB; default none).
@@ -206,6 +207,9 @@ pub struct SandboxConfig {
     /// A root filesystem directory to use instead of the host's `/usr`,
     /// `/bin`, `/lib*` and `/etc` (`HECATE_SANDBOX_ROOTFS`; default none).
     pub rootfs: Option<PathBuf>,
+    /// The slirp4netns program of the `outbound` network (default: found
+    /// on `PATH` when the sandbox backend starts).
+    pub slirp4netns: Option<PathBuf>,
 }
 
 /// Settings of the MorphCloud backend.

@@ -25,6 +25,12 @@ mod reliability;
 mod runtime;
 mod sandbox;
 mod sandbox_backend;
+// Runs the `hecate` binary, which needs both features.
+#[cfg(all(feature = "cli", feature = "sim"))]
+mod sandbox_fallback;
+mod sandbox_hostile;
+mod sandbox_network;
+mod sandbox_rootfs;
 // Runs every scenario on the local backend and on the simulator.
 #[cfg(feature = "sim")]
 mod shell;

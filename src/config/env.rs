@@ -80,9 +80,10 @@ impl Config {
             c.sandbox.network = match v.trim().to_ascii_lowercase().as_str() {
                 "isolated" => crate::launcher::sandbox::NetworkMode::Isolated,
                 "host" => crate::launcher::sandbox::NetworkMode::Host,
+                "outbound" => crate::launcher::sandbox::NetworkMode::Outbound,
                 _ => {
                     return Err(Error::config(format!(
-                        "HECATE_SANDBOX_NETWORK: {:?} is not a network mode (expected isolated or host)",
+                        "HECATE_SANDBOX_NETWORK: {:?} is not a network mode (expected isolated, outbound or host)",
                         clip(v.trim(), 40)
                     )))
                 }

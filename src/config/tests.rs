@@ -202,6 +202,12 @@ fn sandbox_settings_are_read_and_bad_ones_name_the_variable() {
         c.sandbox.rootfs.as_deref(),
         Some(std::path::Path::new("/srv/rootfs"))
     );
+    let outbound =
+        Config::from_lookup(lookup(&[("HECATE_SANDBOX_NETWORK", " Outbound ")])).expect("valid");
+    assert_eq!(
+        outbound.sandbox.network,
+        crate::launcher::sandbox::NetworkMode::Outbound
+    );
     let local = Config::from_lookup(lookup(&[("HECATE_BACKEND", "local")])).expect("valid");
     assert_eq!(local.backend, BackendKind::Local);
     for (var, value) in [

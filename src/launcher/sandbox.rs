@@ -41,6 +41,9 @@
 //!   only a loopback interface, brought up: two sandboxes can both listen
 //!   on `127.0.0.1:8000`, and neither reaches the host's loopback or any
 //!   network. [`NetworkMode::Host`] keeps the host's network.
+//!   [`NetworkMode::Outbound`] adds outbound connections through
+//!   slirp4netns (`tap0`, `10.0.2.100/24`, resolver `10.0.2.3`, the host's
+//!   loopback out of reach; `/etc/resolv.conf` names that resolver).
 //! - UTS (hostname `sandbox`) and IPC namespaces.
 //! - **Limits** ([`SandboxSpec::memory_limit`], [`SandboxSpec::pids_limit`])
 //!   on the instance's cgroup, covering the launcher and every command:
@@ -55,7 +58,11 @@
 //! Commands still lose [`DROPPED_CAPABILITIES`](super::DROPPED_CAPABILITIES)
 //! (so `mount`, `mknod`, `unshare` of a new namespace with mounts fail
 //! inside even though the command is root there) and run with
-//! `no_new_privs`.
+//! `no_new_privs`. In a user namespace they also lose `CAP_SYS_RESOURCE`,
+//! and the sandbox's `user.max_user_namespaces` is 0: no nested user
+//! namespace (`unshare -Ur`) gives a command capabilities back. No
+//! descriptor of the runtime reaches a command: the launcher marks every
+//! inherited one close-on-exec.
 //!
 //! # Fallbacks
 //!
@@ -83,7 +90,9 @@
 
 mod fs;
 mod limits;
+mod net;
 mod ns;
+mod probe;
 
 use std::path::PathBuf;
 
@@ -110,6 +119,11 @@ pub enum NetworkMode {
     Isolated,
     /// The host's network (no network namespace).
     Host,
+    /// Its own network namespace with its own loopback (up) and outbound
+    /// connections through a user-mode network stack (slirp4netns):
+    /// the task reaches what the host reaches, except the host's
+    /// loopback, and nothing outside reaches the task.
+    Outbound,
 }
 
 /// What sandbox to put a launcher (and so every command of the instance)
@@ -133,6 +147,10 @@ pub struct SandboxSpec {
     /// Whether to use a user namespace (true by default). False forces the
     /// capability-drop fallback (root runtimes only).
     pub user_namespace: bool,
+    /// The slirp4netns program (absolute path) that
+    /// [`NetworkMode::Outbound`] needs.
+    #[serde(default)]
+    pub slirp4netns: Option<PathBuf>,
 }
 
 impl SandboxSpec {
@@ -146,6 +164,7 @@ impl SandboxSpec {
             memory_limit: None,
             pids_limit: None,
             user_namespace: true,
+            slirp4netns: None,
         }
     }
 
@@ -232,5 +251,5 @@ pub fn oom_kills(report: &SandboxReport) -> Option<u64> {
 /// per command. A root runtime without user namespaces gets `Ok` (the
 /// capability-drop fallback applies).
 pub fn probe() -> Result<(), String> {
-    ns::probe()
+    probe::probe()
 }

@@ -113,6 +113,10 @@ pub(crate) fn main(args: Vec<OsString>) -> i32 {
         }
         OwnedFd::from_raw_fd(fd)
     };
+    if let Err(err) = sys::cloexec_inherited() {
+        eprintln!("hecate-launcher: cannot close inherited descriptors ({err})");
+        return 1;
+    }
     let signals = match sys::signalfd(&[
         libc::SIGCHLD,
         libc::SIGTERM,

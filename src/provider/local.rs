@@ -37,6 +37,7 @@
 mod exec;
 mod fsutil;
 mod orphans;
+mod sandboxed;
 
 pub use orphans::Abandoned;
 
@@ -56,6 +57,7 @@ use crate::launcher::sandbox::{self, SandboxReport, SandboxSpec, WORKSPACE};
 use crate::launcher::{self, Launcher, LauncherConfig, INSTANCE_MARKER};
 use crate::provider::{BoxFuture, ExecOutput, ExecSpec, Instance, Provider, StartSpec};
 use crate::unix;
+use sandboxed::{find_slirp4netns, sandbox_shell};
 
 /// `PATH` for commands when the runtime itself has none.
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -126,6 +128,9 @@ impl LocalProvider {
                 )));
             };
             settings.rootfs = Some(canonical);
+        }
+        if settings.network == sandbox::NetworkMode::Outbound {
+            settings.slirp4netns = Some(find_slirp4netns(settings.slirp4netns.as_deref())?);
         }
         let mut provider = Self::new(config)?;
         provider.shell = sandbox_shell(settings.rootfs.as_deref())?;
@@ -249,6 +254,7 @@ impl LocalProvider {
                 network: settings.network,
                 memory_limit: settings.memory_limit,
                 pids_limit: settings.pids_limit,
+                slirp4netns: settings.slirp4netns.clone(),
                 ..SandboxSpec::new(dir.join("work"))
             });
         }
@@ -292,21 +298,6 @@ impl LocalProvider {
     }
 }
 
-/// The shell of sandboxed commands: `/bin/bash` if the sandbox's root
-/// (the host's, or `rootfs`) has one, else `/bin/sh`.
-fn sandbox_shell(rootfs: Option<&Path>) -> Result<String> {
-    let base = rootfs.unwrap_or(Path::new("/"));
-    for shell in ["bin/bash", "bin/sh"] {
-        if base.join(shell).exists() {
-            return Ok(format!("/{shell}"));
-        }
-    }
-    Err(Error::config(format!(
-        "HECATE_SANDBOX_ROOTFS: {} has neither /bin/bash nor /bin/sh",
-        base.display()
-    )))
-}
-
 /// An I/O failure classified: out of descriptors, memory or processes is
 /// transient (a retry after others finished may succeed), anything else
 /// internal.
@@ -316,7 +307,9 @@ fn io_error(err: std::io::Error, what: String) -> Error {
 }
 
 impl Provider for LocalProvider {
-    /// Commands run with bash (not with a root filesystem's `/bin/sh`).
+    /// True unless a sandbox's root filesystem image has no bash (its
+    /// commands then run with `/bin/sh`, which the persistent shell does
+    /// not suit).
     fn supports_persistent_shell(&self) -> bool {
         self.shell.ends_with("/bash")
     }

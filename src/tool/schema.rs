@@ -22,6 +22,12 @@ const SANDBOX_ISOLATED: &str = "
 - Network: only this task's own loopback. A server you start on 127.0.0.1 is reachable from \
 this task's commands and from nothing else; there is no internet access.";
 
+/// The sandbox's network, `outbound`.
+const SANDBOX_OUTBOUND: &str = "
+- Network: this task's own loopback (a server you start on 127.0.0.1 is reachable from this \
+task's commands only) and outbound connections to the internet; nothing outside can connect \
+to this task, and the host machine's loopback is out of reach.";
+
 /// The sandbox's network, `host`.
 const SANDBOX_HOST: &str = "
 - Network: the host machine's network, shared with other tasks (ports can collide).";
@@ -166,6 +172,7 @@ pub fn description_with(opts: &SchemaOptions) -> String {
         text.push_str(match network {
             crate::launcher::sandbox::NetworkMode::Isolated => SANDBOX_ISOLATED,
             crate::launcher::sandbox::NetworkMode::Host => SANDBOX_HOST,
+            crate::launcher::sandbox::NetworkMode::Outbound => SANDBOX_OUTBOUND,
         });
         text.push('\n');
     }

@@ -160,18 +160,18 @@ fn place(src: &Path, dst: &Path) -> Result<(), String> {
     }
 }
 
-/// The (source, name) pairs of the read-only part of the new root.
-fn entries(rootfs: Option<&Path>) -> Result<Vec<(PathBuf, String)>, String> {
-    let Some(rootfs) = rootfs else {
+/// The (source, name) pairs of the read-only part of the new root:
+/// the host's allow-list, or every entry of the image attached at `image`.
+fn entries(image: Option<&Path>) -> Result<Vec<(PathBuf, String)>, String> {
+    let Some(dir) = image else {
         return Ok(HOST_ENTRIES
             .iter()
             .map(|n| (old(Path::new("/")).join(n), n.to_string()))
             .collect());
     };
-    let dir = old(rootfs);
     let workspace = WORKSPACE.trim_start_matches('/');
     let mut out = Vec::new();
-    for e in std::fs::read_dir(&dir).map_err(|e| format!("sandbox: {}: {e}", dir.display()))? {
+    for e in std::fs::read_dir(dir).map_err(|e| format!("sandbox: {}: {e}", dir.display()))? {
         let e = e.map_err(|e| format!("sandbox: {}: {e}", dir.display()))?;
         let Some(name) = e.file_name().to_str().map(str::to_string) else {
             continue;
@@ -245,7 +245,7 @@ fn attach(tree: std::os::fd::RawFd, target: &Path) -> Result<(), String> {
     };
     if rc != 0 {
         return Err(format!(
-            "sandbox: attaching the work directory on {} failed: {}",
+            "sandbox: attaching a directory on {} failed: {}",
             target.display(),
             io::Error::last_os_error()
         ));
@@ -253,10 +253,36 @@ fn attach(tree: std::os::fd::RawFd, target: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// Builds the view and makes it the root: see the module doc. `work` is
-/// a detached mount of the work directory (cloned before the user
-/// namespace was made), `rootfs` a canonical host path.
-pub(super) fn build(work: std::os::fd::RawFd, rootfs: Option<&Path>) -> Result<(), String> {
+/// Covers `target` (the new root's `/etc/resolv.conf`, when it is a plain
+/// file: a symlink would point into the host's `/run`) with a read-only
+/// file naming only `ip`: the host's resolver is often on its own
+/// loopback, out of the sandbox's reach. The file lives on a small tmpfs
+/// mounted in the staging root, which the bind keeps alive.
+fn point_resolver_at(ip: &str, target: &Path) -> Result<(), String> {
+    if !std::fs::symlink_metadata(target).is_ok_and(|m| m.is_file()) {
+        return Ok(());
+    }
+    let dir = Path::new("/resolver");
+    mkdir(dir)?;
+    tmpfs(dir, libc::MS_NOSUID | libc::MS_NODEV, "mode=0755,size=16k")?;
+    let file = dir.join("resolv.conf");
+    std::fs::write(&file, format!("nameserver {ip}\n"))
+        .map_err(|e| format!("sandbox: {}: {e}", file.display()))?;
+    bind(&file, target, true)
+}
+
+/// Where a root filesystem image is attached while the new root is
+/// built (dropped with the staging root).
+const IMAGE: &str = "/image";
+
+/// Builds the view and makes it the root: see the module doc. `work` and
+/// `rootfs` are detached mounts of the work directory and of the root
+/// filesystem image (cloned before the user namespace was made).
+pub(super) fn build(
+    work: std::os::fd::RawFd,
+    rootfs: Option<std::os::fd::RawFd>,
+    resolver: Option<&str>,
+) -> Result<(), String> {
     let root = Path::new("/");
     // Nothing mounted here may reach the host's mount table.
     mount(None, root, None, libc::MS_REC | libc::MS_PRIVATE, None)?;
@@ -273,8 +299,20 @@ pub(super) fn build(work: std::os::fd::RawFd, rootfs: Option<&Path>) -> Result<(
     chdir(root)?;
     let new = Path::new(NEW);
     tmpfs(new, libc::MS_NOSUID | libc::MS_NODEV, "mode=0755,size=1m")?;
-    for (src, name) in entries(rootfs)? {
+    let image = match rootfs {
+        Some(tree) => {
+            let image = Path::new(IMAGE);
+            mkdir(image)?;
+            attach(tree, image)?;
+            Some(image)
+        }
+        None => None,
+    };
+    for (src, name) in entries(image)? {
         place(&src, &new.join(name))?;
+    }
+    if let Some(ip) = resolver {
+        point_resolver_at(ip, &new.join("etc/resolv.conf"))?;
     }
     let workspace = new.join(WORKSPACE.trim_start_matches('/'));
     mkdir(&workspace)?;

@@ -24,14 +24,14 @@ use super::super::cgroup::InstanceCgroups;
 use super::super::proto::{encode, Event};
 use super::super::sys;
 use super::{
-    fs, limits, Isolation, NetworkMode, SandboxReport, SandboxSpec, SANDBOX_ID_BASE,
+    fs, limits, net, Isolation, NetworkMode, SandboxReport, SandboxSpec, SANDBOX_ID_BASE,
     SANDBOX_ID_SPAN,
 };
 
 /// The namespaces besides the user namespace.
-fn namespace_flags(network: NetworkMode) -> libc::c_int {
+pub(super) fn namespace_flags(network: NetworkMode) -> libc::c_int {
     let net = match network {
-        NetworkMode::Isolated => libc::CLONE_NEWNET,
+        NetworkMode::Isolated | NetworkMode::Outbound => libc::CLONE_NEWNET,
         NetworkMode::Host => 0,
     };
     libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC | net
@@ -48,7 +48,7 @@ pub(super) fn outside_id(instance: &str) -> u32 {
     SANDBOX_ID_BASE + h % SANDBOX_ID_SPAN
 }
 
-fn errno() -> i32 {
+pub(super) fn errno() -> i32 {
     io::Error::last_os_error()
         .raw_os_error()
         .unwrap_or(libc::EIO)
@@ -124,7 +124,7 @@ fn read_exact(fd: RawFd, buf: &mut [u8]) -> bool {
 }
 
 /// Waits for child `pid`; returns its exit code (128 + signal if killed).
-fn wait_code(pid: libc::pid_t) -> i32 {
+pub(super) fn wait_code(pid: libc::pid_t) -> i32 {
     let mut status = 0;
     loop {
         // SAFETY: waiting for our own child.
@@ -250,9 +250,17 @@ pub(crate) fn enter(
         Some(0) => map_ids(child, &workdir, uid, gid),
         Some(_) => Ok(()),
     };
+    let mut slirp = None;
     match handshake {
         Ok(()) => {
             write_all(go_w.as_raw_fd(), b"g");
+            if spec.network == NetworkMode::Outbound {
+                let userns = userns_errno == Some(0) && euid != 0;
+                match outbound(spec, &status_r, &go_w, child, userns) {
+                    Ok(s) => slirp = s,
+                    Err(reason) => send_event(sock, &Event::Rejected { reason }),
+                }
+            }
         }
         // The middle process sees the end of the pipe and exits.
         Err(reason) => send_event(sock, &Event::Rejected { reason }),
@@ -262,6 +270,7 @@ pub(crate) fn enter(
     // control socket must go so that PID 1's end is the runtime's EOF.
     unsafe { libc::close(sock) };
     let code = wait_code(child);
+    drop(slirp);
     // PID 1 is gone, so is every process of the namespace; what remains
     // are the (empty) cgroups.
     let _ = cgroups.kill_all(
@@ -274,6 +283,29 @@ pub(crate) fn enter(
     }
     limits.remove();
     std::process::exit(code);
+}
+
+/// The outer launcher's half of [`NetworkMode::Outbound`]: once the middle
+/// process says its namespaces exist, slirp4netns is attached to its
+/// network namespace, and the middle process told to go on. `Ok(None)`:
+/// the middle process failed (and said why).
+fn outbound(
+    spec: &SandboxSpec,
+    status_r: &OwnedFd,
+    go_w: &OwnedFd,
+    middle: libc::pid_t,
+    userns: bool,
+) -> Result<Option<net::Slirp>, String> {
+    let mut status = [0u8; 4];
+    if !read_exact(status_r.as_raw_fd(), &mut status) {
+        return Ok(None);
+    }
+    let program = spec.slirp4netns.as_deref().ok_or_else(|| {
+        "sandbox: the outbound network needs slirp4netns, and none was given".to_string()
+    })?;
+    let slirp = net::attach_slirp(program, middle, userns)?;
+    write_all(go_w.as_raw_fd(), b"n");
+    Ok(Some(slirp))
 }
 
 /// The middle process: user namespace, maps, the other namespaces, then
@@ -313,6 +345,16 @@ fn middle(
             workdir.display()
         ))
     });
+    // The same for a root filesystem image: it may sit below a directory
+    // only host root can search (a temporary directory of mode 0700).
+    let rootfs_fd = rootfs.as_deref().map(|r| {
+        clone_tree(r).unwrap_or_else(|e| {
+            fail(format!(
+                "sandbox: cannot open the root filesystem {}: {e}",
+                r.display()
+            ))
+        })
+    });
     let userns_errno = if spec.user_namespace {
         // SAFETY: a plain system call.
         if unsafe { libc::unshare(libc::CLONE_NEWUSER) } == 0 {
@@ -324,13 +366,11 @@ fn middle(
         libc::EPERM
     };
     write_all(status_w.as_raw_fd(), &userns_errno.to_ne_bytes());
-    drop(status_w);
     let mut go = [0u8; 1];
     if !read_exact(go_r.as_raw_fd(), &mut go) {
         // SAFETY: the outer launcher reported the failure.
         unsafe { libc::_exit(1) }
     }
-    drop(go_r);
     let isolation = if userns_errno == 0 {
         // SAFETY: plain system calls; root of the new namespace is mapped.
         unsafe {
@@ -363,6 +403,17 @@ fn middle(
             Isolation::UserNamespace { .. } => os_error("sandbox: unshare", e),
         });
     }
+    if spec.network == NetworkMode::Outbound {
+        // The network namespace exists: the outer launcher attaches
+        // slirp4netns to it and says when it is configured.
+        write_all(status_w.as_raw_fd(), &0i32.to_ne_bytes());
+        if !read_exact(go_r.as_raw_fd(), &mut go) {
+            // SAFETY: the outer launcher reported the failure.
+            unsafe { libc::_exit(1) }
+        }
+    }
+    drop(status_w);
+    drop(go_r);
     // SAFETY: single-threaded; the child returns into the launcher loop.
     let pid1 = unsafe { libc::fork() };
     if pid1 < 0 {
@@ -372,7 +423,7 @@ fn middle(
         // SAFETY: integer arguments. The middle process only waits for us:
         // if it is already gone, the namespace is being torn down anyway.
         unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
-        return match pid_one(spec, work_fd, rootfs.as_deref(), limits, &isolation) {
+        return match pid_one(spec, work_fd, rootfs_fd, limits, &isolation) {
             Ok(()) => Ok(SandboxReport {
                 isolation,
                 network: spec.network,
@@ -415,24 +466,33 @@ fn clone_tree(dir: &Path) -> io::Result<OwnedFd> {
 }
 
 /// PID 1's setup before it serves commands. `work_fd` is the work
-/// directory, opened before the user namespace was made; it is closed
-/// once bound.
+/// directory and `rootfs_fd` the root filesystem image, detached copies
+/// made before the user namespace was; they are closed once bound.
 fn pid_one(
     spec: &SandboxSpec,
     work_fd: OwnedFd,
-    rootfs: Option<&Path>,
+    rootfs_fd: Option<OwnedFd>,
     limits: &limits::Limits,
     isolation: &Isolation,
 ) -> Result<(), String> {
-    fs::build(work_fd.as_raw_fd(), rootfs)?;
+    let resolver = (spec.network == NetworkMode::Outbound).then_some(net::RESOLVER);
+    fs::build(
+        work_fd.as_raw_fd(),
+        rootfs_fd.as_ref().map(AsRawFd::as_raw_fd),
+        resolver,
+    )?;
     drop(work_fd);
-    if spec.network == NetworkMode::Isolated {
-        loopback_up().map_err(|e| format!("sandbox: cannot bring up loopback: {e}"))?;
+    drop(rootfs_fd);
+    if spec.network != NetworkMode::Host {
+        net::loopback_up().map_err(|e| format!("sandbox: cannot bring up loopback: {e}"))?;
     }
     let name = b"sandbox";
     // SAFETY: a live buffer of the given length. A hostname is cosmetic.
     unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) };
     limits.apply_rlimits(spec)?;
+    if let Isolation::UserNamespace { .. } = isolation {
+        no_nested_user_namespaces()?;
+    }
     if let Isolation::CapabilityDrop { .. } = isolation {
         drop_every_capability().map_err(|e| format!("sandbox: cannot drop capabilities: {e}"))?;
         sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1)
@@ -444,32 +504,24 @@ fn pid_one(
     Ok(())
 }
 
-/// Sets `IFF_UP` on `lo` in the current network namespace.
-fn loopback_up() -> io::Result<()> {
-    // SAFETY: socket(2) returns a descriptor we own or -1.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
+/// `CAP_SYS_RESOURCE` (`linux/capability.h`).
+const CAP_SYS_RESOURCE: libc::c_ulong = 24;
+
+/// Forbids user namespaces inside the sandbox's: without them a command
+/// cannot gain a fresh set of capabilities in a nested namespace (to
+/// mount, make network devices, reach kernel code that only root of some
+/// namespace may call). `user.max_user_namespaces` is per user namespace
+/// and limits its descendants; commands lose `CAP_SYS_RESOURCE` (from the
+/// bounding set, so no exec regains it), without which they cannot raise
+/// it again.
+fn no_nested_user_namespaces() -> Result<(), String> {
+    let sysctl = Path::new("/proc/sys/user/max_user_namespaces");
+    if sysctl.exists() {
+        std::fs::write(sysctl, "0")
+            .map_err(|e| format!("sandbox: cannot forbid nested user namespaces: {e}"))?;
     }
-    // SAFETY: fd is fresh and ours.
-    let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-    // SAFETY: ifreq is plain data.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
-        *dst = *src as libc::c_char;
-    }
-    // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write an ifreq; the union
-    // member used is the flags one both calls use.
-    unsafe {
-        if libc::ioctl(fd.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
-        if libc::ioctl(fd.as_raw_fd(), libc::SIOCSIFFLAGS, &req) < 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    Ok(())
+    sys::prctl(libc::PR_CAPBSET_DROP, CAP_SYS_RESOURCE)
+        .map_err(|e| format!("sandbox: cannot drop CAP_SYS_RESOURCE: {e}"))
 }
 
 /// Empties the bounding set and the inheritable and ambient sets of the
@@ -490,80 +542,6 @@ fn drop_every_capability() -> io::Result<()> {
             d.inheritable = 0;
         }
     })
-}
-
-fn read_trimmed(path: &str) -> Option<String> {
-    std::fs::read_to_string(path)
-        .ok()
-        .map(|s| s.trim().to_string())
-}
-
-/// See [`super::probe`].
-pub(super) fn probe() -> Result<(), String> {
-    if !Path::new("/proc/self/ns/user").exists() {
-        return Err(
-            "no /proc/self/ns/user: the kernel lacks namespaces (CONFIG_USER_NS, \
-                    CONFIG_PID_NS, ...) or /proc is not mounted; use the local backend"
-                .into(),
-        );
-    }
-    // SAFETY: geteuid cannot fail.
-    let root = unsafe { libc::geteuid() } == 0;
-    let userns_cause = if read_trimmed("/proc/sys/user/max_user_namespaces").as_deref() == Some("0")
-    {
-        Some("user namespaces are disabled (user.max_user_namespaces = 0); fix: sysctl -w user.max_user_namespaces=15000")
-    } else if !root
-        && read_trimmed("/proc/sys/kernel/unprivileged_userns_clone").as_deref() == Some("0")
-    {
-        Some("unprivileged user namespaces are disabled (kernel.unprivileged_userns_clone = 0); fix: sysctl -w kernel.unprivileged_userns_clone=1")
-    } else if !root
-        && read_trimmed("/proc/sys/kernel/apparmor_restrict_unprivileged_userns").as_deref()
-            == Some("1")
-    {
-        Some("AppArmor restricts unprivileged user namespaces (kernel.apparmor_restrict_unprivileged_userns = 1); fix: an AppArmor profile allowing `userns` for the hecate binary, or sysctl -w kernel.apparmor_restrict_unprivileged_userns=0")
-    } else {
-        None
-    };
-    let all = namespace_flags(NetworkMode::Isolated);
-    let tried = try_unshare(libc::CLONE_NEWUSER | all);
-    match (tried, userns_cause) {
-        (Ok(()), _) => Ok(()),
-        (Err(_), _) if root && try_unshare(all).is_ok() => Ok(()),
-        (Err(_), Some(cause)) => Err(format!("sandbox unavailable: {cause}")),
-        (Err(e), None) => Err(format!(
-            "sandbox unavailable: cannot create user, mount, PID and network namespaces \
-             ({}); a container runtime's seccomp or AppArmor profile may forbid unshare: \
-             run with a profile that allows it (e.g. docker --security-opt seccomp=unconfined \
-             --security-opt apparmor=unconfined), or as root",
-            io::Error::from_raw_os_error(e)
-        )),
-    }
-}
-
-/// Forks a child that tries `unshare(flags)` and exits; the errno if it
-/// failed.
-fn try_unshare(flags: libc::c_int) -> Result<(), i32> {
-    // SAFETY: the child makes two system calls and _exits: nothing it
-    // inherits from other threads (locks, allocator state) is touched.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        return Err(errno());
-    }
-    if pid == 0 {
-        // SAFETY: as above.
-        unsafe {
-            let code = if libc::unshare(flags) == 0 {
-                0
-            } else {
-                *libc::__errno_location() & 0xff
-            };
-            libc::_exit(code);
-        }
-    }
-    match wait_code(pid) {
-        0 => Ok(()),
-        e => Err(e),
-    }
 }
 
 #[cfg(test)]
