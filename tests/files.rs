@@ -415,3 +415,232 @@ async fn transfers_queue_in_order_with_the_tasks_commands() {
     )
     .await;
 }
+
+/// The backends that confine paths to the task (not MorphCloud, where the
+/// VM is the task's own).
+const CONFINED: [Kind; 2] = [Kind::Local, Kind::Sandbox];
+
+async fn each_confined<F>(scenario: F)
+where
+    F: AsyncFn(&Backend),
+{
+    for kind in CONFINED {
+        if let Some(b) = Backend::start(kind, &|_| {}).await {
+            scenario(&b).await;
+            b.stop().await;
+        }
+    }
+}
+
+fn assert_escape(b: &Backend, what: &str, result: hecate::Result<impl std::fmt::Debug>) {
+    let err = result.expect_err(what);
+    assert_eq!(
+        err.kind(),
+        ErrorKind::InvalidInput,
+        "{}: {what}: {err}",
+        b.name
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains("leads outside") || text.contains("outside the task's directory"),
+        "{}: {what}: {text}",
+        b.name
+    );
+}
+
+#[actix_rt::test]
+async fn paths_leading_outside_the_task_are_refused() {
+    each_confined(async |b: &Backend| {
+        let outside = b.local("outside");
+        std::fs::create_dir_all(&outside).expect("mkdir");
+        std::fs::write(outside.join("secret"), "secret").expect("write");
+        let o = outside.display();
+        let work = b.sh("t", &format!("ln -s {o} out; ln -s /etc etc; ln -s .. up; mkdir -p sub; ln -s sub inner; pwd")).await;
+        let work = work.trim_end();
+        let bytes = || UploadSource::Bytes(Bytes::from_static(b"evil"));
+        for path in ["../evil", "sub/../../evil", "up/evil", "out/evil", "etc/evil", "out/secret"] {
+            assert_escape(b, &format!("upload {path}"), b.put("t", path, bytes()).await);
+        }
+        for path in ["../..", "up", "out/secret", "etc/passwd", "sub/../../secret"] {
+            assert_escape(b, &format!("download {path}"), b.get("t", path).await);
+            assert_escape(
+                b,
+                &format!("download {path} as tar"),
+                b.rt.download("t", DownloadSpec::new(path, DownloadTarget::Tar)).await,
+            );
+        }
+        for path in ["/etc/passwd", "/tmp/evil", "/"] {
+            assert_escape(b, &format!("absolute {path}"), b.get("t", path).await);
+            assert_escape(b, &format!("absolute {path}"), b.put("t", path, bytes()).await);
+        }
+        assert_eq!(std::fs::read_to_string(outside.join("secret")).expect("read"), "secret");
+        assert_eq!(std::fs::read_dir(&outside).expect("ls").count(), 1, "{}", b.name);
+        // Inside the task: an absolute path under its directory, a symlink
+        // that stays inside, `..` that stays inside, a newline in a name.
+        b.put("t", &format!("{work}/abs.txt"), bytes()).await.expect("absolute inside");
+        b.put("t", "inner/via-link", bytes()).await.expect("symlink inside");
+        b.put("t", "sub/../back", bytes()).await.expect("dotdot inside");
+        b.put("t", "new\nline", bytes()).await.expect("newline name");
+        assert_eq!(
+            b.sh("t", "cat abs.txt sub/via-link back \"$(printf 'new\\nline')\"").await,
+            "evilevilevilevil",
+            "{}",
+            b.name
+        );
+        assert_eq!(&b.get("t", "new\nline").await.expect("download")[..], b"evil");
+    })
+    .await;
+}
+
+#[actix_rt::test]
+async fn a_symlink_swapped_in_during_transfers_never_leads_outside() {
+    each_confined(async |b: &Backend| {
+        let outside = b.local("outside");
+        std::fs::create_dir_all(&outside).expect("mkdir");
+        std::fs::write(outside.join("secret"), "secret").expect("write");
+        // A command flips `d` between a directory and a symlink to the
+        // outside directory as fast as it can.
+        let flip = format!(
+            "while :; do rm -rf d; mkdir d; rm -rf d; ln -s {} d; done",
+            outside.display()
+        );
+        b.rt.exec("t", ExecRequest::new(flip).background())
+            .await
+            .expect("background");
+        let (mut ok, mut refused) = (0, 0);
+        for i in 0..200 {
+            let up = b
+                .put(
+                    "t",
+                    &format!("d/f{i}"),
+                    UploadSource::Bytes(Bytes::from_static(b"x")),
+                )
+                .await;
+            let down = b.get("t", "d/secret").await;
+            assert!(
+                down.is_err(),
+                "{}: read the outside file through the race",
+                b.name
+            );
+            match up {
+                Ok(_) => ok += 1,
+                Err(e) if e.kind() == ErrorKind::InvalidInput => refused += 1,
+                Err(e) => panic!("{}: {e}", b.name),
+            }
+        }
+        eprintln!("{}: {ok} uploads landed inside, {refused} refused", b.name);
+        let names: Vec<_> = std::fs::read_dir(&outside)
+            .expect("ls")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(
+            names,
+            vec![std::ffi::OsString::from("secret")],
+            "{}",
+            b.name
+        );
+    })
+    .await;
+}
+
+/// One tar entry with a raw name (no checks), then its data.
+fn raw_entry(name: &[u8], kind: tar::EntryType, link: &[u8], data: &[u8]) -> Vec<u8> {
+    let mut h = tar::Header::new_gnu();
+    h.as_old_mut().name[..name.len()].copy_from_slice(name);
+    h.as_old_mut().linkname[..link.len()].copy_from_slice(link);
+    h.set_mode(0o644);
+    h.set_size(data.len() as u64);
+    h.set_entry_type(kind);
+    h.set_cksum();
+    let mut out = h.as_bytes().to_vec();
+    out.extend_from_slice(data);
+    out.resize(out.len().div_ceil(512) * 512, 0);
+    out
+}
+
+fn archive(entries: &[Vec<u8>]) -> Bytes {
+    let mut out: Vec<u8> = entries.concat();
+    out.extend_from_slice(&[0u8; 1024]);
+    Bytes::from(out)
+}
+
+#[actix_rt::test]
+async fn hostile_tar_streams_are_refused() {
+    each(
+        |_| {},
+        async |b: &Backend| {
+            let outside = b.local("outside");
+            std::fs::create_dir_all(&outside).expect("mkdir");
+            let abs = outside.join("abs-evil");
+            let o = outside.display().to_string();
+            use tar::EntryType as T;
+            let cases: Vec<(&str, Bytes, &str)> = vec![
+                (
+                    "dotdot",
+                    archive(&[raw_entry(b"../../evil", T::Regular, b"", b"x")]),
+                    "`..`",
+                ),
+                (
+                    "absolute",
+                    archive(&[raw_entry(
+                        abs.to_str().expect("utf8").as_bytes(),
+                        T::Regular,
+                        b"",
+                        b"x",
+                    )]),
+                    "absolute",
+                ),
+                (
+                    "char device",
+                    archive(&[raw_entry(b"null", T::Char, b"", b"")]),
+                    "device",
+                ),
+                (
+                    "block device",
+                    archive(&[raw_entry(b"sda", T::Block, b"", b"")]),
+                    "device",
+                ),
+                (
+                    "fifo",
+                    archive(&[raw_entry(b"pipe", T::Fifo, b"", b"")]),
+                    "FIFO",
+                ),
+                (
+                    "hard link out",
+                    archive(&[raw_entry(b"hl", T::Link, b"../../../etc/passwd", b"")]),
+                    "`..`",
+                ),
+            ];
+            for (what, tar, says) in cases {
+                let err = b
+                    .put("t", "unpacked", UploadSource::Tar(tar))
+                    .await
+                    .expect_err(what);
+                assert_eq!(
+                    err.kind(),
+                    ErrorKind::InvalidInput,
+                    "{}: {what}: {err}",
+                    b.name
+                );
+                assert!(err.to_string().contains(says), "{}: {what}: {err}", b.name);
+            }
+            // A symlink out, then a file through it: the link is made (links
+            // are kept), the file is refused on the backends that confine.
+            let through = archive(&[
+                raw_entry(b"esc", T::Symlink, o.as_bytes(), b""),
+                raw_entry(b"esc/evil", T::Regular, b"", b"x"),
+            ]);
+            let result = b.put("t", "unpacked2", UploadSource::Tar(through)).await;
+            if b.name != "sim" {
+                assert_escape(b, "a file through a symlink of the stream", result);
+            }
+            assert_eq!(
+                std::fs::read_dir(&outside).expect("ls").count(),
+                0,
+                "{}",
+                b.name
+            );
+        },
+    )
+    .await;
+}
