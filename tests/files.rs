@@ -29,7 +29,6 @@ pub(crate) struct Backend {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-#[allow(dead_code)] // `Sim` joins KINDS with the MorphCloud transfers.
 pub(crate) enum Kind {
     Local,
     Sandbox,
@@ -38,6 +37,14 @@ pub(crate) enum Kind {
 
 impl Backend {
     pub async fn start(kind: Kind, tweak: &dyn Fn(&mut Config)) -> Option<Backend> {
+        Self::start_with(kind, tweak, hecate::sim::FaultConfig::default()).await
+    }
+
+    pub async fn start_with(
+        kind: Kind,
+        tweak: &dyn Fn(&mut Config),
+        faults: hecate::sim::FaultConfig,
+    ) -> Option<Backend> {
         let dir = tempfile::tempdir().expect("tempdir");
         let (name, rt, sim) = match kind {
             Kind::Local | Kind::Sandbox => {
@@ -64,6 +71,7 @@ impl Backend {
                 let sim = start_sim(SimConfig {
                     boot_time: Duration::from_millis(5),
                     root: dir.path().join("sim"),
+                    faults,
                     ..SimConfig::default()
                 })
                 .await;
@@ -126,7 +134,7 @@ impl Backend {
 }
 
 /// The backends the scenarios run on.
-const KINDS: [Kind; 2] = [Kind::Local, Kind::Sandbox];
+const KINDS: [Kind; 3] = [Kind::Local, Kind::Sandbox, Kind::Sim];
 
 /// Runs `scenario` on every backend that can run here.
 async fn each<F>(tweak: impl Fn(&mut Config), scenario: F)
@@ -643,4 +651,77 @@ async fn hostile_tar_streams_are_refused() {
         },
     )
     .await;
+}
+
+#[actix_rt::test]
+async fn morph_detects_a_corrupted_chunk_by_its_checksum() {
+    let faults = hecate::sim::FaultConfig {
+        corrupt: 1.0,
+        ..Default::default()
+    };
+    let b = Backend::start_with(Kind::Sim, &|_| {}, faults)
+        .await
+        .expect("simulator");
+    let data = Bytes::from(pseudo_random(300 * 1024, 3));
+    let err = b
+        .put("t", "up.bin", UploadSource::Bytes(data.clone()))
+        .await
+        .expect_err("every chunk is corrupted");
+    assert!(err.to_string().contains("checksum mismatch"), "{err}");
+    // Nothing half-written took the file's place.
+    assert_eq!(
+        b.sh("t", "ls -A | grep -c '^up.bin' || true").await,
+        "0\n",
+        "{err}"
+    );
+    // Small chunks pass; a large download's chunks are corrupted on the way
+    // back.
+    b.sh(
+        "t",
+        "head -c 3000000 /dev/urandom > big.bin; echo small > small.txt",
+    )
+    .await;
+    assert_eq!(
+        &b.get("t", "small.txt").await.expect("small")[..],
+        b"small\n"
+    );
+    let err = b.get("t", "big.bin").await.expect_err("corrupted download");
+    assert!(err.to_string().contains("checksum mismatch"), "{err}");
+    assert!(err.to_string().contains("sha256"), "{err}");
+    b.stop().await;
+}
+
+#[actix_rt::test]
+async fn morph_chunks_travel_in_parallel() {
+    // Every exec is held 300 ms: a transfer's time shows how many of its
+    // chunk commands were in flight at once.
+    let faults = hecate::sim::FaultConfig {
+        slow: 1.0,
+        slow_by: Duration::from_millis(300),
+        ..Default::default()
+    };
+    let data = Bytes::from(pseudo_random(16 * 90 * 1024, 5)); // 16 chunks
+    let mut took = Vec::new();
+    for parallel in [1, 8] {
+        let b = Backend::start_with(Kind::Sim, &|c| c.files.parallel = parallel, faults.clone())
+            .await
+            .expect("simulator");
+        b.sh("t", "true").await;
+        let out =
+            b.rt.upload(
+                "t",
+                UploadSpec::new("p.bin", UploadSource::Bytes(data.clone())),
+            )
+            .await
+            .expect("upload");
+        assert_eq!(&b.get("t", "p.bin").await.expect("download")[..], &data[..]);
+        took.push(out.duration);
+        b.stop().await;
+    }
+    // One at a time: 16 chunks + 2 control commands, each held 300 ms.
+    assert!(took[0] >= Duration::from_millis(18 * 300), "{took:?}");
+    assert!(
+        took[1] * 2 < took[0],
+        "8 in flight should take well under half: {took:?}"
+    );
 }

@@ -142,3 +142,95 @@ pub(crate) fn entry_path(raw: &Path) -> Result<PathBuf> {
     }
     Ok(out)
 }
+
+/// Checks a tar stream by the same rules as [`extract`] without writing
+/// anything (for a stream unpacked elsewhere, in a MorphCloud VM): names,
+/// hard link targets, entry types and the budget.
+pub(crate) fn check(reader: impl Read, budget: &mut Budget) -> Result<()> {
+    let mut archive = tar::Archive::new(reader);
+    let entries = archive
+        .entries()
+        .map_err(|e| Error::invalid_input(format!("not a tar stream: {e}")))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::invalid_input(format!("bad tar stream: {e}")))?;
+        let raw = entry
+            .path()
+            .map_err(|e| Error::invalid_input(format!("bad tar entry name: {e}")))?
+            .into_owned();
+        let kind = entry.header().entry_type();
+        if kind.is_pax_global_extensions()
+            || kind.is_pax_local_extensions()
+            || kind.is_gnu_longname()
+            || kind.is_gnu_longlink()
+        {
+            continue;
+        }
+        if entry_path(&raw)?.as_os_str().is_empty() {
+            continue;
+        }
+        if kind.is_file() || kind == tar::EntryType::Continuous {
+            budget.add_file()?;
+            budget.add_bytes(entry.size())?;
+        } else if kind.is_dir() || kind.is_symlink() {
+            budget.add_file()?;
+        } else if kind.is_hard_link() {
+            budget.add_file()?;
+            let target = entry
+                .link_name()
+                .map_err(|e| Error::invalid_input(format!("bad hard link target: {e}")))?
+                .ok_or_else(|| Error::invalid_input(format!("hard link {raw:?} has no target")))?;
+            entry_path(&target)
+                .map_err(|e| e.context(format_args!("hard link {raw:?}: its target")))?;
+        } else if kind.is_character_special() || kind.is_block_special() {
+            return Err(Error::invalid_input(format!(
+                "tar entry {raw:?} is a device node; device nodes are refused"
+            )));
+        } else if kind.is_fifo() {
+            return Err(Error::invalid_input(format!(
+                "tar entry {raw:?} is a FIFO; FIFOs are refused"
+            )));
+        } else {
+            return Err(Error::invalid_input(format!(
+                "tar entry {raw:?} has a type this runtime does not unpack ({kind:?})"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A tar stream made elsewhere (GNU tar in a MorphCloud VM, whose names
+/// start with `./`) written again with the names [`extract`] would use:
+/// no `./` prefix, no entry for the root itself. Checked like [`check`]
+/// on the way.
+pub(crate) fn normalize(data: &[u8], budget: &mut Budget) -> Result<Vec<u8>> {
+    check(data, budget)?;
+    let mut archive = tar::Archive::new(data);
+    let mut out = tar::Builder::new(Vec::with_capacity(data.len()));
+    let bad = |e: std::io::Error| Error::invalid_input(format!("bad tar stream: {e}"));
+    for entry in archive.entries().map_err(bad)? {
+        let mut entry = entry.map_err(bad)?;
+        let raw = entry.path().map_err(bad)?.into_owned();
+        let name = entry_path(&raw)?;
+        let mut header = entry.header().clone();
+        let kind = header.entry_type();
+        if name.as_os_str().is_empty()
+            || kind.is_pax_global_extensions()
+            || kind.is_pax_local_extensions()
+            || kind.is_gnu_longname()
+            || kind.is_gnu_longlink()
+        {
+            continue;
+        }
+        let link = entry.link_name().map_err(bad)?.map(|l| l.into_owned());
+        let written = match link {
+            Some(target) if kind.is_hard_link() => {
+                out.append_link(&mut header, &name, entry_path(&target)?)
+            }
+            Some(target) if kind.is_symlink() => out.append_link(&mut header, &name, target),
+            _ => out.append_data(&mut header, &name, &mut entry),
+        };
+        written.map_err(|e| Error::internal(format!("writing the tar stream: {e}")))?;
+    }
+    out.into_inner()
+        .map_err(|e| Error::internal(format!("writing the tar stream: {e}")))
+}
