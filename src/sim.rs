@@ -115,6 +115,11 @@ pub struct FaultConfig {
     /// Every answer's body is sent one byte per this interval. Not drawn:
     /// always on.
     pub trickle: Option<Duration>,
+    /// Exec: flip one character in the middle of a command text, or of an
+    /// answer's stdout, longer than 64 KiB (the payload of a file
+    /// transfer's chunk), as a faulty link or proxy might. Drawn only when
+    /// above 0, so other faults' seeded sequences do not change.
+    pub corrupt: f64,
 }
 
 /// Where [`FaultConfig::echo_headers`] puts the request's headers.
@@ -152,6 +157,7 @@ impl Default for FaultConfig {
             seed: 0,
             echo_headers: None,
             trickle: None,
+            corrupt: 0.0,
         }
     }
 }
@@ -200,6 +206,7 @@ impl FaultConfig {
             ("vanish", self.vanish),
             ("create_lost", self.create_lost),
             ("create_late", self.create_late),
+            ("corrupt", self.corrupt),
         ];
         for (name, rate) in rates {
             if !(0.0..=1.0).contains(&rate) {

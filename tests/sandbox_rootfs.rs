@@ -131,6 +131,7 @@ fn fg(command: &str) -> ExecSpec {
         background: false,
         timeout: Duration::from_secs(60),
         capture_bytes: 1024 * 1024,
+        shell: None,
     }
 }
 

@@ -18,6 +18,7 @@
 //! provider itself is `Send + Sync` and shared.
 
 mod api;
+mod files;
 mod shell;
 mod start;
 mod wire;
@@ -57,6 +58,9 @@ struct Shared {
     poll_interval: Duration,
     ready_timeout: Duration,
     kill_grace: Duration,
+    /// Chunk commands of a file transfer in flight at once
+    /// (`HECATE_FILES_PARALLEL`).
+    transfer_parallel: usize,
 }
 
 impl MorphProvider {
@@ -66,7 +70,11 @@ impl MorphProvider {
     /// snapshot, poll interval, ready timeout, request timeout, kill grace
     /// and body limit. Sends no request.
     pub fn new(config: &Config) -> Result<Self> {
-        Self::from_morph_config(&config.morph)
+        let mut provider = Self::from_morph_config(&config.morph)?;
+        if let Some(shared) = Arc::get_mut(&mut provider.shared) {
+            shared.transfer_parallel = config.files.parallel;
+        }
+        Ok(provider)
     }
 
     /// Like [`MorphProvider::new`], from the morph settings alone.
@@ -94,6 +102,7 @@ impl MorphProvider {
                 poll_interval: config.poll_interval,
                 ready_timeout: config.ready_timeout,
                 kill_grace: config.kill_grace,
+                transfer_parallel: crate::files::FilesConfig::default().parallel,
             }),
         })
     }
@@ -198,6 +207,22 @@ impl Instance for MorphInstance {
             return Box::pin(async move { inner.exec_background(spec, job_id).await });
         }
         Box::pin(async move { inner.exec_foreground(spec).await })
+    }
+
+    fn upload(
+        &self,
+        spec: crate::files::UploadSpec,
+    ) -> BoxFuture<Result<crate::files::Transferred>> {
+        let inner = Rc::clone(&self.inner);
+        Box::pin(async move { inner.upload(spec).await })
+    }
+
+    fn download(
+        &self,
+        spec: crate::files::DownloadSpec,
+    ) -> BoxFuture<Result<crate::files::Transferred>> {
+        let inner = Rc::clone(&self.inner);
+        Box::pin(async move { inner.download(spec).await })
     }
 
     fn stop(&self) -> BoxFuture<Result<()>> {

@@ -40,6 +40,9 @@ pub struct Exec {
     /// How often this request moved to a fresh instance because its
     /// instance vanished before the command reached it.
     pub(crate) vanish_restarts: u32,
+    /// A file transfer to run in the place of the command
+    /// ([`Runtime::upload`](super::Runtime::upload)).
+    pub(crate) transfer: Option<super::files::Transfer>,
 }
 
 impl Exec {
@@ -56,6 +59,7 @@ impl Exec {
             received: actix::clock::Instant::now(),
             restart: None,
             vanish_restarts: 0,
+            transfer: None,
         }
     }
 

@@ -11,6 +11,7 @@
 mod run;
 mod state;
 mod stop;
+mod transfer;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -286,9 +287,12 @@ impl VmActor {
         let support = run::ShellSupport::of(&*self.shared.provider);
         // A command the persistent shell cannot wrap is answered unrun.
         let (exec, (command, shell)) = loop {
-            let Some(exec) = self.queue.pop_front() else {
+            let Some(mut exec) = self.queue.pop_front() else {
                 return self.pump(ctx);
             };
+            if let Some(transfer) = exec.transfer.take() {
+                return self.begin_transfer(exec, transfer, ctx);
+            }
             match run::shell_text(&exec.request, ready.live.id(), &config, support) {
                 Ok(text) => break (exec, text),
                 Err(err) => drop(exec.reply.send(Err(err))),

@@ -56,7 +56,7 @@ async fn begin_exec(
     shared: &Shared,
     id: &str,
     body: &Bytes,
-) -> Result<(Started, bool), Reject> {
+) -> Result<(Started, bool, bool), Reject> {
     let body: ExecBody = parse_body(body)?;
     if body.command.is_empty() {
         return Err(Reject::invalid(
@@ -65,8 +65,11 @@ async fn begin_exec(
             "too_short",
         ));
     }
-    let text = body.command.join(" ");
+    let mut text = body.command.join(" ");
     let faults = shared.with(|state| state.faults.draw_exec());
+    if faults.corrupt {
+        corrupt(&mut text);
+    }
     if let Some(by) = faults.slow {
         shared.with(|state| state.faults.count_slow());
         log::debug!("sim vm={id} slow exec (fault): {by:?}");
@@ -117,7 +120,7 @@ async fn begin_exec(
     };
     shared.with(|state| state.record_run(&text));
     log::debug!("sim vm={id} exec {} bytes of command", text.len());
-    Ok((started, faults.drop_after))
+    Ok((started, faults.drop_after, faults.corrupt))
 }
 
 pub(super) async fn exec(
@@ -126,13 +129,17 @@ pub(super) async fn exec(
     id: web::Path<String>,
     body: Bytes,
 ) -> Answer {
-    let (started, drop_after) = begin_exec(&req, &shared, &id, &body).await?;
+    let (started, drop_after, corrupted) = begin_exec(&req, &shared, &id, &body).await?;
     // A task of its own, so a client that hangs up does not cancel it: the
     // real service keeps running a command when its caller goes away.
     let output = actix_rt::spawn(started.finish(None))
         .await
         .map_err(|_| Reject::detail(StatusCode::INTERNAL_SERVER_ERROR, "command task failed"))?;
     log::debug!("sim vm={id} exit {}", output.exit_code);
+    let mut output = output;
+    if corrupted {
+        corrupt(&mut output.stdout);
+    }
     if drop_after {
         shared.with(|state| state.faults.count_drop_after());
         log::debug!("sim vm={id} dropping the connection after the command (fault)");
@@ -143,6 +150,30 @@ pub(super) async fn exec(
         "stdout": output.stdout,
         "stderr": output.stderr,
     })))
+}
+
+/// The `corrupt` fault: one ASCII letter or digit in the middle of a text
+/// longer than 64 KiB becomes another, so the text stays valid (base64
+/// stays base64) but carries other bytes.
+fn corrupt(text: &mut String) {
+    if text.len() <= 64 * 1024 {
+        return;
+    }
+    let mid = text.len() / 2;
+    let Some(at) = text.as_bytes()[mid..]
+        .iter()
+        .position(u8::is_ascii_alphanumeric)
+    else {
+        return;
+    };
+    let at = mid + at;
+    let swapped = if text.as_bytes()[at] == b'A' {
+        "B"
+    } else {
+        "A"
+    };
+    text.replace_range(at..=at, swapped);
+    log::debug!("sim corrupted a character at {at} (fault)");
 }
 
 fn sse_event(kind: &str, content: &Value) -> Bytes {
@@ -164,7 +195,7 @@ pub(super) async fn exec_sse(
     id: web::Path<String>,
     body: Bytes,
 ) -> Answer {
-    let (started, drop_after) = begin_exec(&req, &shared, &id, &body).await?;
+    let (started, drop_after, _corrupted) = begin_exec(&req, &shared, &id, &body).await?;
     if drop_after {
         let _ = actix_rt::spawn(started.finish(None)).await;
         shared.with(|state| state.faults.count_drop_after());

@@ -24,6 +24,7 @@ pub(crate) struct ExecFaults {
     pub(crate) drop_before: bool,
     pub(crate) slow: Option<Duration>,
     pub(crate) drop_after: bool,
+    pub(crate) corrupt: bool,
 }
 
 /// The create-level faults drawn for one `POST /instance`.
@@ -130,6 +131,7 @@ impl FaultDice {
             drop_before: self.draw(f.drop_before),
             slow: self.draw(f.slow).then_some(f.slow_by),
             drop_after: self.draw(f.drop_after),
+            corrupt: f.corrupt > 0.0 && self.draw(f.corrupt),
         }
     }
 
