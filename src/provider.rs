@@ -187,6 +187,12 @@ pub struct StartSpec {
     /// The start slot this start holds; the provider releases it once its
     /// create request has been answered (see [`Provider::start`]).
     pub create_slot: StartSlot,
+    /// The task's spec, when it has one: the backend uses its `image`
+    /// (a MorphCloud snapshot, a sandbox root filesystem; a backend
+    /// without images refuses one as invalid input), its sandbox limits,
+    /// and may refuse a working directory it cannot confine. The runtime
+    /// applies the rest (environment, files, setup) itself.
+    pub task_spec: Option<std::sync::Arc<crate::spec::TaskSpec>>,
 }
 
 /// One of the runtime's start slots (`HECATE_MAX_CONCURRENT_STARTS`), held

@@ -62,6 +62,7 @@ impl Fixture {
                 ttl: None,
                 metadata: Default::default(),
                 create_slot: StartSlot::detached(),
+                task_spec: None,
             })
             .await
             .expect("start")
@@ -1044,6 +1045,7 @@ async fn gc_probe() {
             ttl: None,
             metadata: Default::default(),
             create_slot: StartSlot::detached(),
+            task_spec: None,
         })
         .await
         .expect("start");
@@ -1083,6 +1085,7 @@ async fn gc_trusts_nothing_an_instance_wrote() {
             ttl: None,
             metadata: Default::default(),
             create_slot: StartSlot::detached(),
+            task_spec: None,
         })
         .await
         .expect("start");
@@ -1156,6 +1159,7 @@ async fn fd_limit_probe() {
         ttl: None,
         metadata: Default::default(),
         create_slot: StartSlot::detached(),
+        task_spec: None,
     };
     // Warm up whatever the runtime opens once.
     provider
@@ -1218,6 +1222,7 @@ async fn sweep_orphans_stops_only_instances_of_that_runtime() {
         )]
         .into(),
         create_slot: StartSlot::detached(),
+        task_spec: None,
     };
     let mine = f.provider.start(start("rt-1")).await.expect("start");
     let other = f.provider.start(start("rt-2")).await.expect("start");

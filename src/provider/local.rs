@@ -37,6 +37,7 @@
 mod exec;
 mod fsutil;
 mod orphans;
+mod spec;
 
 pub use orphans::Abandoned;
 
@@ -339,12 +340,17 @@ impl LocalProvider {
     /// [`Provider::start`] with the concrete instance (for its host
     /// paths and [`LocalInstance::sandbox`] report).
     pub fn start_local(&self, spec: StartSpec) -> BoxFuture<Result<LocalInstance>> {
+        let (sandboxed, shell) =
+            match spec::instance_settings(self.sandbox.as_ref(), &self.shell, &spec) {
+                Ok(settings) => settings,
+                Err(err) => return Box::pin(async move { Err(err) }),
+            };
         let prepared = self.make_dir(&spec);
         let started = LocalProvider::start_instance(
             prepared,
             self.launcher.clone(),
-            self.sandbox.clone(),
-            self.shell.clone(),
+            sandboxed,
+            shell,
             self.path_env.clone(),
             self.kill_grace,
             loggable_task(&spec.task_id),

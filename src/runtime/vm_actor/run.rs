@@ -23,13 +23,18 @@ use crate::runtime::guard::{
 use crate::runtime::messages::Exec;
 use crate::runtime::ExecOutcome;
 use crate::shell;
+use crate::spec::{SetupReport, SetupStep, TaskEnv, TaskSpec};
 
 /// What a start is called in its errors.
 const DOING_START: &str = "the instance start";
 
 /// Takes an instance slot, then starts an instance, retrying transient
 /// failures, all within `Config::start_timeout`.
-pub(super) async fn start_instance(shared: &Shared, task_id: &str) -> Result<(Live, StartReport)> {
+pub(super) async fn start_instance(
+    shared: &Shared,
+    task_id: &str,
+    task_spec: Option<std::sync::Arc<crate::spec::TaskSpec>>,
+) -> Result<(Live, StartReport)> {
     let config = &shared.config;
     let waiting = Instant::now();
     let slot = shared
@@ -80,6 +85,7 @@ pub(super) async fn start_instance(shared: &Shared, task_id: &str) -> Result<(Li
                     ttl,
                     metadata: metadata.clone(),
                     create_slot: StartSlot::new(permit),
+                    task_spec: task_spec.clone(),
                 };
                 shared.provider.start(spec).await
             };
@@ -95,7 +101,13 @@ pub(super) async fn start_instance(shared: &Shared, task_id: &str) -> Result<(Li
         instance: Rc::from(instance),
         _slot: slot,
     };
-    Ok((live, StartReport { slot_wait }))
+    Ok((
+        live,
+        StartReport {
+            slot_wait,
+            setup: None,
+        },
+    ))
 }
 
 /// Stops an instance, retrying transient failures, and then frees its slot.
@@ -136,21 +148,147 @@ pub(super) async fn stop_instance(
 /// itself, or, with the persistent shell on for it, the command wrapped to
 /// restore (and in the foreground save) the task's shell state
 /// ([`crate::shell`]), where the backend runs bash (`bash`).
+///
+/// With a task spec, the spec's persistent-shell setting applies where the
+/// request gives none, and the spec's prefix (environment, working
+/// directory; [`crate::spec`]) goes in front, on the same line.
 pub(super) fn shell_text(
     request: &crate::ExecRequest,
     instance_id: &str,
     config: &Config,
     bash: bool,
+    spec: Option<&TaskSpec>,
 ) -> Result<String> {
-    if !bash || !request.uses_persistent_shell(config) {
-        return Ok(request.command.clone());
-    }
-    let mode = if request.background {
-        shell::Mode::RestoreOnly
+    let persistent = request
+        .persistent_shell
+        .or(spec.and_then(|s| s.persistent_shell))
+        .unwrap_or(config.shell.persistent);
+    let body = if !bash || !persistent {
+        request.command.clone()
     } else {
-        shell::Mode::RestoreAndSave
+        let mode = if request.background {
+            shell::Mode::RestoreOnly
+        } else {
+            shell::Mode::RestoreAndSave
+        };
+        shell::wrap(&request.command, instance_id, &config.shell, mode)?
     };
-    shell::wrap(&request.command, instance_id, &config.shell, mode)
+    let prelude = spec.map(crate::spec::prelude).unwrap_or_default();
+    if prelude.is_empty() {
+        return Ok(body);
+    }
+    if prelude.len() + body.len() > shell::MAX_WRAPPED_BYTES {
+        return Err(Error::invalid_input(format!(
+            "command is {} bytes long; with the task spec's environment and working \
+             directory ({} bytes) the limit is {} bytes (write a long script to a file \
+             and run the file)",
+            request.command.len(),
+            prelude.len(),
+            shell::MAX_WRAPPED_BYTES
+                .saturating_sub(prelude.len() + body.len() - request.command.len())
+        )));
+    }
+    Ok(prelude + &body)
+}
+
+/// Applies a task's spec to its fresh instance: creates the working
+/// directory and places the files, then runs the setup commands in order
+/// until one fails. Never an error: how it went is the report.
+pub(super) async fn apply_spec(
+    shared: &Shared,
+    task_id: &str,
+    live: &Live,
+    env: &TaskEnv,
+) -> SetupReport {
+    let config = &shared.config;
+    let spec = &env.spec;
+    let began = Instant::now();
+    let mut report = SetupReport {
+        instance_id: live.id().to_string(),
+        reapplied: env.count_application(),
+        files_placed: 0,
+        steps: Vec::new(),
+        ok: true,
+        duration: Duration::ZERO,
+    };
+    let timeout = spec.setup_timeout.unwrap_or(config.command_timeout);
+    let exec = |command: String| ExecSpec {
+        command,
+        background: false,
+        timeout,
+        capture_bytes: config.capture_bytes,
+    };
+    for script in crate::spec::prepare_scripts(spec) {
+        let started = Instant::now();
+        let ran = run_command(config, task_id, live.instance.clone(), exec(script)).await;
+        let step = setup_step(
+            format!(
+                "(create the working directory and place {} file(s))",
+                spec.files.len()
+            ),
+            ran.result,
+            started.elapsed(),
+        );
+        if !step.succeeded() {
+            report.steps.push(step);
+            report.ok = false;
+            report.duration = began.elapsed();
+            return report;
+        }
+    }
+    report.files_placed = spec.files.len();
+    let bash = shared.provider.supports_persistent_shell();
+    for command in &spec.setup {
+        let started = Instant::now();
+        let request = crate::ExecRequest::new(command.clone());
+        let result = match shell_text(&request, live.id(), config, bash, Some(spec)) {
+            Ok(text) => {
+                run_command(config, task_id, live.instance.clone(), exec(text))
+                    .await
+                    .result
+            }
+            Err(err) => Err(err),
+        };
+        let step = setup_step(command.clone(), result, started.elapsed());
+        let ok = step.succeeded();
+        report.steps.push(step);
+        if !ok {
+            report.ok = false;
+            break;
+        }
+    }
+    report.duration = began.elapsed();
+    report
+}
+
+/// A setup command's step from how it ran.
+fn setup_step(command: String, result: Result<ExecOutput>, duration: Duration) -> SetupStep {
+    match result {
+        Ok(out) => {
+            let mut text = out.stdout.to_text();
+            let err = out.stderr.to_text();
+            if !text.is_empty() && !err.is_empty() && !text.ends_with('\n') {
+                text.push('\n');
+            }
+            text.push_str(&err);
+            SetupStep {
+                command,
+                exit_code: Some(out.exit_code),
+                timed_out: out.timed_out,
+                output: crate::spec::cut_middle(&text, crate::spec::MAX_STEP_OUTPUT_CHARS),
+                error: None,
+                duration,
+            }
+        }
+        Err(err) => SetupStep {
+            command,
+            exit_code: None,
+            timed_out: false,
+            output: String::new(),
+            error: Some(err.to_string()),
+            duration,
+        },
+    }
 }
 
 /// A command on its way through the backend: what its answer needs besides
@@ -215,6 +353,7 @@ impl RunningCommand {
             instance_restarted: exec.restart,
             instance_started: self.start.is_some(),
             queued: self.queued,
+            setup: self.start.as_mut().and_then(|s| s.setup.take()),
             slot_wait: self.start.take().map(|s| s.slot_wait).unwrap_or_default(),
             duration: self.started.elapsed(),
             attempts,
