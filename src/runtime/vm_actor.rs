@@ -308,10 +308,14 @@ impl VmActor {
                     if let Some(env) = &self.env {
                         env.set_failure(err.clone());
                     }
-                    for exec in self.queue.drain(..) {
+                    // Retire first, so the registry hears of it before any
+                    // caller does (and a shutdown it sends next finds the
+                    // actor forgotten).
+                    let failed: Vec<_> = self.queue.drain(..).collect();
+                    self.retire(Some(RestartReason::Failed), ctx);
+                    for exec in failed {
                         let _ = exec.reply.send(Err(err.clone()));
                     }
-                    self.retire(Some(RestartReason::Failed), ctx);
                     return;
                 }
                 self.ensure_timer(ctx);
@@ -320,10 +324,14 @@ impl VmActor {
             Err(err) => {
                 log::warn!("task={} start failed: {err}", self.task_id);
                 self.state = VmState::NoInstance;
-                for exec in self.queue.drain(..) {
+                // Retire first, so the registry hears of it before any
+                // caller does (and a shutdown it sends next finds the actor
+                // forgotten, not stopped under it).
+                let failed: Vec<_> = self.queue.drain(..).collect();
+                self.retire(None, ctx);
+                for exec in failed {
                     let _ = exec.reply.send(Err(err.clone()));
                 }
-                self.retire(None, ctx);
             }
         }
     }
