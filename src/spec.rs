@@ -46,7 +46,7 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 
 pub use json::{parse_spec_fields, SPEC_FIELDS};
-pub(crate) use script::{prelude, prepare_scripts};
+pub(crate) use script::{prelude, prepare_scripts, sh_quote};
 
 /// Most environment variables a spec may set.
 pub const MAX_ENV_VARS: usize = 256;

@@ -620,3 +620,167 @@ async fn bad_specs_get_clear_errors() {
     );
     b.stop().await;
 }
+
+/// The example evaluation run (`examples/eval/tasks.jsonl`) on the default
+/// backend: each task's failing test fails, the fix makes it pass, and the
+/// diff lands in the output directory.
+#[cfg(feature = "cli")]
+#[actix_rt::test]
+async fn the_example_evaluation_run_fixes_every_task_and_downloads_each_diff() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = Config {
+        launcher: crate::helper::launcher_config(),
+        ..Config::default()
+    }
+    .with_local_root(dir.path().join("root"));
+    config.local.kill_grace = Duration::from_millis(300);
+    let rt = Runtime::start(config).expect("runtime on the default backend");
+    run_the_example(&rt, dir.path()).await;
+    let report = rt
+        .shutdown(Duration::from_secs(10))
+        .await
+        .expect("shutdown");
+    assert!(report.is_clean(), "{report:?}");
+    // The same run on the MorphCloud simulator.
+    let b = Backend::sim(&|_| {}).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    run_the_example(&b.rt, dir.path()).await;
+    b.stop().await;
+}
+
+/// Runs `examples/eval/tasks.jsonl` on `rt` with results and downloads
+/// under `dir`, and checks every task's outcome and diff.
+#[cfg(feature = "cli")]
+async fn run_the_example(rt: &Runtime, dir: &Path) {
+    let out_dir = dir.join("out");
+    let results = dir.join("results.jsonl");
+    let args = hecate::batch::BatchArgs {
+        file: "examples/eval/tasks.jsonl".into(),
+        concurrency: 3,
+        out: Some(results.clone()),
+        no_progress: true,
+        shutdown_grace_secs: 5,
+        out_dir: Some(out_dir.clone()),
+    };
+    let summary = hecate::batch::run(&args, rt).await.expect("batch runs");
+    assert_eq!(summary.tasks, 3, "{summary:?}");
+    assert!(summary.is_clean(), "{summary:?}");
+    let text = std::fs::read_to_string(&results).expect("results");
+    let expected = [
+        ("eval-calc", "-    return a - b", "+    return a + b"),
+        (
+            "eval-words",
+            "-    return \" \".join(text.split())",
+            "+    return \" \".join(reversed(text.split()))",
+        ),
+        (
+            "eval-stats",
+            "-    return sum(values) / (len(values) - 1)",
+            "+    return sum(values) / len(values)",
+        ),
+    ];
+    for (task, minus, plus) in expected {
+        let line: serde_json::Value = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("json"))
+            .find(|v: &serde_json::Value| v["task_id"] == task)
+            .expect("a result line per task");
+        assert_eq!(line["ok"], true, "{line}");
+        let setup = &line["setup"][0];
+        assert_eq!(setup["ok"], true, "{line}");
+        assert_eq!(setup["files_placed"], 2, "{line}");
+        let results = line["results"].as_array().expect("results");
+        assert_ne!(results[0]["exit_code"], 0, "the test fails first: {line}");
+        assert_eq!(results[3]["exit_code"], 0, "then passes: {line}");
+        let download = &line["downloads"][0];
+        let written = download["written_to"].as_str().expect("written");
+        assert!(
+            Path::new(written).starts_with(out_dir.join(task)),
+            "{written}"
+        );
+        let diff = std::fs::read_to_string(written).expect("the diff");
+        assert!(
+            diff.contains(minus) && diff.contains(plus),
+            "{task}: {diff}"
+        );
+        assert_eq!(download["bytes"], diff.len(), "{line}");
+    }
+}
+
+/// Batch lines take the spec's fields, checked strictly.
+#[cfg(feature = "cli")]
+#[test]
+fn batch_lines_take_the_spec_and_refuse_bad_fields() {
+    let max = Duration::from_secs(3600);
+    let parse = |line: &str| hecate::batch::parse_line(1, line, max).expect("an entry");
+    let task = parse(
+        r#"{"task_id":"t","commands":["ls"],"image":"snap_1","env":{"A":"b"},"workdir":"w",
+            "setup":["make"],"setup_timeout":30,"ttl":60.5,"idle_lifetime":10,
+            "persistent_shell":false,"files":[{"path":"a.txt","content":"hi","executable":true}],
+            "download":["out/patch.diff","/testbed/x"]}"#,
+    )
+    .expect("valid");
+    let spec = task.env_spec.expect("a spec");
+    assert_eq!(spec.image.as_deref(), Some("snap_1"));
+    assert_eq!(spec.env.get("A").map(String::as_str), Some("b"));
+    assert_eq!(spec.setup, ["make"]);
+    assert_eq!(spec.ttl, Some(Duration::from_millis(60_500)));
+    assert_eq!(spec.persistent_shell, Some(false));
+    assert!(spec.files[0].executable && spec.files[0].content == b"hi");
+    assert_eq!(task.download, ["out/patch.diff", "/testbed/x"]);
+    assert!(parse(r#"{"task_id":"t","commands":["ls"]}"#)
+        .expect("valid")
+        .env_spec
+        .is_none());
+    for (line, needle) in [
+        (r#"{"task_id":"t","commands":["ls"],"imgae":"x"}"#, "imgae"),
+        (
+            r#"{"task_id":"t","commands":["ls"],"env":["A"]}"#,
+            "env must be an object",
+        ),
+        (
+            r#"{"task_id":"t","commands":["ls"],"env":{"A":1}}"#,
+            "env.A must be a string",
+        ),
+        (
+            r#"{"task_id":"t","commands":["ls"],"env":{"9":"x"}}"#,
+            "variable name",
+        ),
+        (
+            r#"{"task_id":"t","commands":["ls"],"setup":[1]}"#,
+            "setup[0]",
+        ),
+        (r#"{"task_id":"t","commands":["ls"],"ttl":-1}"#, "ttl"),
+        (
+            r#"{"task_id":"t","commands":["ls"],"persistent_shell":"yes"}"#,
+            "persistent_shell",
+        ),
+        (
+            r#"{"task_id":"t","commands":["ls"],"files":[{"path":"../x","content":""}]}"#,
+            "`..`",
+        ),
+        (
+            r#"{"task_id":"t","commands":["ls"],"files":[{"path":"x"}]}"#,
+            "content or source",
+        ),
+        (
+            r#"{"task_id":"t","commands":["ls"],"files":[{"path":"x","content":"","mode":1}]}"#,
+            "mode",
+        ),
+        (
+            r#"{"task_id":"t","commands":["ls"],"files":[{"path":"x","source":"/nonexistent/dir"}]}"#,
+            "nonexistent",
+        ),
+        (
+            r#"{"task_id":"t","commands":["ls"],"download":["../etc/passwd"]}"#,
+            "`..`",
+        ),
+        (
+            r#"{"task_id":"t","commands":["ls"],"download":"x"}"#,
+            "download must be a list",
+        ),
+    ] {
+        let err = parse(line).expect_err(line);
+        assert!(err.error.contains(needle), "{line}: {}", err.error);
+    }
+}
