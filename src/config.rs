@@ -332,6 +332,11 @@ pub struct Config {
     /// true), and which variables are never saved
     /// (`HECATE_SHELL_SECRET_PATTERNS`). See [`crate::shell`].
     pub shell: crate::shell::ShellConfig,
+    /// File transfers ([`Runtime::upload`](crate::Runtime::upload)): their
+    /// limits, deadline and (MorphCloud) parallel chunks
+    /// (`HECATE_FILES_MAX_BYTES`, `HECATE_FILES_MAX_FILES`,
+    /// `HECATE_FILES_TIMEOUT_SECONDS`, `HECATE_FILES_PARALLEL`).
+    pub files: crate::files::FilesConfig,
 }
 
 impl Default for Config {
@@ -360,6 +365,7 @@ impl Default for Config {
             sandbox: SandboxConfig::default(),
             morph: MorphConfig::default(),
             shell: crate::shell::ShellConfig::default(),
+            files: crate::files::FilesConfig::default(),
         }
     }
 }
@@ -431,6 +437,14 @@ impl Config {
             );
         }
         self.shell.validate()?;
+        check_duration(
+            "HECATE_FILES_TIMEOUT_SECONDS",
+            self.files.timeout,
+            MAX_DURATION,
+        )?;
+        if self.files.parallel == 0 {
+            return fail("HECATE_FILES_PARALLEL: must be at least 1".to_string());
+        }
         if self.backend == BackendKind::Morph {
             let url = self.morph.base_url.as_str();
             if !(url.starts_with("http://") || url.starts_with("https://"))

@@ -93,6 +93,7 @@ pub mod batch;
 pub mod bench;
 pub mod config;
 pub mod error;
+pub mod files;
 pub mod gc;
 pub mod json;
 pub mod launcher;
@@ -111,6 +112,10 @@ use env_logger as _;
 
 pub use config::{ApiKey, BackendKind, Config, RetryPolicy, SandboxConfig};
 pub use error::{Error, ErrorKind, Result};
+pub use files::{
+    DownloadSpec, DownloadTarget, FilesConfig, TransferLimits, Transferred, UploadSource,
+    UploadSpec,
+};
 pub use provider::{
     Captured, ExecOutput, ExecSpec, Instance, JobInfo, Provider, StartSlot, StartSpec,
 };

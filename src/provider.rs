@@ -170,6 +170,27 @@ pub trait Instance: 'static {
     /// Stops the instance and everything it started. Stopping an instance
     /// that is already gone succeeds.
     fn stop(&self) -> BoxFuture<Result<()>>;
+
+    /// Puts a file or a directory (a tar stream) into the instance
+    /// ([`crate::files`] says how paths are read and what a stream may
+    /// hold). The default refuses: the backend moves no files.
+    fn upload(
+        &self,
+        spec: crate::files::UploadSpec,
+    ) -> BoxFuture<Result<crate::files::Transferred>> {
+        let _ = spec;
+        Box::pin(async { Err(Error::invalid_input("this backend cannot upload files")) })
+    }
+
+    /// Takes a file or a directory (a tar stream) out of the instance. The
+    /// default refuses: the backend moves no files.
+    fn download(
+        &self,
+        spec: crate::files::DownloadSpec,
+    ) -> BoxFuture<Result<crate::files::Transferred>> {
+        let _ = spec;
+        Box::pin(async { Err(Error::invalid_input("this backend cannot download files")) })
+    }
 }
 
 /// What the runtime asks of [`Provider::start`].

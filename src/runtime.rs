@@ -58,6 +58,7 @@
 //! `vm_actor/run.rs` (the backend calls), `backoff.rs` (the one retry loop).
 
 mod backoff;
+mod files;
 mod guard;
 mod messages;
 mod registry;
@@ -70,6 +71,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
+pub use files::TransferOutcome;
 pub use messages::{EvictTask, Exec, ListTasks, RunCommand, ShutdownRuntime, TaskId};
 pub use registry::TaskRegistry;
 pub use supervisor::TaskSupervisor;

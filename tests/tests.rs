@@ -9,6 +9,8 @@ mod bench;
 // Runs the `hecate` binary, which needs both features.
 #[cfg(all(feature = "cli", feature = "sim"))]
 mod cli;
+#[cfg(feature = "sim")]
+mod files;
 mod helper;
 mod launcher;
 mod local_backend;

@@ -126,6 +126,18 @@ impl Config {
         if let Some(v) = get("HECATE_MORPH_READY_TIMEOUT_SECONDS") {
             c.morph.ready_timeout = parse_secs("HECATE_MORPH_READY_TIMEOUT_SECONDS", &v)?;
         }
+        if let Some(v) = get("HECATE_FILES_MAX_BYTES") {
+            c.files.limits.max_bytes = parse_u64("HECATE_FILES_MAX_BYTES", &v)?;
+        }
+        if let Some(v) = get("HECATE_FILES_MAX_FILES") {
+            c.files.limits.max_files = parse_u64("HECATE_FILES_MAX_FILES", &v)?;
+        }
+        if let Some(v) = get("HECATE_FILES_TIMEOUT_SECONDS") {
+            c.files.timeout = parse_secs("HECATE_FILES_TIMEOUT_SECONDS", &v)?;
+        }
+        if let Some(v) = get("HECATE_FILES_PARALLEL") {
+            c.files.parallel = parse_count("HECATE_FILES_PARALLEL", &v)?.min(64);
+        }
         if let Some(v) = get("HECATE_PERSISTENT_SHELL") {
             c.shell.persistent = parse_bool("HECATE_PERSISTENT_SHELL", &v)?;
         }

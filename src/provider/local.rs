@@ -35,6 +35,7 @@
 //! directory of this process whose lock is free.
 
 mod exec;
+mod files;
 mod fsutil;
 mod orphans;
 mod spec;
@@ -462,6 +463,22 @@ impl Instance for LocalInstance {
     fn stop(&self) -> BoxFuture<Result<()>> {
         let inner = Rc::clone(&self.inner);
         Box::pin(async move { inner.stop().await })
+    }
+
+    fn upload(
+        &self,
+        spec: crate::files::UploadSpec,
+    ) -> BoxFuture<Result<crate::files::Transferred>> {
+        let inner = Rc::clone(&self.inner);
+        Box::pin(async move { inner.upload(spec).await })
+    }
+
+    fn download(
+        &self,
+        spec: crate::files::DownloadSpec,
+    ) -> BoxFuture<Result<crate::files::Transferred>> {
+        let inner = Rc::clone(&self.inner);
+        Box::pin(async move { inner.download(spec).await })
     }
 }
 

@@ -43,6 +43,9 @@ pub struct Exec {
     /// Only opens the task (starts its instance, applies its spec); runs
     /// nothing ([`Runtime::open_task`](super::Runtime::open_task)).
     pub(crate) open: bool,
+    /// A file transfer to run in the place of the command
+    /// ([`Runtime::upload`](super::Runtime::upload)).
+    pub(crate) transfer: Option<super::files::Transfer>,
 }
 
 impl Exec {
@@ -60,6 +63,7 @@ impl Exec {
             restart: None,
             vanish_restarts: 0,
             open: false,
+            transfer: None,
         }
     }
 

@@ -11,6 +11,7 @@
 mod run;
 mod state;
 mod stop;
+mod transfer;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -346,9 +347,12 @@ impl VmActor {
         let spec = self.env.as_ref().map(|env| env.spec.clone());
         // A command the persistent shell cannot wrap is answered unrun.
         let (exec, command) = loop {
-            let Some(exec) = self.queue.pop_front() else {
+            let Some(mut exec) = self.queue.pop_front() else {
                 return self.pump(ctx);
             };
+            if let Some(transfer) = exec.transfer.take() {
+                return self.begin_transfer(exec, transfer, ctx);
+            }
             if exec.open {
                 // Only opening the task: the instance is up, the spec applied.
                 RunningCommand::new(
