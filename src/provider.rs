@@ -142,6 +142,13 @@ pub trait Provider: Send + Sync + 'static {
         false
     }
 
+    /// Whether its instances implement [`Instance::upload`] (and
+    /// [`Instance::download`]). A task spec's files go through them where
+    /// they do, and as shell text otherwise. The default is `false`.
+    fn supports_files(&self) -> bool {
+        false
+    }
+
     /// Stops every instance this backend can find that carries the tag
     /// `hecate_runtime_id = runtime_id` and returns their ids. The runtime
     /// calls it at the end of a graceful shutdown, to catch instances whose

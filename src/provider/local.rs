@@ -314,6 +314,10 @@ impl Provider for LocalProvider {
         true
     }
 
+    fn supports_files(&self) -> bool {
+        true
+    }
+
     fn name(&self) -> &'static str {
         if self.sandbox.is_some() {
             "sandbox"

@@ -78,6 +78,16 @@ impl Exec {
         exec
     }
 
+    /// Answers the caller with `err`: the transfer's caller for a file
+    /// transfer, else the command's.
+    pub(crate) fn fail(mut self, err: crate::error::Error) {
+        if let Some(transfer) = self.transfer.take() {
+            let _ = transfer.reply.send(Err(err));
+            return;
+        }
+        let _ = self.reply.send(Err(err));
+    }
+
     pub(crate) fn vanish_restarts(&self) -> u32 {
         self.vanish_restarts
     }

@@ -135,7 +135,7 @@ impl TaskRegistry {
             return;
         }
         if let Err(err) = self.check_spec(&exec) {
-            let _ = exec.reply.send(Err(err));
+            exec.fail(err);
             return;
         }
         if let Some((addr, _)) = self.tasks.get(&exec.task_id) {

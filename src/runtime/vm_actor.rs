@@ -315,7 +315,7 @@ impl VmActor {
                     let failed: Vec<_> = self.queue.drain(..).collect();
                     self.retire(Some(RestartReason::Failed), ctx);
                     for exec in failed {
-                        let _ = exec.reply.send(Err(err.clone()));
+                        exec.fail(err.clone());
                     }
                     return;
                 }
@@ -331,7 +331,7 @@ impl VmActor {
                 let failed: Vec<_> = self.queue.drain(..).collect();
                 self.retire(None, ctx);
                 for exec in failed {
-                    let _ = exec.reply.send(Err(err.clone()));
+                    exec.fail(err.clone());
                 }
             }
         }

@@ -212,29 +212,16 @@ pub(super) async fn apply_spec(
         duration: Duration::ZERO,
     };
     let timeout = spec.setup_timeout.unwrap_or(config.command_timeout);
-    let exec = |command: String| ExecSpec {
-        command,
-        background: false,
-        timeout,
-        capture_bytes: config.capture_bytes,
+    let placed = if shared.provider.supports_files() {
+        place_files(config, task_id, live, spec, timeout).await
+    } else {
+        place_files_as_text(config, task_id, live, spec, timeout).await
     };
-    for script in crate::spec::prepare_scripts(spec) {
-        let started = Instant::now();
-        let ran = run_command(config, task_id, live.instance.clone(), exec(script)).await;
-        let step = setup_step(
-            format!(
-                "(create the working directory and place {} file(s))",
-                spec.files.len()
-            ),
-            ran.result,
-            started.elapsed(),
-        );
-        if !step.succeeded() {
-            report.steps.push(step);
-            report.ok = false;
-            report.duration = began.elapsed();
-            return report;
-        }
+    if let Err(step) = placed {
+        report.steps.push(step);
+        report.ok = false;
+        report.duration = began.elapsed();
+        return report;
     }
     report.files_placed = spec.files.len();
     let bash = shared.provider.supports_persistent_shell();
@@ -243,9 +230,14 @@ pub(super) async fn apply_spec(
         let request = crate::ExecRequest::new(command.clone());
         let result = match shell_text(&request, live.id(), config, bash, Some(spec)) {
             Ok(text) => {
-                run_command(config, task_id, live.instance.clone(), exec(text))
-                    .await
-                    .result
+                run_command(
+                    config,
+                    task_id,
+                    live.instance.clone(),
+                    setup_exec(config, text, timeout),
+                )
+                .await
+                .result
             }
             Err(err) => Err(err),
         };
@@ -259,6 +251,106 @@ pub(super) async fn apply_spec(
     }
     report.duration = began.elapsed();
     report
+}
+
+/// What a failed placement step is called in the report.
+fn placing(spec: &TaskSpec) -> String {
+    format!(
+        "(create the working directory and place {} file(s))",
+        spec.files.len()
+    )
+}
+
+/// Creates the working directory (a command) and uploads the files with
+/// the backend's confined file transfer ([`Instance::upload`]).
+async fn place_files(
+    config: &Config,
+    task_id: &str,
+    live: &Live,
+    spec: &TaskSpec,
+    timeout: Duration,
+) -> std::result::Result<(), SetupStep> {
+    let started = Instant::now();
+    if let Some(dir) = &spec.workdir {
+        let mkdir = format!("mkdir -p -- {}", crate::spec::sh_quote(dir));
+        let ran = run_command(
+            config,
+            task_id,
+            live.instance.clone(),
+            setup_exec(config, mkdir, timeout),
+        )
+        .await;
+        let step = setup_step(placing(spec), ran.result, started.elapsed());
+        if !step.succeeded() {
+            return Err(step);
+        }
+    }
+    for file in &spec.files {
+        let path = match &spec.workdir {
+            Some(dir) => format!("{}/{}", dir.trim_end_matches('/'), file.path),
+            None => file.path.clone(),
+        };
+        let mut upload = crate::files::UploadSpec::new(
+            path,
+            crate::files::UploadSource::Bytes(bytes::Bytes::from(file.content.clone())),
+        )
+        .limits(config.files.limits);
+        if file.executable {
+            upload = upload.mode(0o755);
+        }
+        let uploaded = guarded(timeout, live.instance.upload(upload)).await;
+        let err = match uploaded {
+            Guarded::Done(Ok(_)) => continue,
+            Guarded::Done(Err(err)) => err,
+            Guarded::Panicked(msg) => Error::internal(format!("the upload panicked: {msg}")),
+            Guarded::TimedOut => Error::new(
+                ErrorKind::Timeout,
+                format!("placing {} took longer than {timeout:?}", file.path),
+            ),
+        };
+        return Err(setup_step(
+            placing(spec),
+            Err(err.context(format_args!("placing {}", file.path))),
+            started.elapsed(),
+        ));
+    }
+    Ok(())
+}
+
+/// Creates the working directory and places the files with shell text
+/// (bash builtins, `mkdir`), for backends without file transfers.
+async fn place_files_as_text(
+    config: &Config,
+    task_id: &str,
+    live: &Live,
+    spec: &TaskSpec,
+    timeout: Duration,
+) -> std::result::Result<(), SetupStep> {
+    for script in crate::spec::prepare_scripts(spec) {
+        let started = Instant::now();
+        let ran = run_command(
+            config,
+            task_id,
+            live.instance.clone(),
+            setup_exec(config, script, timeout),
+        )
+        .await;
+        let step = setup_step(placing(spec), ran.result, started.elapsed());
+        if !step.succeeded() {
+            return Err(step);
+        }
+    }
+    Ok(())
+}
+
+/// A foreground setup command.
+fn setup_exec(config: &Config, command: String, timeout: Duration) -> ExecSpec {
+    ExecSpec {
+        command,
+        background: false,
+        timeout,
+        capture_bytes: config.capture_bytes,
+    }
 }
 
 /// A setup command's step from how it ran.
