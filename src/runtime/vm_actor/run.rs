@@ -56,7 +56,12 @@ pub(super) async fn start_instance(
     );
     // A backstop the backend enforces even if this process dies: the TTL
     // plus room for a command that began just before it.
-    let ttl = Some(config.vm_ttl + config.command_timeout + Duration::from_secs(60));
+    // The task spec's TTL, where it gives one, is the instance's.
+    let vm_ttl = task_spec
+        .as_ref()
+        .and_then(|s| s.ttl)
+        .unwrap_or(config.vm_ttl);
+    let ttl = Some(vm_ttl + config.command_timeout + Duration::from_secs(60));
     // One deadline for the whole start, retries and their waits included;
     // the wait for an instance slot above is `max_instances` queueing, not
     // the start.
