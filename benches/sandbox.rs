@@ -54,6 +54,7 @@ fn spec() -> StartSpec {
         ttl: None,
         metadata: Default::default(),
         create_slot: StartSlot::detached(),
+        task_spec: None,
     }
 }
 

@@ -12,6 +12,11 @@
 //!   {"command": "python3 -m http.server 8000", "background": true}]}
 //! ```
 //!
+//! A line may also give the task's environment ([`crate::spec`]): `image`,
+//! `env`, `workdir`, `setup`, `setup_timeout`, `files`, `idle_lifetime`,
+//! `ttl`, `memory_mb`, `pids`, `persistent_shell`, and `download`, files
+//! fetched after the commands into `--out-dir` (`batch/download.rs`).
+//!
 //! A command is a string or an object with the `terminal` tool's arguments
 //! (without `task_id`). Blank lines and lines starting with `#` are skipped.
 //! A line that cannot be used gives the output line
@@ -34,6 +39,7 @@
 //!
 //! This file holds the `hecate batch` front end ([`BatchArgs`], [`run`]).
 
+mod download;
 mod input;
 mod output;
 mod progress;
@@ -41,6 +47,7 @@ mod run;
 
 use std::path::PathBuf;
 
+pub use download::{task_dir_name, Downloaded};
 pub use input::{parse_line, parse_tasks, LineError, TaskSpec, MAX_LINE_BYTES};
 pub use output::{percentile, BatchSummary, TaskReport};
 pub use progress::ProgressMode;
@@ -65,6 +72,11 @@ pub struct BatchArgs {
     /// No progress bar; print plain progress lines to stderr instead.
     #[arg(long)]
     pub no_progress: bool,
+    /// Where tasks' `download` files are written: `DIR/<task>/<path>`
+    /// (task ids with characters other than letters, digits, `-`, `_`
+    /// and `.` are %-escaped).
+    #[arg(long)]
+    pub out_dir: Option<PathBuf>,
     /// Seconds the caller's runtime shutdown gives running commands after
     /// the batch (or on interrupt) before stopping every instance.
     #[arg(long, default_value = "30")]
@@ -128,7 +140,10 @@ pub async fn run_until(
     .take_until(stop)
     .filter_map(|read| {
         let out = match read {
-            Read::Entry(entry) => Some(entry),
+            Read::Entry(entry) => Some(entry.map(|mut task| {
+                task.out_dir.clone_from(&args.out_dir);
+                task
+            })),
             Read::Failed(e) => {
                 *read_error.borrow_mut() = Some(e);
                 None

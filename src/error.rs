@@ -48,6 +48,11 @@ pub enum ErrorKind {
     Protocol,
     /// Any other failure (I/O on the local machine, ...).
     Internal,
+    /// The task's environment (its [`TaskSpec`](crate::spec::TaskSpec):
+    /// files, setup commands) could not be set up; every command of the
+    /// task gets this error, with the setup's output, until the task is
+    /// evicted.
+    SetupFailed,
 }
 
 impl ErrorKind {
@@ -65,6 +70,7 @@ impl ErrorKind {
             ErrorKind::ActorDied => "actor_died",
             ErrorKind::Protocol => "protocol",
             ErrorKind::Internal => "internal",
+            ErrorKind::SetupFailed => "setup_failed",
         }
     }
 }

@@ -44,6 +44,8 @@
 //! - [`runtime`]: the actors and the public handle.
 //! - [`shell`]: the persistent shell (`cd` and `export` carry over between
 //!   the calls of a task), as a wrapping of each command's text.
+//! - [`spec`]: task environments (image, environment, working directory,
+//!   files, setup, lifetimes) applied to each instance of a task.
 //! - [`tool`]: the LLM-facing contract (arguments, result JSON, schema).
 //! - [`launcher`]: the local backend's per-instance process launcher
 //!   (sessions, cgroups, subreaper, capability drop).
@@ -100,6 +102,7 @@ pub mod runtime;
 pub mod shell;
 #[cfg(feature = "sim")]
 pub mod sim;
+pub mod spec;
 pub mod tool;
 pub mod unix;
 
@@ -118,5 +121,6 @@ pub use provider::{
 };
 pub use runtime::{
     ExecOutcome, ExecRequest, Placement, RestartReason, Runtime, ShutdownReport, StopFailure,
-    TaskInfo, TaskState,
+    TaskInfo, TaskOpened, TaskState,
 };
+pub use spec::{SetupReport, TaskSpec};

@@ -151,6 +151,13 @@ pub trait Provider: Send + Sync + 'static {
         false
     }
 
+    /// Whether its instances implement [`Instance::upload`] (and
+    /// [`Instance::download`]). A task spec's files go through them where
+    /// they do, and as shell text otherwise. The default is `false`.
+    fn supports_files(&self) -> bool {
+        false
+    }
+
     /// Stops every instance this backend can find that carries the tag
     /// `hecate_runtime_id = runtime_id` and returns their ids. The runtime
     /// calls it at the end of a graceful shutdown, to catch instances whose
@@ -217,6 +224,12 @@ pub struct StartSpec {
     /// The start slot this start holds; the provider releases it once its
     /// create request has been answered (see [`Provider::start`]).
     pub create_slot: StartSlot,
+    /// The task's spec, when it has one: the backend uses its `image`
+    /// (a MorphCloud snapshot, a sandbox root filesystem; a backend
+    /// without images refuses one as invalid input), its sandbox limits,
+    /// and may refuse a working directory it cannot confine. The runtime
+    /// applies the rest (environment, files, setup) itself.
+    pub task_spec: Option<std::sync::Arc<crate::spec::TaskSpec>>,
 }
 
 /// One of the runtime's start slots (`HECATE_MAX_CONCURRENT_STARTS`), held

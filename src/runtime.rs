@@ -102,6 +102,10 @@ pub struct ExecRequest {
     /// ([`Config::shell`](crate::Config::shell), `HECATE_PERSISTENT_SHELL`).
     /// With `Some(false)` the call neither restores nor saves.
     pub persistent_shell: Option<bool>,
+    /// The task's spec ([`crate::spec`]), given with its first command:
+    /// the task's instances start from it. A later request may repeat the
+    /// same spec or give none; a different one is refused.
+    pub spec: Option<Arc<crate::spec::TaskSpec>>,
 }
 
 impl ExecRequest {
@@ -112,7 +116,15 @@ impl ExecRequest {
             background: false,
             timeout: None,
             persistent_shell: None,
+            spec: None,
         }
+    }
+
+    /// Gives the task's spec with this request (see [`ExecRequest::spec`]).
+    #[must_use]
+    pub fn with_spec(mut self, spec: impl Into<Arc<crate::spec::TaskSpec>>) -> Self {
+        self.spec = Some(spec.into());
+        self
     }
 
     /// Turns the persistent shell on or off for this call, whatever the
@@ -146,6 +158,9 @@ impl ExecRequest {
     /// Checks the request against the limits, naming what is wrong.
     pub fn validate(&self, config: &Config) -> Result<()> {
         crate::provider::check_command(&self.command)?;
+        if let Some(spec) = &self.spec {
+            spec.validate()?;
+        }
         if self.uses_persistent_shell(config) {
             let limit = crate::shell::max_command_bytes(&config.shell);
             if self.command.len() > limit {
@@ -255,6 +270,24 @@ pub struct ExecOutcome {
     pub duration: Duration,
     /// Backend attempts made for the command (1 without retries).
     pub attempts: u32,
+    /// Set on the command that started its instance when the task has a
+    /// spec: how applying it went (files, setup commands), and whether it
+    /// was applied again on a replacement instance. Setup commands are
+    /// reported here, never in this command's output.
+    pub setup: Option<crate::spec::SetupReport>,
+}
+
+/// What [`Runtime::open_task`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskOpened {
+    /// The task's instance.
+    pub instance_id: String,
+    /// This call started the instance (false: the task was open already).
+    pub instance_started: bool,
+    /// How applying the spec went, when this call started the instance.
+    pub setup: Option<crate::spec::SetupReport>,
+    /// Set when the task's previous instance had ended.
+    pub instance_restarted: Option<RestartReason>,
 }
 
 /// The state of a task's actor.
@@ -444,8 +477,45 @@ impl Runtime {
             .unwrap_or_else(|_| Err(Error::actor_died("the command")))
     }
 
-    /// Stops a task's instance and forgets the task. Returns whether the
-    /// task was live.
+    /// Opens a task with a spec ([`crate::spec`]): starts its instance,
+    /// places the spec's files and runs its setup, and answers once that is
+    /// done. Opening a task that is open with the same spec answers at once;
+    /// with a different spec, or after it ran without one, is refused
+    /// (`invalid_input`). A failed setup is a
+    /// [`SetupFailed`](crate::ErrorKind::SetupFailed) error, and so is every
+    /// later command of the task until it is evicted.
+    pub async fn open_task(
+        &self,
+        task_id: impl Into<String>,
+        spec: crate::spec::TaskSpec,
+    ) -> Result<TaskOpened> {
+        let task_id: String = task_id.into();
+        validate_task_id(&task_id)?;
+        spec.validate()?;
+        // The command text is never run: an opening request only starts
+        // the instance.
+        let request = ExecRequest::new(String::new()).with_spec(spec);
+        let (tx, rx) = oneshot::channel();
+        let msg = Exec::opening(task_id, request, tx);
+        if let Err(err) = self.registry.try_send(msg) {
+            match err {
+                SendError::Full(msg) => self.registry.do_send(msg),
+                SendError::Closed(_) => return Err(Error::shutting_down()),
+            }
+        }
+        let outcome = rx
+            .await
+            .unwrap_or_else(|_| Err(Error::actor_died("opening the task")))?;
+        Ok(TaskOpened {
+            instance_id: outcome.instance_id,
+            instance_started: outcome.instance_started,
+            setup: outcome.setup,
+            instance_restarted: outcome.instance_restarted,
+        })
+    }
+
+    /// Stops a task's instance and forgets the task (and its spec, and a
+    /// failed setup's error). Returns whether the task was live.
     pub async fn evict(&self, task_id: impl Into<String>) -> Result<bool> {
         self.registry
             .send(EvictTask {

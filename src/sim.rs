@@ -465,6 +465,11 @@ impl SimServer {
         self.shared.instance_status(instance_id)
     }
 
+    /// The snapshot an instance was created from, if it exists.
+    pub fn instance_snapshot(&self, instance_id: &str) -> Option<String> {
+        self.shared.instance_snapshot(instance_id)
+    }
+
     /// The private directory of an instance (Bash mode), if it exists.
     pub fn instance_dir(&self, instance_id: &str) -> Option<PathBuf> {
         self.shared.instance_dir(instance_id)

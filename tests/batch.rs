@@ -373,6 +373,7 @@ async fn run_reads_a_file_and_writes_the_out_file() {
         out: Some(output.clone()),
         no_progress: true,
         shutdown_grace_secs: 1,
+        out_dir: None,
     };
     let summary = batch::run(&args, &rt).await.expect("batch");
     assert_eq!(summary.tasks, 1);

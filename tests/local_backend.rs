@@ -62,6 +62,7 @@ impl Fixture {
                 ttl: None,
                 metadata: Default::default(),
                 create_slot: StartSlot::detached(),
+                task_spec: None,
             })
             .await
             .expect("start")
@@ -1045,6 +1046,7 @@ async fn gc_probe() {
             ttl: None,
             metadata: Default::default(),
             create_slot: StartSlot::detached(),
+            task_spec: None,
         })
         .await
         .expect("start");
@@ -1084,6 +1086,7 @@ async fn gc_trusts_nothing_an_instance_wrote() {
             ttl: None,
             metadata: Default::default(),
             create_slot: StartSlot::detached(),
+            task_spec: None,
         })
         .await
         .expect("start");
@@ -1157,6 +1160,7 @@ async fn fd_limit_probe() {
         ttl: None,
         metadata: Default::default(),
         create_slot: StartSlot::detached(),
+        task_spec: None,
     };
     // Warm up whatever the runtime opens once.
     provider
@@ -1219,6 +1223,7 @@ async fn sweep_orphans_stops_only_instances_of_that_runtime() {
         )]
         .into(),
         create_slot: StartSlot::detached(),
+        task_spec: None,
     };
     let mine = f.provider.start(start("rt-1")).await.expect("start");
     let other = f.provider.start(start("rt-2")).await.expect("start");

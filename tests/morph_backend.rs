@@ -43,6 +43,7 @@ fn start_spec(task: &str, runtime: &str) -> StartSpec {
         ttl: Some(Duration::from_millis(60_200)),
         metadata,
         create_slot: StartSlot::detached(),
+        task_spec: None,
     }
 }
 
@@ -893,6 +894,7 @@ async fn gc_lists_in_a_dry_run_and_stops_orphans_with_yes() {
             ttl: None,
             metadata: BTreeMap::from([("owner".to_string(), "someone".to_string())]),
             create_slot: StartSlot::detached(),
+            task_spec: None,
         })
         .await
         .expect("foreign");

@@ -60,6 +60,7 @@ fn start_spec(task: &str) -> StartSpec {
             ("hecate_runtime_id".to_string(), "rt-start".to_string()),
         ]),
         create_slot: hecate::StartSlot::detached(),
+        task_spec: None,
     }
 }
 

@@ -1335,6 +1335,7 @@ async fn the_api_key_appears_in_no_output_log_error_debug_or_command_environment
             ttl: None,
             metadata: BTreeMap::new(),
             create_slot: hecate::StartSlot::detached(),
+            task_spec: None,
         })
         .await
         .err()

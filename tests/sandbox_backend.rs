@@ -49,6 +49,7 @@ fn start_spec(task: &str) -> StartSpec {
         ttl: None,
         metadata: Default::default(),
         create_slot: StartSlot::detached(),
+        task_spec: None,
     }
 }
 

@@ -93,6 +93,7 @@ async fn start(p: &LocalProvider, task: &str) -> LocalInstance {
         ttl: None,
         metadata: Default::default(),
         create_slot: StartSlot::detached(),
+        task_spec: None,
     })
     .await
     .expect("start")

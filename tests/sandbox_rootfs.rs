@@ -158,6 +158,7 @@ async fn commands_see_the_images_bin_and_cannot_write_the_image() {
             ttl: None,
             metadata: Default::default(),
             create_slot: StartSlot::detached(),
+            task_spec: None,
         })
         .await
         .expect("start");

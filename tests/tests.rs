@@ -39,4 +39,7 @@ mod shell;
 mod shutdown;
 #[cfg(feature = "sim")]
 mod simulator;
+// Task environments on local, sandbox and the simulator.
+#[cfg(feature = "sim")]
+mod task_spec;
 mod tool;

@@ -204,6 +204,7 @@ fn outcome(stdout: &str, stderr: &str, exit_code: i32) -> ExecOutcome {
         slot_wait: Duration::ZERO,
         duration: Duration::from_millis(20),
         attempts: 1,
+        setup: None,
     }
 }
 

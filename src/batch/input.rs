@@ -29,6 +29,15 @@ pub struct TaskSpec {
     pub task_id: String,
     /// Its commands, run in this order (none carries a `task_id`).
     pub commands: Vec<ToolArgs>,
+    /// The task's environment (`image`, `env`, `workdir`, `setup`,
+    /// `files`, …; see [`crate::spec`]), given with its first command.
+    pub env_spec: Option<std::sync::Arc<crate::spec::TaskSpec>>,
+    /// Files to fetch after the commands (`download`), relative to the
+    /// working directory or absolute.
+    pub download: Vec<String>,
+    /// Where downloads go (`--out-dir`; the runner writes under
+    /// `<out_dir>/<task>/`). Set by [`run`](super::run), not by the line.
+    pub out_dir: Option<std::path::PathBuf>,
 }
 
 /// An input line that gives no task; written as `{"line": N, "error": "..."}`.
@@ -73,7 +82,9 @@ fn parse_task(
             type_name(&value)
         ));
     };
-    check_known_fields(map, &["task_id", "commands"]).map_err(|e| e.message().to_string())?;
+    let mut known = vec!["task_id", "commands", "download"];
+    known.extend(crate::spec::SPEC_FIELDS);
+    check_known_fields(map, &known).map_err(|e| e.message().to_string())?;
     let task_id = match map.get("task_id") {
         None | Some(Value::Null) => return Err("task_id is missing".into()),
         Some(Value::String(s)) => s.clone(),
@@ -116,10 +127,46 @@ fn parse_task(
         };
         commands.push(args.map_err(|e| format!("commands[{i}]: {}", e.message()))?);
     }
+    // A file's `source` is read relative to the current directory.
+    let env_spec =
+        crate::spec::parse_spec_fields(map, std::path::Path::new("."))?.map(std::sync::Arc::new);
+    let download = match map.get("download") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(list)) => {
+            if list.len() > super::download::MAX_DOWNLOADS {
+                return Err(format!(
+                    "download has {} paths; the limit is {}",
+                    list.len(),
+                    super::download::MAX_DOWNLOADS
+                ));
+            }
+            let mut paths = Vec::with_capacity(list.len());
+            for (i, item) in list.iter().enumerate() {
+                let Value::String(path) = item else {
+                    return Err(format!(
+                        "download[{i}] must be a string, not {}",
+                        type_name(item)
+                    ));
+                };
+                super::download::check_path(path)?;
+                paths.push(path.clone());
+            }
+            paths
+        }
+        Some(other) => {
+            return Err(format!(
+                "download must be a list of paths, not {}",
+                type_name(other)
+            ))
+        }
+    };
     Ok(TaskSpec {
         line,
         task_id,
         commands,
+        env_spec,
+        download,
+        out_dir: None,
     })
 }
 

@@ -24,6 +24,14 @@ pub struct TaskReport {
     /// Why releasing the task's environment failed, if it did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub evict_error: Option<String>,
+    /// How the task's spec was applied, once per instance it got (a
+    /// replacement instance adds one with `reapplied: true`). A failed
+    /// setup also makes every command's result a `setup_failed` error.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub setup: Vec<crate::spec::SetupReport>,
+    /// The task's downloads and where they were written.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub downloads: Vec<super::download::Downloaded>,
 }
 
 /// What a batch did. Printed to stderr at the end and returned.

@@ -40,6 +40,8 @@ async fn run_task(rt: &Runtime, spec: TaskSpec, abort: &Cell<bool>) -> Option<Ta
             results: Vec::with_capacity(spec.commands.len()),
             duration_ms: 0,
             evict_error: None,
+            setup: Vec::new(),
+            downloads: Vec::new(),
         },
         latencies_ms: Vec::with_capacity(spec.commands.len()),
         failures: 0,
@@ -53,10 +55,13 @@ async fn run_task(rt: &Runtime, spec: TaskSpec, abort: &Cell<bool>) -> Option<Ta
     for (i, args) in spec.commands.into_iter().enumerate() {
         let timeout = args.timeout.unwrap_or(config.command_timeout);
         let t0 = Instant::now();
-        let result = rt.exec(task.as_str(), args.to_request()).await;
+        let mut request = args.to_request();
+        request.spec = spec.env_spec.clone();
+        let result = rt.exec(task.as_str(), request).await;
         run.latencies_ms.push(millis(t0.elapsed()));
         match &result {
             Ok(o) => {
+                run.report.setup.extend(o.setup.clone());
                 if o.exit_code != 0 {
                     run.failures += 1;
                 }
@@ -76,6 +81,18 @@ async fn run_task(rt: &Runtime, spec: TaskSpec, abort: &Cell<bool>) -> Option<Ta
             config.max_output_chars,
             Some(timeout),
         ));
+    }
+    if !spec.download.is_empty() {
+        let (downloads, ok) = super::download::download_all(
+            rt,
+            &task,
+            spec.env_spec.as_ref(),
+            &spec.download,
+            spec.out_dir.as_deref(),
+        )
+        .await;
+        run.report.downloads = downloads;
+        run.report.ok &= ok;
     }
     if let Err(e) = rt.evict(task.as_str()).await {
         log::warn!("task={task} batch: releasing the environment failed: {e}");

@@ -39,6 +39,7 @@ mod files;
 mod fsutil;
 mod orphans;
 mod sandboxed;
+mod spec;
 
 pub use orphans::Abandoned;
 
@@ -320,6 +321,10 @@ impl Provider for LocalProvider {
         self.supports_persistent_shell()
     }
 
+    fn supports_files(&self) -> bool {
+        true
+    }
+
     fn name(&self) -> &'static str {
         if self.sandbox.is_some() {
             "sandbox"
@@ -347,12 +352,17 @@ impl LocalProvider {
     /// [`Provider::start`] with the concrete instance (for its host
     /// paths and [`LocalInstance::sandbox`] report).
     pub fn start_local(&self, spec: StartSpec) -> BoxFuture<Result<LocalInstance>> {
+        let (sandboxed, shell) =
+            match spec::instance_settings(self.sandbox.as_ref(), &self.shell, &spec) {
+                Ok(settings) => settings,
+                Err(err) => return Box::pin(async move { Err(err) }),
+            };
         let prepared = self.make_dir(&spec);
         let started = LocalProvider::start_instance(
             prepared,
             self.launcher.clone(),
-            self.sandbox.clone(),
-            self.shell.clone(),
+            sandboxed,
+            shell,
             self.path_env.clone(),
             self.kill_grace,
             loggable_task(&spec.task_id),

@@ -40,6 +40,9 @@ pub struct Exec {
     /// How often this request moved to a fresh instance because its
     /// instance vanished before the command reached it.
     pub(crate) vanish_restarts: u32,
+    /// Only opens the task (starts its instance, applies its spec); runs
+    /// nothing ([`Runtime::open_task`](super::Runtime::open_task)).
+    pub(crate) open: bool,
     /// A file transfer to run in the place of the command
     /// ([`Runtime::upload`](super::Runtime::upload)).
     pub(crate) transfer: Option<super::files::Transfer>,
@@ -59,8 +62,30 @@ impl Exec {
             received: actix::clock::Instant::now(),
             restart: None,
             vanish_restarts: 0,
+            open: false,
             transfer: None,
         }
+    }
+
+    /// A request that only opens the task.
+    pub(crate) fn opening(
+        task_id: impl Into<TaskId>,
+        request: ExecRequest,
+        reply: oneshot::Sender<Result<ExecOutcome>>,
+    ) -> Self {
+        let mut exec = Self::new(task_id, request, reply);
+        exec.open = true;
+        exec
+    }
+
+    /// Answers the caller with `err`: the transfer's caller for a file
+    /// transfer, else the command's.
+    pub(crate) fn fail(mut self, err: crate::error::Error) {
+        if let Some(transfer) = self.transfer.take() {
+            let _ = transfer.reply.send(Err(err));
+            return;
+        }
+        let _ = self.reply.send(Err(err));
     }
 
     pub(crate) fn vanish_restarts(&self) -> u32 {
@@ -139,6 +164,8 @@ impl Message for ShutdownRuntime {
 /// Registry → supervisor: create the actor for a task.
 pub(crate) struct SpawnVm {
     pub task_id: TaskId,
+    /// The task's spec and setup state, when it has a spec.
+    pub env: Option<Arc<crate::spec::TaskEnv>>,
 }
 
 impl Message for SpawnVm {

@@ -32,6 +32,7 @@ use super::{
 };
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
+use crate::spec::TaskEnv;
 
 /// How many task actors a shutdown stops at once.
 const SHUTDOWN_IN_FLIGHT: usize = 10_000;
@@ -63,6 +64,10 @@ pub struct TaskRegistry {
     supervisor: Addr<TaskSupervisor>,
     tasks: HashMap<TaskId, (Addr<VmActor>, u64)>,
     ended: HashMap<TaskId, RestartReason>,
+    /// The specs of tasks that have one, from first use until eviction
+    /// (they outlive the task's actors: a replacement instance gets the
+    /// spec again, and a failed setup's error stays).
+    envs: HashMap<TaskId, Arc<TaskEnv>>,
     accepting: bool,
     /// Where the shutdown's report goes once it is done.
     done: watch::Sender<Option<ShutdownReport>>,
@@ -79,6 +84,7 @@ impl TaskRegistry {
             supervisor,
             tasks: HashMap::new(),
             ended: HashMap::new(),
+            envs: HashMap::new(),
             accepting: true,
             done,
         }
@@ -92,10 +98,44 @@ impl TaskRegistry {
         self.ended.insert(task_id, reason);
     }
 
+    /// Checks a request against its task's spec: records the spec a task
+    /// gets with its first request, refuses a different one, and answers
+    /// for a task whose setup failed.
+    fn check_spec(&mut self, exec: &Exec) -> Result<()> {
+        let env = self.envs.get(&exec.task_id);
+        match (&exec.request.spec, env) {
+            (Some(spec), Some(env)) if env.spec != *spec => {
+                return Err(Error::invalid_input(format!(
+                    "task {} was opened with a different spec; evict it to start it with                      another",
+                    crate::spec::short(&exec.task_id, 200)
+                )));
+            }
+            (Some(spec), None) => {
+                if self.tasks.contains_key(&exec.task_id) {
+                    return Err(Error::invalid_input(format!(
+                        "task {} is running without a spec; evict it to start it with one",
+                        crate::spec::short(&exec.task_id, 200)
+                    )));
+                }
+                self.envs
+                    .insert(exec.task_id.clone(), Arc::new(TaskEnv::new(spec.clone())));
+            }
+            _ => {}
+        }
+        match self.envs.get(&exec.task_id).and_then(|env| env.failure()) {
+            Some(failure) => Err(failure),
+            None => Ok(()),
+        }
+    }
+
     /// Sends a request to its task's actor, creating the actor if needed.
     fn route(&mut self, mut exec: Exec, ctx: &mut Context<Self>) {
         if !self.accepting {
             let _ = exec.reply.send(Err(Error::shutting_down()));
+            return;
+        }
+        if let Err(err) = self.check_spec(&exec) {
+            exec.fail(err);
             return;
         }
         if let Some((addr, _)) = self.tasks.get(&exec.task_id) {
@@ -124,6 +164,7 @@ impl TaskRegistry {
         }
         let spawn = self.supervisor.send(SpawnVm {
             task_id: exec.task_id.clone(),
+            env: self.envs.get(&exec.task_id).cloned(),
         });
         // Waiting here keeps later requests for the same task behind this
         // one, so the actor exists before they are routed (FIFO per task).
@@ -212,6 +253,7 @@ impl Handler<EvictTask> for TaskRegistry {
 
     fn handle(&mut self, msg: EvictTask, _: &mut Self::Context) -> Self::Result {
         let task_id: TaskId = msg.task_id.into();
+        self.envs.remove(&task_id);
         let Some((addr, _)) = self.tasks.remove(&task_id) else {
             return Box::pin(async { Ok(false) });
         };
@@ -280,6 +322,7 @@ impl TaskRegistry {
     fn shut_down(&mut self, grace: Duration, ctx: &mut Context<Self>) {
         self.accepting = false;
         self.ended.clear();
+        self.envs.clear();
         let end = ShutdownEnd {
             at: Instant::now() + grace,
             grace,

@@ -88,10 +88,11 @@ impl Handler<SpawnVm> for TaskSupervisor {
         self.next_worker = self.next_worker.wrapping_add(1);
         let shared = self.shared.clone();
         let task_id: TaskId = msg.task_id;
+        let env = msg.env;
         let addr = VmActor::start_in_arbiter(worker, move |ctx| {
             // The actor queues requests itself; the mailbox is only a hand-off.
             ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
-            VmActor::new(task_id, generation, shared)
+            VmActor::new(task_id, generation, shared, env)
         });
         MessageResult((addr, generation))
     }

@@ -28,6 +28,7 @@ use super::{RestartReason, TaskInfo, TaskRegistry};
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
 use crate::provider::{ExecSpec, Provider};
+use crate::spec::{TaskEnv, TaskSpec};
 
 /// How often one request may be moved to a fresh instance because its
 /// instance vanished under it before the command reached it.
@@ -68,6 +69,8 @@ pub struct VmActor {
     /// outlives states too. Boxed because an idle actor never needs it and
     /// a million idle actors should not pay for an empty `Vec` each.
     stop_waiters: Option<Box<StopWaiters>>,
+    /// The task's spec and setup state, when it has a spec.
+    env: Option<Arc<TaskEnv>>,
 }
 
 /// The callers waiting for a task's instance to stop.
@@ -80,7 +83,12 @@ struct StopWaiters {
 }
 
 impl VmActor {
-    pub(crate) fn new(task_id: TaskId, generation: u64, shared: Arc<Shared>) -> Self {
+    pub(crate) fn new(
+        task_id: TaskId,
+        generation: u64,
+        shared: Arc<Shared>,
+        env: Option<Arc<TaskEnv>>,
+    ) -> Self {
         VmActor {
             task_id,
             generation,
@@ -89,11 +97,27 @@ impl VmActor {
             queue: VecDeque::new(),
             idle_since: Instant::now(),
             stop_waiters: None,
+            env,
         }
     }
 
-    fn config(&self) -> &Config {
-        &self.shared.config
+    /// The task's spec, if it has one.
+    fn spec(&self) -> Option<&TaskSpec> {
+        self.env.as_deref().map(|env| &*env.spec)
+    }
+
+    /// The instance's TTL: the spec's, else the runtime's.
+    fn vm_ttl(&self) -> std::time::Duration {
+        self.spec()
+            .and_then(|s| s.ttl)
+            .unwrap_or(self.shared.config.vm_ttl)
+    }
+
+    /// The idle lifetime: the spec's, else the runtime's.
+    fn idle_lifetime(&self) -> std::time::Duration {
+        self.spec()
+            .and_then(|s| s.idle_lifetime)
+            .unwrap_or(self.shared.config.idle_lifetime)
     }
 
     /// Nothing runs or waits.
@@ -145,6 +169,7 @@ impl VmActor {
     /// fires), so a busy task does not churn timers.
     fn ensure_timer(&mut self, ctx: &mut Context<Self>) {
         let idle = self.is_idle();
+        let idle_lifetime = self.idle_lifetime();
         let VmState::Ready(ready) = &mut self.state else {
             return;
         };
@@ -152,7 +177,7 @@ impl VmActor {
             return;
         };
         let due = if idle {
-            ttl.min(self.idle_since + self.shared.config.idle_lifetime)
+            ttl.min(self.idle_since + idle_lifetime)
         } else {
             ttl
         };
@@ -174,6 +199,7 @@ impl VmActor {
     fn on_timer(&mut self, ctx: &mut Context<Self>) {
         let now = Instant::now();
         let idle = self.is_idle();
+        let lifetime = self.idle_lifetime();
         let VmState::Ready(ready) = &mut self.state else {
             return;
         };
@@ -194,7 +220,6 @@ impl VmActor {
             }
             return;
         }
-        let lifetime = self.shared.config.idle_lifetime;
         if idle && now >= self.idle_since + lifetime {
             log::info!(
                 "task={} vm={} idle for {lifetime:?}: stopping",
@@ -213,7 +238,15 @@ impl VmActor {
         };
         let shared = self.shared.clone();
         let task_id = self.task_id.clone();
-        let start = async move { run::start_instance(&shared, &task_id).await };
+        let env = self.env.clone();
+        let start = async move {
+            let spec = env.as_ref().map(|env| env.spec.clone());
+            let (live, mut report) = run::start_instance(&shared, &task_id, spec).await?;
+            if let Some(env) = &env {
+                report.setup = Some(run::apply_spec(&shared, &task_id, &live, env).await);
+            }
+            Ok((live, report))
+        };
         ctx.spawn(
             start
                 .into_actor(self)
@@ -256,24 +289,50 @@ impl VmActor {
         match started {
             Ok((live, report)) => {
                 log::info!("task={} vm={} ready", self.task_id, live.id());
+                let failed = report
+                    .setup
+                    .as_ref()
+                    .filter(|setup| !setup.ok)
+                    .map(|setup| setup.failure(&self.task_id));
                 self.state = VmState::Ready(Ready {
                     live,
-                    ttl: Some(Instant::now() + self.config().vm_ttl),
+                    ttl: Some(Instant::now() + self.vm_ttl()),
                     timer: None,
                     start_report: Some(report),
                     running: false,
                     retire_after: shutdown_requested.then_some(RetireAfter::Shutdown),
                 });
+                if let Some(err) = failed {
+                    // The setup failed: this request and every later one
+                    // of the task get its error until the task is evicted.
+                    log::warn!("task={} setup failed", self.task_id);
+                    if let Some(env) = &self.env {
+                        env.set_failure(err.clone());
+                    }
+                    // Retire first, so the registry hears of it before any
+                    // caller does (and a shutdown it sends next finds the
+                    // actor forgotten).
+                    let failed: Vec<_> = self.queue.drain(..).collect();
+                    self.retire(Some(RestartReason::Failed), ctx);
+                    for exec in failed {
+                        exec.fail(err.clone());
+                    }
+                    return;
+                }
                 self.ensure_timer(ctx);
                 self.pump(ctx);
             }
             Err(err) => {
                 log::warn!("task={} start failed: {err}", self.task_id);
                 self.state = VmState::NoInstance;
-                for exec in self.queue.drain(..) {
-                    let _ = exec.reply.send(Err(err.clone()));
-                }
+                // Retire first, so the registry hears of it before any
+                // caller does (and a shutdown it sends next finds the actor
+                // forgotten, not stopped under it).
+                let failed: Vec<_> = self.queue.drain(..).collect();
                 self.retire(None, ctx);
+                for exec in failed {
+                    exec.fail(err.clone());
+                }
             }
         }
     }
@@ -285,6 +344,7 @@ impl VmActor {
         };
         let config = self.shared.config.clone();
         let support = run::ShellSupport::of(&*self.shared.provider);
+        let spec = self.env.as_ref().map(|env| env.spec.clone());
         // A command the persistent shell cannot wrap is answered unrun.
         let (exec, (command, shell)) = loop {
             let Some(mut exec) = self.queue.pop_front() else {
@@ -293,7 +353,24 @@ impl VmActor {
             if let Some(transfer) = exec.transfer.take() {
                 return self.begin_transfer(exec, transfer, ctx);
             }
-            match run::shell_text(&exec.request, ready.live.id(), &config, support) {
+            if exec.open {
+                // Only opening the task: the instance is up, the spec applied.
+                RunningCommand::new(
+                    exec,
+                    ready.live.id().to_string(),
+                    Instant::now(),
+                    ready.start_report.take(),
+                )
+                .answer(&self.task_id, crate::provider::ExecOutput::default(), 0);
+                continue;
+            }
+            match run::shell_text(
+                &exec.request,
+                ready.live.id(),
+                &config,
+                support,
+                spec.as_deref(),
+            ) {
                 Ok(text) => break (exec, text),
                 Err(err) => drop(exec.reply.send(Err(err))),
             }

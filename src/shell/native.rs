@@ -35,6 +35,12 @@ pub struct ShellOp {
     pub secret_patterns: Vec<String>,
 }
 
+/// Set (to `1`) in the environment of a call the launcher started in a
+/// saved state: a task spec's prefix (its environment and working
+/// directory) runs only without it, so that a restored state, which holds
+/// what the spec set and what later calls changed, wins.
+pub const RESTORED_MARKER: &str = "HECATE_SHELL_RESTORED";
+
 /// The largest dump the launcher reads; a bigger one is not saved (and the
 /// previous state stays).
 pub const MAX_DUMP_BYTES: u64 = 1 << 20;
@@ -126,7 +132,7 @@ pub fn parse_dump(dump: &[u8], secret_patterns: &[String]) -> Option<SavedShell>
 
 /// The environment of a command that restores `saved`: the fresh
 /// environment's entries for names that are never saved ([`is_skipped`]:
-/// they keep their fresh values), then the saved variables. A fresh
+/// they keep their fresh values), [`RESTORED_MARKER`], then the saved variables. A fresh
 /// variable the state lacks was unset (or un-exported) by an earlier call
 /// and stays so.
 pub fn restored_env(
@@ -137,8 +143,10 @@ pub fn restored_env(
     let mut env: Vec<(Vec<u8>, Vec<u8>)> = fresh
         .iter()
         .filter(|(k, _)| is_skipped(k.as_bytes(), secret_patterns))
+        .filter(|(k, _)| k != RESTORED_MARKER)
         .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
         .collect();
+    env.push((RESTORED_MARKER.as_bytes().to_vec(), b"1".to_vec()));
     env.extend(saved.vars.iter().cloned());
     env
 }
@@ -391,7 +399,10 @@ declare -ix N=\"3\"\ndeclare -x M=\"multi\nline\"\nexport P=\"posix\"\n";
         ];
         let env = restored_env(&saved, &fresh, &pats());
         let names: Vec<&[u8]> = env.iter().map(|(k, _)| k.as_slice()).collect();
-        assert_eq!(names, [&b"HECATE_X"[..], b"GH_TOKEN", b"FOO"]);
+        assert_eq!(
+            names,
+            [&b"HECATE_X"[..], b"GH_TOKEN", RESTORED_MARKER.as_bytes(), b"FOO"]
+        );
     }
 
     /// Every byte string bash can hold comes back unchanged from

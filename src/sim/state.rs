@@ -375,6 +375,10 @@ impl Shared {
         self.with(|state| state.get(id).map(|inst| inst.phase.status().to_owned()))
     }
 
+    pub(crate) fn instance_snapshot(&self, id: &str) -> Option<String> {
+        self.with(|state| state.get(id).map(|inst| inst.snapshot_id.clone()))
+    }
+
     pub(crate) fn instance_dir(&self, id: &str) -> Option<PathBuf> {
         self.with(|state| state.get(id).and_then(|inst| inst.dir.clone()))
     }

@@ -163,6 +163,14 @@ pub(crate) fn render_with_timeout(
             reason.notice()
         ));
     }
+    if let Some(setup) = outcome.setup.as_ref().filter(|s| s.reapplied) {
+        notices.push(format!(
+            "[the task's environment spec was applied again on the fresh instance: {} file(s) \
+             placed, {} setup command(s) run]",
+            setup.files_placed,
+            setup.steps.len()
+        ));
+    }
 
     let (output, cut) = assemble(&body.text, &body.gaps, &notices, max_chars);
     ToolResult {

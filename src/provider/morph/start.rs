@@ -79,9 +79,15 @@ pub(super) async fn start(shared: &Arc<Shared>, spec: StartSpec) -> Result<Insta
     // or the runtime dropping it at its start deadline), the guard leaves a
     // check behind that stops it, unless it was disarmed.
     let mut unsettled = Unsettled::new(shared, task, &attempt, &metadata);
+    // The task's own image (its spec), else the runtime's snapshot.
+    let snapshot_id = spec
+        .task_spec
+        .as_ref()
+        .and_then(|s| s.image.clone())
+        .unwrap_or_else(|| shared.snapshot_id.clone());
     let created = shared
         .api
-        .create_instance(&shared.snapshot_id, &metadata, ttl_seconds)
+        .create_instance(&snapshot_id, &metadata, ttl_seconds)
         .await;
     // The start slot guards the API's create rate, not the boot: the
     // readiness wait below runs without it.
@@ -101,7 +107,7 @@ pub(super) async fn start(shared: &Arc<Shared>, spec: StartSpec) -> Result<Insta
     log::info!(
         "task={task} vm={} created from {} (status {}, attempt {attempt})",
         info.id,
-        shared.snapshot_id,
+        snapshot_id,
         info.status
     );
     let created_at = Instant::now();

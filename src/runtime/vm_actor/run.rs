@@ -23,13 +23,18 @@ use crate::runtime::guard::{
 use crate::runtime::messages::Exec;
 use crate::runtime::ExecOutcome;
 use crate::shell;
+use crate::spec::{SetupReport, SetupStep, TaskEnv, TaskSpec};
 
 /// What a start is called in its errors.
 const DOING_START: &str = "the instance start";
 
 /// Takes an instance slot, then starts an instance, retrying transient
 /// failures, all within `Config::start_timeout`.
-pub(super) async fn start_instance(shared: &Shared, task_id: &str) -> Result<(Live, StartReport)> {
+pub(super) async fn start_instance(
+    shared: &Shared,
+    task_id: &str,
+    task_spec: Option<std::sync::Arc<crate::spec::TaskSpec>>,
+) -> Result<(Live, StartReport)> {
     let config = &shared.config;
     let waiting = Instant::now();
     let slot = shared
@@ -51,7 +56,12 @@ pub(super) async fn start_instance(shared: &Shared, task_id: &str) -> Result<(Li
     );
     // A backstop the backend enforces even if this process dies: the TTL
     // plus room for a command that began just before it.
-    let ttl = Some(config.vm_ttl + config.command_timeout + Duration::from_secs(60));
+    // The task spec's TTL, where it gives one, is the instance's.
+    let vm_ttl = task_spec
+        .as_ref()
+        .and_then(|s| s.ttl)
+        .unwrap_or(config.vm_ttl);
+    let ttl = Some(vm_ttl + config.command_timeout + Duration::from_secs(60));
     // One deadline for the whole start, retries and their waits included;
     // the wait for an instance slot above is `max_instances` queueing, not
     // the start.
@@ -80,6 +90,7 @@ pub(super) async fn start_instance(shared: &Shared, task_id: &str) -> Result<(Li
                     ttl,
                     metadata: metadata.clone(),
                     create_slot: StartSlot::new(permit),
+                    task_spec: task_spec.clone(),
                 };
                 shared.provider.start(spec).await
             };
@@ -95,7 +106,13 @@ pub(super) async fn start_instance(shared: &Shared, task_id: &str) -> Result<(Li
         instance: Rc::from(instance),
         _slot: slot,
     };
-    Ok((live, StartReport { slot_wait }))
+    Ok((
+        live,
+        StartReport {
+            slot_wait,
+            setup: None,
+        },
+    ))
 }
 
 /// Stops an instance, retrying transient failures, and then frees its slot.
@@ -132,32 +149,66 @@ pub(super) async fn stop_instance(
     stopped.result
 }
 
-/// The text to run for `request` on instance `instance_id`: the command
-/// itself, or, with the persistent shell on for it, the command wrapped to
-/// restore (and in the foreground save) the task's shell state
-/// ([`crate::shell`]), where the backend runs bash; for a backend that
-/// keeps the state itself, the command as it is and the mode to ask of it.
+/// The text to run for `request` on instance `instance_id`, and what to
+/// ask of a backend that keeps the shell state itself: the command itself;
+/// with the persistent shell on for it, where the backend runs bash, the
+/// command wrapped to restore (and in the foreground save) the task's
+/// shell state ([`crate::shell`]), or for a backend that keeps the state
+/// ([`ShellSupport::Native`]) the command as it is and the mode to ask.
+///
+/// With a task spec, the spec's persistent-shell setting applies where the
+/// request gives none, and the spec's prefix (environment, working
+/// directory; [`crate::spec`]) goes in front, on the same line. A backend
+/// keeping the state starts a call that restores it in the saved
+/// directory and environment, which already hold what the spec set (and
+/// what later calls changed): there the prefix runs only in a fresh shell
+/// ([`RESTORED_MARKER`](crate::shell::native::RESTORED_MARKER) unset).
 pub(super) fn shell_text(
     request: &crate::ExecRequest,
     instance_id: &str,
     config: &Config,
     support: ShellSupport,
+    spec: Option<&TaskSpec>,
 ) -> Result<(String, Option<shell::Mode>)> {
-    if support == ShellSupport::None || !request.uses_persistent_shell(config) {
-        return Ok((request.command.clone(), None));
-    }
-    let mode = if request.background {
+    let persistent = request
+        .persistent_shell
+        .or(spec.and_then(|s| s.persistent_shell))
+        .unwrap_or(config.shell.persistent);
+    let mode = (support != ShellSupport::None && persistent).then_some(if request.background {
         shell::Mode::RestoreOnly
     } else {
         shell::Mode::RestoreAndSave
+    });
+    let (body, native) = match (mode, support) {
+        (Some(mode), ShellSupport::Native) => (request.command.clone(), Some(mode)),
+        (Some(mode), _) => (
+            shell::wrap(&request.command, instance_id, &config.shell, mode)?,
+            None,
+        ),
+        (None, _) => (request.command.clone(), None),
     };
-    if support == ShellSupport::Native {
-        return Ok((request.command.clone(), Some(mode)));
+    let mut prelude = spec.map(crate::spec::prelude).unwrap_or_default();
+    if prelude.is_empty() {
+        return Ok((body, native));
     }
-    Ok((
-        shell::wrap(&request.command, instance_id, &config.shell, mode)?,
-        None,
-    ))
+    if native.is_some() {
+        prelude = format!(
+            "if [[ -z ${{{}-}} ]]; then {prelude}fi; ",
+            crate::shell::native::RESTORED_MARKER
+        );
+    }
+    if prelude.len() + body.len() > shell::MAX_WRAPPED_BYTES {
+        return Err(Error::invalid_input(format!(
+            "command is {} bytes long; with the task spec's environment and working \
+             directory ({} bytes) the limit is {} bytes (write a long script to a file \
+             and run the file)",
+            request.command.len(),
+            prelude.len(),
+            shell::MAX_WRAPPED_BYTES
+                .saturating_sub(prelude.len() + body.len() - request.command.len())
+        )));
+    }
+    Ok((prelude + &body, native))
 }
 
 /// How a backend supports the persistent shell.
@@ -181,6 +232,202 @@ impl ShellSupport {
         } else {
             ShellSupport::None
         }
+    }
+}
+
+/// Applies a task's spec to its fresh instance: creates the working
+/// directory and places the files, then runs the setup commands in order
+/// until one fails. Never an error: how it went is the report.
+pub(super) async fn apply_spec(
+    shared: &Shared,
+    task_id: &str,
+    live: &Live,
+    env: &TaskEnv,
+) -> SetupReport {
+    let config = &shared.config;
+    let spec = &env.spec;
+    let began = Instant::now();
+    let mut report = SetupReport {
+        instance_id: live.id().to_string(),
+        reapplied: env.count_application(),
+        files_placed: 0,
+        steps: Vec::new(),
+        ok: true,
+        duration: Duration::ZERO,
+    };
+    let timeout = spec.setup_timeout.unwrap_or(config.command_timeout);
+    let placed = if shared.provider.supports_files() {
+        place_files(config, task_id, live, spec, timeout).await
+    } else {
+        place_files_as_text(config, task_id, live, spec, timeout).await
+    };
+    if let Err(step) = placed {
+        report.steps.push(step);
+        report.ok = false;
+        report.duration = began.elapsed();
+        return report;
+    }
+    report.files_placed = spec.files.len();
+    let support = ShellSupport::of(&*shared.provider);
+    for command in &spec.setup {
+        let started = Instant::now();
+        let request = crate::ExecRequest::new(command.clone());
+        let result = match shell_text(&request, live.id(), config, support, Some(spec)) {
+            Ok((text, shell)) => {
+                run_command(
+                    config,
+                    task_id,
+                    live.instance.clone(),
+                    ExecSpec {
+                        shell,
+                        ..setup_exec(config, text, timeout)
+                    },
+                )
+                .await
+                .result
+            }
+            Err(err) => Err(err),
+        };
+        let step = setup_step(command.clone(), result, started.elapsed());
+        let ok = step.succeeded();
+        report.steps.push(step);
+        if !ok {
+            report.ok = false;
+            break;
+        }
+    }
+    report.duration = began.elapsed();
+    report
+}
+
+/// What a failed placement step is called in the report.
+fn placing(spec: &TaskSpec) -> String {
+    format!(
+        "(create the working directory and place {} file(s))",
+        spec.files.len()
+    )
+}
+
+/// Creates the working directory (a command) and uploads the files with
+/// the backend's confined file transfer ([`Instance::upload`]).
+async fn place_files(
+    config: &Config,
+    task_id: &str,
+    live: &Live,
+    spec: &TaskSpec,
+    timeout: Duration,
+) -> std::result::Result<(), SetupStep> {
+    let started = Instant::now();
+    if let Some(dir) = &spec.workdir {
+        let mkdir = format!("mkdir -p -- {}", crate::spec::sh_quote(dir));
+        let ran = run_command(
+            config,
+            task_id,
+            live.instance.clone(),
+            setup_exec(config, mkdir, timeout),
+        )
+        .await;
+        let step = setup_step(placing(spec), ran.result, started.elapsed());
+        if !step.succeeded() {
+            return Err(step);
+        }
+    }
+    for file in &spec.files {
+        let path = match &spec.workdir {
+            Some(dir) => format!("{}/{}", dir.trim_end_matches('/'), file.path),
+            None => file.path.clone(),
+        };
+        let mut upload = crate::files::UploadSpec::new(
+            path,
+            crate::files::UploadSource::Bytes(bytes::Bytes::from(file.content.clone())),
+        )
+        .limits(config.files.limits);
+        if file.executable {
+            upload = upload.mode(0o755);
+        }
+        let uploaded = guarded(timeout, live.instance.upload(upload)).await;
+        let err = match uploaded {
+            Guarded::Done(Ok(_)) => continue,
+            Guarded::Done(Err(err)) => err,
+            Guarded::Panicked(msg) => Error::internal(format!("the upload panicked: {msg}")),
+            Guarded::TimedOut => Error::new(
+                ErrorKind::Timeout,
+                format!("placing {} took longer than {timeout:?}", file.path),
+            ),
+        };
+        return Err(setup_step(
+            placing(spec),
+            Err(err.context(format_args!("placing {}", file.path))),
+            started.elapsed(),
+        ));
+    }
+    Ok(())
+}
+
+/// Creates the working directory and places the files with shell text
+/// (bash builtins, `mkdir`), for backends without file transfers.
+async fn place_files_as_text(
+    config: &Config,
+    task_id: &str,
+    live: &Live,
+    spec: &TaskSpec,
+    timeout: Duration,
+) -> std::result::Result<(), SetupStep> {
+    for script in crate::spec::prepare_scripts(spec) {
+        let started = Instant::now();
+        let ran = run_command(
+            config,
+            task_id,
+            live.instance.clone(),
+            setup_exec(config, script, timeout),
+        )
+        .await;
+        let step = setup_step(placing(spec), ran.result, started.elapsed());
+        if !step.succeeded() {
+            return Err(step);
+        }
+    }
+    Ok(())
+}
+
+/// A foreground setup command.
+fn setup_exec(config: &Config, command: String, timeout: Duration) -> ExecSpec {
+    ExecSpec {
+        command,
+        background: false,
+        timeout,
+        capture_bytes: config.capture_bytes,
+        shell: None,
+    }
+}
+
+/// A setup command's step from how it ran.
+fn setup_step(command: String, result: Result<ExecOutput>, duration: Duration) -> SetupStep {
+    match result {
+        Ok(out) => {
+            let mut text = out.stdout.to_text();
+            let err = out.stderr.to_text();
+            if !text.is_empty() && !err.is_empty() && !text.ends_with('\n') {
+                text.push('\n');
+            }
+            text.push_str(&err);
+            SetupStep {
+                command,
+                exit_code: Some(out.exit_code),
+                timed_out: out.timed_out,
+                output: crate::spec::cut_middle(&text, crate::spec::MAX_STEP_OUTPUT_CHARS),
+                error: None,
+                duration,
+            }
+        }
+        Err(err) => SetupStep {
+            command,
+            exit_code: None,
+            timed_out: false,
+            output: String::new(),
+            error: Some(err.to_string()),
+            duration,
+        },
     }
 }
 
@@ -246,6 +493,7 @@ impl RunningCommand {
             instance_restarted: exec.restart,
             instance_started: self.start.is_some(),
             queued: self.queued,
+            setup: self.start.as_mut().and_then(|s| s.setup.take()),
             slot_wait: self.start.take().map(|s| s.slot_wait).unwrap_or_default(),
             duration: self.started.elapsed(),
             attempts,

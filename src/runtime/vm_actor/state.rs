@@ -98,10 +98,12 @@ impl Live {
 }
 
 /// How the last start went, reported with the command that caused it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(super) struct StartReport {
     /// Time spent waiting for an instance slot.
     pub slot_wait: Duration,
+    /// How applying the task's spec went, when it has one.
+    pub setup: Option<crate::spec::SetupReport>,
 }
 
 impl VmState {
