@@ -332,6 +332,10 @@ pub struct Config {
     /// true), and which variables are never saved
     /// (`HECATE_SHELL_SECRET_PATTERNS`). See [`crate::shell`].
     pub shell: crate::shell::ShellConfig,
+    /// Background jobs: their output cap, lifetime, how long ended ones
+    /// are remembered, the yield window (`HECATE_JOB_*`; see
+    /// [`crate::jobs`]).
+    pub jobs: crate::jobs::JobsConfig,
 }
 
 impl Default for Config {
@@ -360,6 +364,7 @@ impl Default for Config {
             sandbox: SandboxConfig::default(),
             morph: MorphConfig::default(),
             shell: crate::shell::ShellConfig::default(),
+            jobs: crate::jobs::JobsConfig::default(),
         }
     }
 }
@@ -396,6 +401,7 @@ impl Config {
             MAX_DURATION,
         )?;
         check_duration("stop_timeout", self.stop_timeout, MAX_DURATION)?;
+        self.jobs.validate()?;
         if self.max_instances == 0 {
             return fail("HECATE_MAX_INSTANCES: must be at least 1".into());
         }

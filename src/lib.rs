@@ -92,6 +92,7 @@ pub mod bench;
 pub mod config;
 pub mod error;
 pub mod gc;
+pub mod jobs;
 pub mod json;
 pub mod launcher;
 pub mod provider;
@@ -108,6 +109,7 @@ use env_logger as _;
 
 pub use config::{ApiKey, BackendKind, Config, RetryPolicy, SandboxConfig};
 pub use error::{Error, ErrorKind, Result};
+pub use jobs::{JobOutput, JobRecord, JobState, JobsConfig};
 pub use provider::{
     Captured, ExecOutput, ExecSpec, Instance, JobInfo, Provider, StartSlot, StartSpec,
 };

@@ -59,6 +59,7 @@
 
 mod backoff;
 mod guard;
+mod jobs;
 mod messages;
 mod registry;
 mod supervisor;
@@ -70,6 +71,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
+pub use jobs::{MAX_READ_BYTES, MAX_WAIT};
 pub use messages::{EvictTask, Exec, ListTasks, RunCommand, ShutdownRuntime, TaskId};
 pub use registry::TaskRegistry;
 pub use supervisor::TaskSupervisor;
@@ -100,6 +102,10 @@ pub struct ExecRequest {
     /// ([`Config::shell`](crate::Config::shell), `HECATE_PERSISTENT_SHELL`).
     /// With `Some(false)` the call neither restores nor saves.
     pub persistent_shell: Option<bool>,
+    /// For a background command: how long its job may run before it is
+    /// killed; `None`: [`JobsConfig::max_lifetime`](crate::JobsConfig::max_lifetime),
+    /// which is also the most allowed.
+    pub job_lifetime: Option<Duration>,
 }
 
 impl ExecRequest {
@@ -110,7 +116,17 @@ impl ExecRequest {
             background: false,
             timeout: None,
             persistent_shell: None,
+            job_lifetime: None,
         }
+    }
+
+    /// Runs the command in the background as a job that may run `lifetime`
+    /// (at most [`JobsConfig::max_lifetime`](crate::JobsConfig::max_lifetime)).
+    #[must_use]
+    pub fn job_lifetime(mut self, lifetime: Duration) -> Self {
+        self.background = true;
+        self.job_lifetime = Some(lifetime);
+        self
     }
 
     /// Turns the persistent shell on or off for this call, whatever the
@@ -151,6 +167,14 @@ impl ExecRequest {
                     "command is {} bytes long; with the persistent shell the limit is {limit} \
                      bytes (write a long script to a file and run the file)",
                     self.command.len()
+                )));
+            }
+        }
+        if let Some(l) = self.job_lifetime {
+            if l.is_zero() || l > config.jobs.max_lifetime {
+                return Err(Error::invalid_input(format!(
+                    "job lifetime must be between 1 s and {} s",
+                    config.jobs.max_lifetime.as_secs()
                 )));
             }
         }
@@ -339,6 +363,8 @@ pub struct Runtime {
     runtime_id: Arc<str>,
     /// The shutdown's report, once there is one.
     done: registry::ShutdownDone,
+    /// Every task's background jobs.
+    jobs: Arc<crate::jobs::JobTable>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -398,12 +424,14 @@ impl Runtime {
         // the supervisor, so no address cycle outlives a shutdown.
         let registry_ctx = Context::<TaskRegistry>::new();
         let registry = registry_ctx.address();
+        let jobs = Arc::new(crate::jobs::JobTable::default());
         let supervisor = TaskSupervisor::new(
             config.clone(),
             provider,
             runtime_id.clone(),
             placement,
             registry.downgrade(),
+            jobs.clone(),
         )
         .start();
         let (done_tx, done) = tokio::sync::watch::channel(None);
@@ -417,6 +445,7 @@ impl Runtime {
             config,
             runtime_id,
             done,
+            jobs,
         })
     }
 

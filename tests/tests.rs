@@ -10,6 +10,9 @@ mod bench;
 #[cfg(all(feature = "cli", feature = "sim"))]
 mod cli;
 mod helper;
+// Runs every scenario on local, sandbox and the simulator.
+#[cfg(feature = "sim")]
+mod jobs;
 mod launcher;
 mod local_backend;
 // Also drives `gc::run_cli`.

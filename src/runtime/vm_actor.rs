@@ -8,6 +8,7 @@
 //! deadline and with panics caught, so a misbehaving backend costs this task
 //! one error and a fresh actor, never another task anything.
 
+mod jobs;
 mod run;
 mod state;
 mod stop;
@@ -46,6 +47,8 @@ pub(crate) struct Shared {
     /// registry alive after a shutdown; shared rather than one clone per
     /// actor: each actix address clone costs two allocations.
     pub registry: actix::WeakAddr<TaskRegistry>,
+    /// Every task's background jobs.
+    pub jobs: Arc<crate::jobs::JobTable>,
 }
 
 /// The actor that owns one task's instance and command queue.
@@ -67,6 +70,9 @@ pub struct VmActor {
     /// outlives states too. Boxed because an idle actor never needs it and
     /// a million idle actors should not pay for an empty `Vec` each.
     stop_waiters: Option<Box<StopWaiters>>,
+    /// The jobs this actor started and watches; boxed, like
+    /// `stop_waiters`, since most actors never start one.
+    jobs: Option<Box<jobs::ActorJobs>>,
 }
 
 /// The callers waiting for a task's instance to stop.
@@ -88,6 +94,7 @@ impl VmActor {
             queue: VecDeque::new(),
             idle_since: Instant::now(),
             stop_waiters: None,
+            jobs: None,
         }
     }
 
@@ -97,7 +104,7 @@ impl VmActor {
 
     /// Nothing runs or waits.
     fn is_idle(&self) -> bool {
-        !self.state.call_in_flight() && self.queue.is_empty()
+        !self.state.call_in_flight() && self.queue.is_empty() && !self.has_running_jobs()
     }
 
     /// Moves the queue forward: starts the instance or the next command, or
@@ -295,6 +302,20 @@ impl VmActor {
             }
         };
         ready.running = true;
+        let (command, pending_job) = match jobs::prepare(
+            &self.shared,
+            &self.task_id,
+            &*ready.live.instance,
+            &exec.request,
+            command,
+        ) {
+            Ok(prepared) => prepared,
+            Err(err) => {
+                ready.running = false;
+                let _ = exec.reply.send(Err(err));
+                return self.pump(ctx);
+            }
+        };
         let spec = ExecSpec {
             command,
             background: exec.request.background,
@@ -318,10 +339,12 @@ impl VmActor {
         let instance = ready.live.instance.clone();
         let task_id = self.task_id.clone();
         let run = async move { run::run_command(&config, &task_id, instance, spec).await };
-        ctx.spawn(
-            run.into_actor(self)
-                .map(move |ran, act, ctx| act.on_command_done(command, ran, ctx)),
-        );
+        ctx.spawn(run.into_actor(self).map(move |mut ran, act, ctx| {
+            if let Some(pending) = pending_job {
+                act.job_started(pending, &command.instance_id, &mut ran, ctx);
+            }
+            act.on_command_done(command, ran, ctx)
+        }));
     }
 
     /// The command that [`begin_exec`](Self::begin_exec) sent has ended:
@@ -390,6 +413,7 @@ impl VmActor {
 
     /// Forgets an instance that the backend says is gone (no stop needed).
     fn drop_instance(&mut self, ctx: &mut Context<Self>) {
+        self.jobs_instance_ended("its instance disappeared");
         if let VmState::Ready(ready) = std::mem::replace(&mut self.state, VmState::NoInstance) {
             if let Some(timer) = ready.timer {
                 ctx.cancel_future(timer.handle);
@@ -431,6 +455,7 @@ impl Actor for VmActor {
     type Context = Context<Self>;
 
     fn stopped(&mut self, _: &mut Self::Context) {
+        self.jobs_instance_ended("its task's actor stopped");
         // Best effort only: the registry learnt of the retirement through
         // VmRetired; this covers an actor stopped any other way.
         if !matches!(self.state, VmState::Gone { .. }) {

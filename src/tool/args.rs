@@ -133,6 +133,7 @@ impl ToolArgs {
             background: self.background,
             timeout: self.timeout,
             persistent_shell: None,
+            job_lifetime: None,
         }
     }
 }

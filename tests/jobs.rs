@@ -1,0 +1,417 @@
+//! Background jobs through the runtime ([`hecate::jobs`]): the same
+//! behaviour tests on the plain local backend, the sandbox (where this
+//! machine allows one) and the MorphCloud simulator running real bash.
+//! `backend_tests!` makes one test per backend of each scenario.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hecate::provider::morph::MorphProvider;
+use hecate::sim::{SimConfig, SimServer};
+use hecate::{
+    ApiKey, BackendKind, Config, ExecOutcome, ExecRequest, JobOutput, JobState, Placement, Runtime,
+};
+
+use crate::helper::server::start_sim;
+
+/// A runtime on one backend, and what to stop after.
+struct Backend {
+    name: &'static str,
+    rt: Runtime,
+    sim: Option<SimServer>,
+    _dir: tempfile::TempDir,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Local,
+    Sandbox,
+    Sim,
+}
+
+fn tune(c: &mut Config) {
+    c.local.kill_grace = Duration::from_millis(300);
+    c.jobs.kill_grace = Duration::from_millis(300);
+    c.jobs.poll_interval = Some(Duration::from_millis(20));
+}
+
+impl Backend {
+    /// The backend, or `None` (with a note) where it cannot run here.
+    async fn new(kind: Kind, f: impl Fn(&mut Config)) -> Option<Backend> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (name, config, sim) = match kind {
+            Kind::Local => (
+                "local",
+                crate::helper::local_config(dir.path().join("root")),
+                None,
+            ),
+            Kind::Sandbox => {
+                if let Err(why) = hecate::launcher::sandbox::probe() {
+                    eprintln!("skipping the sandbox: {why}");
+                    return None;
+                }
+                (
+                    "sandbox",
+                    crate::helper::sandbox_config(dir.path().join("root")),
+                    None,
+                )
+            }
+            Kind::Sim => {
+                let sim = start_sim(SimConfig {
+                    boot_time: Duration::from_millis(5),
+                    root: dir.path().to_path_buf(),
+                    ..SimConfig::default()
+                })
+                .await;
+                let mut c = Config::default()
+                    .with_backend(BackendKind::Morph)
+                    .with_morph(sim.base_url(), ApiKey::new(sim.api_key()));
+                c.morph.poll_interval = Duration::from_millis(5);
+                c.morph.kill_grace = Duration::from_millis(300);
+                ("sim", c, Some(sim))
+            }
+        };
+        let mut config = config.with_workers(2);
+        tune(&mut config);
+        f(&mut config);
+        let rt = match kind {
+            Kind::Sim => {
+                let provider = Arc::new(MorphProvider::new(&config).expect("valid morph config"));
+                Runtime::start_with(config, provider, Placement::Workers)
+            }
+            _ => Runtime::start(config),
+        }
+        .expect("runtime starts");
+        Some(Backend {
+            name,
+            rt,
+            sim,
+            _dir: dir,
+        })
+    }
+
+    async fn stop(self) {
+        let report = self
+            .rt
+            .shutdown(Duration::from_secs(10))
+            .await
+            .expect("shutdown");
+        assert!(report.is_clean(), "{report:?}");
+        if let Some(sim) = self.sim {
+            sim.stop().await;
+        }
+    }
+
+    async fn run(&self, task: &str, req: ExecRequest) -> ExecOutcome {
+        self.rt.exec(task, req).await.expect("the call is answered")
+    }
+
+    /// Starts `command` as a job of `task`; returns its id.
+    async fn start(&self, task: &str, req: ExecRequest) -> u64 {
+        let out = self.run(task, req.background()).await;
+        assert_eq!(out.exit_code, 0, "{}: {out:?}", self.name);
+        let job = out.job.expect("a job");
+        job.id.parse().expect("a numeric job id")
+    }
+
+    async fn read(&self, task: &str, id: u64, offset: u64, wait: Option<Duration>) -> JobOutput {
+        self.rt
+            .job_output(task, id, offset, 64 * 1024, wait)
+            .await
+            .expect("job output")
+    }
+}
+
+/// One `#[actix_rt::test]` per backend for each scenario `name(&Backend)`,
+/// with the configuration changed by `tweak`.
+macro_rules! backend_tests {
+    ($name:ident, $tweak:expr) => {
+        mod $name {
+            use super::*;
+            async fn each(kind: Kind) {
+                let Some(b) = Backend::new(kind, $tweak).await else {
+                    return;
+                };
+                super::$name(&b).await;
+                b.stop().await;
+            }
+            #[actix_rt::test]
+            async fn local() {
+                each(Kind::Local).await;
+            }
+            #[actix_rt::test]
+            async fn sandbox() {
+                each(Kind::Sandbox).await;
+            }
+            #[actix_rt::test]
+            async fn sim() {
+                each(Kind::Sim).await;
+            }
+        }
+    };
+}
+
+fn numbers(n: u32) -> String {
+    (1..=n).map(|i| format!("{i}\n")).collect()
+}
+
+/// Reads job `id` from offset 0 until it ended and all is read, checking
+/// that each read continues exactly where the last stopped (or says how
+/// many bytes it missed) and matches `expected` there. Returns the bytes
+/// missed and read.
+async fn follow(b: &Backend, task: &str, id: u64, expected: &str) -> (u64, u64) {
+    let mut offset = 0;
+    let (mut missed, mut read) = (0, 0);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(Instant::now() < deadline, "{}: the job never ended", b.name);
+        let out = b
+            .read(task, id, offset, Some(Duration::from_secs(20)))
+            .await;
+        assert_eq!(out.offset, offset + out.missed_bytes, "{}", b.name);
+        assert_eq!(
+            out.text,
+            expected[out.offset as usize..out.next_offset as usize],
+            "{}: bytes {}..{}",
+            b.name,
+            out.offset,
+            out.next_offset
+        );
+        missed += out.missed_bytes;
+        read += out.next_offset - out.offset;
+        offset = out.next_offset;
+        if out.job.state.is_ended() && !out.more && offset == out.job.output_bytes {
+            assert_eq!(out.job.state, JobState::Exited, "{}: {out:?}", b.name);
+            assert_eq!(out.job.exit_code, Some(0));
+            return (missed, read);
+        }
+    }
+}
+
+async fn poll_from_offsets(b: &Backend) {
+    let expected = numbers(300);
+    let id = b
+        .start(
+            "t",
+            ExecRequest::new(
+                "for i in $(seq 1 300); do echo $i; [ $((i % 50)) = 0 ] && sleep 0.1; done",
+            ),
+        )
+        .await;
+    assert_eq!(id, 1);
+    let (missed, read) = follow(b, "t", id, &expected).await;
+    assert_eq!((missed, read), (0, expected.len() as u64), "{}", b.name);
+}
+backend_tests!(poll_from_offsets, |_| {});
+
+async fn poll_across_the_cap(b: &Backend) {
+    // 2,000 lines (8,893 bytes) through a 512-byte store, followed while
+    // they are written: the reader is told what it missed and never sees a
+    // byte twice or out of place.
+    let expected = numbers(2000);
+    let script = "for i in $(seq 1 2000); do echo $i; [ $((i % 400)) = 0 ] && sleep 0.05; done";
+    let id = b.start("t", ExecRequest::new(script)).await;
+    let (missed, read) = follow(b, "t", id, &expected).await;
+    assert_eq!(missed + read, expected.len() as u64, "{}", b.name);
+    // Followed only once it ended: the cap has cut all but the newest
+    // bytes, and the reader is told exactly how many.
+    let id = b.start("t", ExecRequest::new(script)).await;
+    let job =
+        b.rt.wait_job("t", id, Duration::from_secs(30))
+            .await
+            .expect("wait");
+    assert_eq!(
+        job.output_bytes,
+        expected.len() as u64,
+        "{}: {job:?}",
+        b.name
+    );
+    let (missed, read) = follow(b, "t", id, &expected).await;
+    assert_eq!(missed + read, expected.len() as u64, "{}", b.name);
+    assert!((256..=512).contains(&read), "{}: {read} bytes kept", b.name);
+}
+backend_tests!(poll_across_the_cap, |c| c.jobs.output_cap = 512);
+
+async fn wait_wakes_on_output_and_on_end(b: &Backend) {
+    let id = b
+        .start(
+            "t",
+            ExecRequest::new("sleep 0.5; echo hi; sleep 0.5; exit 3"),
+        )
+        .await;
+    let started = Instant::now();
+    let out = b.read("t", id, 0, Some(Duration::from_secs(30))).await;
+    assert_eq!(out.text, "hi\n", "{}", b.name);
+    assert_eq!(out.job.state, JobState::Running, "{}", b.name);
+    let out = b
+        .read("t", id, out.next_offset, Some(Duration::from_secs(30)))
+        .await;
+    assert_eq!(out.text, "", "{}", b.name);
+    assert_eq!(out.job.state, JobState::Exited, "{}", b.name);
+    assert_eq!(out.job.exit_code, Some(3));
+    assert!(started.elapsed() < Duration::from_secs(15), "{}", b.name);
+    let done =
+        b.rt.wait_job("t", id, Duration::from_secs(5))
+            .await
+            .expect("wait");
+    assert_eq!(done.exit_code, Some(3));
+    // A wait that runs out answers with the job still running.
+    let id = b.start("t", ExecRequest::new("sleep 1000")).await;
+    let job =
+        b.rt.wait_job("t", id, Duration::from_millis(300))
+            .await
+            .expect("wait");
+    assert_eq!(job.state, JobState::Running);
+}
+backend_tests!(wait_wakes_on_output_and_on_end, |_| {});
+
+async fn kill_ends_the_tree(b: &Backend) {
+    let id = b
+        .start(
+            "t",
+            ExecRequest::new("sleep 1000 & echo $!; (sleep 1000 & echo $!; wait) & wait"),
+        )
+        .await;
+    let mut pids = String::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while pids.lines().count() < 2 {
+        assert!(Instant::now() < deadline, "{}: no pids", b.name);
+        pids = b.read("t", id, 0, Some(Duration::from_secs(5))).await.text;
+    }
+    let killed = b.rt.kill_job("t", id).await.expect("kill");
+    assert_eq!(killed.state, JobState::Killed, "{}", b.name);
+    let check = pids
+        .lines()
+        .map(|p| format!("kill -0 {p} 2>/dev/null && echo alive {p};"))
+        .collect::<String>();
+    let out = b.run("t", ExecRequest::new(format!("{check} true"))).await;
+    assert_eq!(out.stdout.to_text(), "", "{}: survivors", b.name);
+    // Killing it again changes nothing.
+    let again = b.rt.kill_job("t", id).await.expect("kill");
+    assert_eq!(again.state, JobState::Killed);
+}
+backend_tests!(kill_ends_the_tree, |_| {});
+
+async fn lifetime_expiry(b: &Backend) {
+    let req = ExecRequest::new("sleep 1000").job_lifetime(Duration::from_secs(1));
+    let id = b.start("t", req).await;
+    let job =
+        b.rt.wait_job("t", id, Duration::from_secs(30))
+            .await
+            .expect("wait");
+    assert_eq!(job.state, JobState::Killed, "{}: {job:?}", b.name);
+    assert_eq!(job.end_reason.as_deref(), Some("it reached its lifetime"));
+    // More than the runtime's maximum is refused.
+    let too_long = ExecRequest::new("true").job_lifetime(Duration::from_secs(7200));
+    assert!(b.rt.exec("t", too_long).await.is_err());
+}
+backend_tests!(lifetime_expiry, |c| c.jobs.max_lifetime =
+    Duration::from_secs(3600));
+
+async fn a_job_keeps_its_instance_from_idling_out(b: &Backend) {
+    let first = b
+        .run("t", ExecRequest::new("sleep 2.5; echo done").background())
+        .await;
+    let id: u64 = first.job.expect("job").id.parse().expect("id");
+    let job =
+        b.rt.wait_job("t", id, Duration::from_secs(30))
+            .await
+            .expect("wait");
+    assert_eq!(job.state, JobState::Exited, "{}: {job:?}", b.name);
+    assert_eq!(job.instance_id, first.instance_id);
+    let next = b.run("t", ExecRequest::new("true")).await;
+    assert_eq!(next.instance_id, first.instance_id, "{}: idled out", b.name);
+    assert_eq!(next.instance_restarted, None);
+}
+backend_tests!(a_job_keeps_its_instance_from_idling_out, |c| {
+    c.idle_lifetime = Duration::from_secs(1);
+});
+
+async fn jobs_across_an_instance_restart_are_reported_lost(b: &Backend) {
+    let first = b.start("t", ExecRequest::new("sleep 1000")).await;
+    let done = b.start("t", ExecRequest::new("echo fine")).await;
+    b.rt.wait_job("t", done, Duration::from_secs(30))
+        .await
+        .expect("wait");
+    assert!(b.rt.evict("t").await.expect("evict"));
+    let second = b.start("t", ExecRequest::new("sleep 1000")).await;
+    assert_eq!(
+        (first, done, second),
+        (1, 2, 3),
+        "ids go on across instances"
+    );
+    let jobs = b.rt.jobs("t").expect("jobs");
+    let states: Vec<_> = jobs.iter().map(|j| (j.id, j.state)).collect();
+    assert_eq!(
+        states,
+        vec![
+            (1, JobState::Lost),
+            (2, JobState::Exited),
+            (3, JobState::Running)
+        ],
+        "{}",
+        b.name
+    );
+    assert_ne!(jobs[0].instance_id, jobs[2].instance_id);
+    // A lost job's output is gone; reading it says so without an error.
+    let out = b.read("t", first, 0, None).await;
+    assert_eq!(out.job.state, JobState::Lost);
+    assert_eq!(out.text, "");
+}
+backend_tests!(jobs_across_an_instance_restart_are_reported_lost, |_| {});
+
+async fn a_yes_job_stays_within_its_cap(b: &Backend) {
+    let id = b.start("t", ExecRequest::new("yes")).await;
+    // Let it write well past its cap.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let job = b.rt.job("t", id).expect("job");
+        if job.output_bytes > 4 * 64 * 1024 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{}: {job:?}", b.name);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let job = b.rt.job("t", id).expect("job");
+    let dir = Path::new(&job.log_file)
+        .parent()
+        .expect("dir")
+        .display()
+        .to_string();
+    let out = b
+        .run("t", ExecRequest::new(format!("cat {dir}/out.* | wc -c")))
+        .await;
+    let stored: u64 = out.stdout.to_text().trim().parse().expect("a size");
+    assert!(stored <= 64 * 1024, "{}: {stored} bytes stored", b.name);
+    let tail = b.read("t", id, job.output_bytes, None).await;
+    assert!(tail.text.chars().all(|c| c == 'y' || c == '\n'));
+    b.rt.kill_job("t", id).await.expect("kill");
+}
+backend_tests!(a_yes_job_stays_within_its_cap, |c| c.jobs.output_cap =
+    64 * 1024);
+
+#[actix_rt::test]
+async fn bad_job_requests_are_clear_errors() {
+    let Some(b) = Backend::new(Kind::Local, |_| {}).await else {
+        return;
+    };
+    assert!(b.rt.jobs("nobody").expect("jobs").is_empty());
+    let err =
+        b.rt.job_output("nobody", 1, 0, 10, None)
+            .await
+            .expect_err("no jobs");
+    assert_eq!(err.kind(), hecate::ErrorKind::InvalidInput);
+    b.start("t", ExecRequest::new("true")).await;
+    let err =
+        b.rt.job_output("t", 9, 0, 10, None)
+            .await
+            .expect_err("no job 9");
+    assert!(err.to_string().contains("no job 9"), "{err}");
+    let err =
+        b.rt.job_output("t", 1, 0, 0, None)
+            .await
+            .expect_err("max 0");
+    assert_eq!(err.kind(), hecate::ErrorKind::InvalidInput);
+    b.stop().await;
+}
