@@ -415,3 +415,117 @@ async fn bad_job_requests_are_clear_errors() {
     assert_eq!(err.kind(), hecate::ErrorKind::InvalidInput);
     b.stop().await;
 }
+
+#[actix_rt::test]
+async fn the_job_tools_follow_kill_and_list_with_terminals_error_shape() {
+    use hecate::tool::{self, JOB_KILL_TOOL, JOB_LIST_TOOL, JOB_OUTPUT_TOOL};
+    let Some(b) = Backend::new(Kind::Local, |_| {}).await else {
+        return;
+    };
+    let json = |s: &str| -> serde_json::Value { serde_json::from_str(s).expect("json") };
+    let started = tool::terminal_json(
+        &b.rt,
+        r#"{"command": "echo one; sleep 0.3; echo two", "background": true}"#,
+    )
+    .await;
+    let started = json(&started);
+    assert_eq!(started["job"]["id"], "1", "{started}");
+    assert!(started["job"]["log_file"]
+        .as_str()
+        .expect("log")
+        .ends_with("/job-1/log"));
+    assert!(started["output"]
+        .as_str()
+        .expect("output")
+        .contains("job_output tool (job_id 1"));
+    // Follow it to its end with waits.
+    let mut offset = 0;
+    let mut text = String::new();
+    loop {
+        let args = format!(r#"{{"job_id": 1, "offset": {offset}, "wait": 20}}"#);
+        let r = json(&tool::job_tool_json(&b.rt, JOB_OUTPUT_TOOL, &args).await);
+        assert_eq!(r["error"], serde_json::Value::Null, "{r}");
+        offset = r["next_offset"].as_u64().expect("next_offset");
+        text.push_str(r["output"].as_str().expect("output"));
+        if r["job"]["state"] == "exited" {
+            assert_eq!(r["exit_code"], 0);
+            break;
+        }
+    }
+    assert!(text.starts_with("one\ntwo\n"), "{text}");
+    assert!(text.ends_with("[job 1 exited with code 0]"), "{text}");
+    // Kill a running job; list both.
+    b.start("default", ExecRequest::new("sleep 1000")).await;
+    let killed = json(&tool::job_tool_json(&b.rt, JOB_KILL_TOOL, r#"{"job_id": "2"}"#).await);
+    assert_eq!(killed["job"]["state"], "killed", "{killed}");
+    let list = json(&tool::job_tool_json(&b.rt, JOB_LIST_TOOL, "{}").await);
+    let states: Vec<_> = list["jobs"]
+        .as_array()
+        .expect("jobs")
+        .iter()
+        .map(|j| j["state"].as_str().expect("state").to_string())
+        .collect();
+    assert_eq!(states, ["exited", "killed"], "{list}");
+    // Bad arguments: terminal's error shape, naming the field.
+    for (tool_name, args, needle) in [
+        (JOB_OUTPUT_TOOL, r#"{}"#, "job_id is missing"),
+        (
+            JOB_OUTPUT_TOOL,
+            r#"{"job_id": 1, "offset": -1}"#,
+            "offset must be",
+        ),
+        (
+            JOB_OUTPUT_TOOL,
+            r#"{"job_id": 1, "wait": 9999}"#,
+            "wait must be",
+        ),
+        (JOB_KILL_TOOL, r#"{"job_id": 1, "signal": 9}"#, "signal"),
+        (JOB_LIST_TOOL, r#"[]"#, "JSON object"),
+        (JOB_OUTPUT_TOOL, r#"{"job_id": 99}"#, "no job 99"),
+    ] {
+        let r = json(&tool::job_tool_json(&b.rt, tool_name, args).await);
+        assert_eq!(r["exit_code"], -1, "{r}");
+        assert_eq!(r["status"], "error", "{r}");
+        assert_eq!(r["error_kind"], "invalid_input", "{r}");
+        assert!(r["error"].as_str().expect("error").contains(needle), "{r}");
+    }
+    // Pinned: another task is refused; its own is fine.
+    let r = json(
+        &tool::job_tool_json_pinned(&b.rt, "default", JOB_LIST_TOOL, r#"{"task_id": "other"}"#)
+            .await,
+    );
+    assert_eq!(r["error_kind"], "invalid_input", "{r}");
+    let r = json(&tool::job_tool_json_pinned(&b.rt, "default", JOB_LIST_TOOL, "{}").await);
+    assert_eq!(r["jobs"].as_array().map(Vec::len), Some(2), "{r}");
+    b.stop().await;
+}
+
+#[test]
+fn the_job_tools_have_openai_and_anthropic_schemas_pinned_or_not() {
+    use hecate::tool::{self, SchemaFormat, SchemaOptions};
+    let opts = SchemaOptions::default();
+    let all = tool::all_schemas(SchemaFormat::OpenAi, &opts);
+    let names: Vec<_> = all
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|t| t["function"]["name"].as_str().expect("name").to_string())
+        .collect();
+    assert_eq!(names, ["terminal", "job_output", "job_kill", "job_list"]);
+    let output = tool::job_schema("job_output", SchemaFormat::Anthropic, &opts).expect("schema");
+    assert_eq!(output["name"], "job_output");
+    let props = &output["input_schema"]["properties"];
+    for field in ["job_id", "offset", "wait", "task_id"] {
+        assert!(props.get(field).is_some(), "{field}: {output}");
+    }
+    assert_eq!(
+        output["input_schema"]["required"],
+        serde_json::json!(["job_id"])
+    );
+    let pinned = tool::job_schema("job_kill", SchemaFormat::OpenAi, &opts.clone().pinned(true))
+        .expect("schema");
+    assert!(pinned["function"]["parameters"]["properties"]
+        .get("task_id")
+        .is_none());
+    assert!(tool::job_schema("job_nope", SchemaFormat::OpenAi, &opts).is_err());
+}
