@@ -106,6 +106,13 @@ pub struct ExecRequest {
     /// killed; `None`: [`JobsConfig::max_lifetime`](crate::JobsConfig::max_lifetime),
     /// which is also the most allowed.
     pub job_lifetime: Option<Duration>,
+    /// For a foreground command: if it still runs after this long, it
+    /// becomes a job and the call returns its id and output so far (the
+    /// job's lifetime then replaces the timeout); `None`:
+    /// [`JobsConfig::yield_window`](crate::JobsConfig::yield_window). Set
+    /// by the orchestrator, not the model. Such a call runs on the job path
+    /// from the start, so its stderr is merged into its stdout.
+    pub yield_after: Option<Duration>,
 }
 
 impl ExecRequest {
@@ -117,7 +124,24 @@ impl ExecRequest {
             timeout: None,
             persistent_shell: None,
             job_lifetime: None,
+            yield_after: None,
         }
+    }
+
+    /// Turns the command into a job if it still runs after `window`
+    /// (see [`yield_after`](Self::yield_after)).
+    #[must_use]
+    pub fn yield_after(mut self, window: Duration) -> Self {
+        self.yield_after = Some(window);
+        self
+    }
+
+    /// The yield window that applies to this request under `config`.
+    pub fn yield_window(&self, config: &Config) -> Option<Duration> {
+        if self.background {
+            return None;
+        }
+        self.yield_after.or(config.jobs.yield_window)
     }
 
     /// Runs the command in the background as a job that may run `lifetime`
@@ -169,6 +193,9 @@ impl ExecRequest {
                     self.command.len()
                 )));
             }
+        }
+        if self.yield_after.is_some_and(|w| w.is_zero()) {
+            return Err(Error::invalid_input("yield window must be greater than 0"));
         }
         if let Some(l) = self.job_lifetime {
             if l.is_zero() || l > config.jobs.max_lifetime {

@@ -281,12 +281,25 @@ async fn kill_ends_the_tree(b: &Backend) {
     }
     let killed = b.rt.kill_job("t", id).await.expect("kill");
     assert_eq!(killed.state, JobState::Killed, "{}", b.name);
+    // Alive and not a zombie waiting to be reaped (polled, bounded).
     let check = pids
         .lines()
-        .map(|p| format!("kill -0 {p} 2>/dev/null && echo alive {p};"))
+        .map(|p| {
+            format!(
+                "kill -0 {p} 2>/dev/null && ! grep -q '^State:.*Z' /proc/{p}/status \
+                 2>/dev/null && echo alive {p};"
+            )
+        })
         .collect::<String>();
-    let out = b.run("t", ExecRequest::new(format!("{check} true"))).await;
-    assert_eq!(out.stdout.to_text(), "", "{}: survivors", b.name);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = b.run("t", ExecRequest::new(format!("{check} true"))).await;
+        if out.stdout.to_text().is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{}: survivors {out:?}", b.name);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     // Killing it again changes nothing.
     let again = b.rt.kill_job("t", id).await.expect("kill");
     assert_eq!(again.state, JobState::Killed);
@@ -390,6 +403,48 @@ async fn a_yes_job_stays_within_its_cap(b: &Backend) {
 }
 backend_tests!(a_yes_job_stays_within_its_cap, |c| c.jobs.output_cap =
     64 * 1024);
+
+async fn yield_window(b: &Backend) {
+    // Done within its window: an ordinary result, and no job.
+    let quick = b
+        .run(
+            "t",
+            ExecRequest::new("echo quick; exit 4").yield_after(Duration::from_secs(20)),
+        )
+        .await;
+    assert_eq!(quick.exit_code, 4, "{}: {quick:?}", b.name);
+    assert_eq!(quick.stdout.to_text(), "quick\n", "{}", b.name);
+    assert!(quick.job.is_none());
+    // Still running at the end of its window (the configured one): the
+    // call returns its job and output so far, and the queue moves on.
+    let started = Instant::now();
+    let slow = b.run("t", ExecRequest::new("echo early; sleep 1000")).await;
+    let job = slow.job.clone().expect("the call became a job");
+    let text = slow.stdout.to_text();
+    assert!(text.starts_with("early\n"), "{}: {text}", b.name);
+    assert!(
+        text.contains("still running after 1 s"),
+        "{}: {text}",
+        b.name
+    );
+    assert!(started.elapsed() < Duration::from_secs(30), "{}", b.name);
+    let next = b.run("t", ExecRequest::new("echo next")).await;
+    assert_eq!(next.stdout.to_text(), "next\n");
+    let id: u64 = job.id.parse().expect("id");
+    let record = b.rt.job("t", id).expect("job");
+    assert_eq!(record.state, JobState::Running, "{}: {record:?}", b.name);
+    assert_eq!(
+        b.rt.jobs("t").expect("jobs").len(),
+        1,
+        "only the yielded call is a job"
+    );
+    // Its output goes on from where the call's stopped.
+    let out = b.read("t", id, 0, None).await;
+    assert_eq!(out.text, "early\n");
+    b.rt.kill_job("t", id).await.expect("kill");
+}
+backend_tests!(yield_window, |c| c.jobs.yield_window =
+    Some(Duration::from_secs(1)));
 
 #[actix_rt::test]
 async fn bad_job_requests_are_clear_errors() {

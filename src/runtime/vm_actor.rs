@@ -14,6 +14,7 @@ mod state;
 mod stop;
 
 use std::collections::VecDeque;
+use std::rc::Rc;
 use std::sync::Arc;
 
 use actix::clock::Instant;
@@ -318,7 +319,7 @@ impl VmActor {
         };
         let spec = ExecSpec {
             command,
-            background: exec.request.background,
+            background: exec.request.background || pending_job.is_some(),
             timeout: exec.request.timeout.unwrap_or(config.command_timeout),
             capture_bytes: config.capture_bytes,
         };
@@ -338,13 +339,24 @@ impl VmActor {
         );
         let instance = ready.live.instance.clone();
         let task_id = self.task_id.clone();
-        let run = async move { run::run_command(&config, &task_id, instance, spec).await };
-        ctx.spawn(run.into_actor(self).map(move |mut ran, act, ctx| {
-            if let Some(pending) = pending_job {
-                act.job_started(pending, &command.instance_id, &mut ran, ctx);
-            }
-            act.on_command_done(command, ran, ctx)
-        }));
+        let window = pending_job.as_ref().and_then(|p| p.window(&config));
+        let run = async move {
+            let ran = run::run_command(&config, &task_id, Rc::clone(&instance), spec).await;
+            let yielded = match (&ran.result, window) {
+                (Ok(output), Some(window)) => Some(window.watch(instance, output).await),
+                _ => None,
+            };
+            (ran, yielded)
+        };
+        ctx.spawn(
+            run.into_actor(self)
+                .map(move |(mut ran, yielded), act, ctx| {
+                    if let Some(pending) = pending_job {
+                        act.job_started(pending, &command.instance_id, &mut ran, yielded, ctx);
+                    }
+                    act.on_command_done(command, ran, ctx)
+                }),
+        );
     }
 
     /// The command that [`begin_exec`](Self::begin_exec) sent has ended:

@@ -134,6 +134,7 @@ impl ToolArgs {
             timeout: self.timeout,
             persistent_shell: None,
             job_lifetime: None,
+            yield_after: None,
         }
     }
 }

@@ -49,6 +49,125 @@ pub(super) struct PendingJob {
     dir: String,
     host_dir: Option<std::path::PathBuf>,
     lifetime: Duration,
+    /// A foreground call that becomes a job if it runs this long.
+    yield_after: Option<Duration>,
+}
+
+impl PendingJob {
+    /// The yield window to watch, for a foreground call that may yield.
+    pub fn window(&self, config: &crate::Config) -> Option<Window> {
+        Some(Window {
+            length: self.yield_after?,
+            dir: self.dir.clone(),
+            host_dir: self.host_dir.clone(),
+            poll: config
+                .jobs
+                .poll_interval
+                .unwrap_or(if self.host_dir.is_some() {
+                    HOST_POLL
+                } else {
+                    REMOTE_POLL
+                }),
+            segment: config.jobs.segment(),
+            capture: config.capture_bytes,
+        })
+    }
+}
+
+/// The yield window of a foreground call running as a job.
+pub(super) struct Window {
+    length: Duration,
+    dir: String,
+    host_dir: Option<std::path::PathBuf>,
+    poll: Duration,
+    segment: u64,
+    capture: usize,
+}
+
+/// How a call's yield window ended.
+pub(super) struct Yielded {
+    /// The store's status at the end of the window.
+    status: store::Status,
+    /// The output so far.
+    output: Captured,
+    /// The offset after it.
+    next_offset: u64,
+}
+
+impl Window {
+    /// Waits until the job ends or the window passes, then reads its
+    /// output so far.
+    pub async fn watch(
+        self,
+        instance: Rc<dyn Instance>,
+        started: &crate::provider::ExecOutput,
+    ) -> Result<Yielded> {
+        let backend = started
+            .job
+            .as_ref()
+            .ok_or_else(|| Error::internal("the call's job did not start"))?;
+        let until = Instant::now() + self.length;
+        let status = loop {
+            let status = self.status(&*instance, &backend.exit_file).await?;
+            let now = Instant::now();
+            if status.exit.is_some() || status.wrapper_ended || now >= until {
+                break status;
+            }
+            tokio::time::sleep(self.poll.min(until - now)).await;
+        };
+        let mut capture = crate::provider::OutputCapture::new(self.capture);
+        let (mut offset, mut missed) = (0u64, 0u64);
+        // The store holds at most two segments: a few reads get it all.
+        for _ in 0..8 {
+            let (start, count, text) = self.read(&*instance, offset).await?;
+            missed += start.saturating_sub(offset);
+            capture.push(text.as_bytes());
+            offset = start + count;
+            if count == 0 || offset >= status.total {
+                break;
+            }
+        }
+        let mut output = capture.finish();
+        output.dropped_bytes += missed;
+        Ok(Yielded {
+            status,
+            output,
+            next_offset: offset,
+        })
+    }
+
+    async fn status(&self, instance: &dyn Instance, backend_exit: &str) -> Result<store::Status> {
+        if let Some(dir) = &self.host_dir {
+            return store::status_host(dir, self.segment, std::path::Path::new(backend_exit));
+        }
+        let script = store::status_script(
+            &[(0, self.dir.clone(), backend_exit.to_string())],
+            self.segment,
+        )?;
+        let out = instance.exec(store_command(script, 4096)).await?;
+        store::parse_status(&out.stdout.to_text())
+            .into_iter()
+            .next()
+            .map(|(_, status)| status)
+            .ok_or_else(|| Error::internal("no status of the call's job"))
+    }
+
+    async fn read(&self, instance: &dyn Instance, offset: u64) -> Result<(u64, u64, String)> {
+        let max = 256 * 1024;
+        if let Some(dir) = &self.host_dir {
+            let chunk = store::read_host(dir, self.segment, offset, max)?;
+            let count = chunk.data.len() as u64;
+            return Ok((
+                chunk.start,
+                count,
+                String::from_utf8_lossy(&chunk.data).into_owned(),
+            ));
+        }
+        let script = store::read_script(&self.dir, self.segment, offset, max)?;
+        let out = instance.exec(store_command(script, max + 4096)).await?;
+        let (_, start, count, text) = store::parse_read(&out.stdout.to_text())?;
+        Ok((start, count, text))
+    }
 }
 
 /// Turns a background request into a job where the instance has a jobs
@@ -61,7 +180,8 @@ pub(super) fn prepare(
     request: &ExecRequest,
     command: String,
 ) -> Result<(String, Option<PendingJob>)> {
-    if !request.background {
+    let yield_after = request.yield_window(&shared.config);
+    if !request.background && yield_after.is_none() {
         return Ok((command, None));
     }
     let Some(dirs) = instance.jobs_dir() else {
@@ -88,6 +208,7 @@ pub(super) fn prepare(
             dir,
             host_dir: dirs.on_host.map(|h| h.join(name)),
             lifetime: request.job_lifetime.unwrap_or(config.max_lifetime),
+            yield_after,
         }),
     ))
 }
@@ -100,6 +221,7 @@ impl VmActor {
         pending: PendingJob,
         instance_id: &str,
         ran: &mut CommandRun,
+        yielded: Option<Result<Yielded>>,
         ctx: &mut Context<Self>,
     ) {
         let Ok(output) = &mut ran.result else {
@@ -108,6 +230,27 @@ impl VmActor {
         let Some(backend) = output.job.take() else {
             return;
         };
+        let yielded = match yielded {
+            None => None,
+            Some(Ok(yielded)) => Some(yielded),
+            Some(Err(err)) => {
+                // The job runs, but its window could not be watched: the
+                // caller gets the job to follow.
+                log::warn!(
+                    "task={} job={}: yield window: {err}",
+                    self.task_id,
+                    pending.id
+                );
+                None
+            }
+        };
+        if let Some(done) = yielded.as_ref().filter(|y| y.status.exit.is_some()) {
+            // Ended within its window: an ordinary foreground result, and
+            // no job.
+            output.exit_code = done.status.exit.unwrap_or(-1);
+            output.stdout = done.output.clone();
+            return;
+        }
         let log_file = format!("{}/log", pending.dir);
         let exit_file = format!("{}/exit", pending.dir);
         let table = self.shared.jobs.get_or_create(&self.task_id);
@@ -146,6 +289,25 @@ impl VmActor {
             ),
             self.shared.config.capture_bytes,
         );
+        if let Some(yielded) = yielded {
+            let mut text = yielded.output;
+            let notice = format!(
+                "\n[still running after {} s: it goes on as background job {} (lifetime {} s); \
+                 follow it with job_output (job_id {}, offset {}) and stop it with job_kill]\n",
+                pending.yield_after.unwrap_or_default().as_secs_f64(),
+                pending.id,
+                pending.lifetime.as_secs(),
+                pending.id,
+                yielded.next_offset
+            );
+            if text.dropped_bytes > 0 {
+                text.tail.push_str(&notice);
+            } else {
+                text.head.push_str(&notice);
+            }
+            output.stdout = text;
+            output.exit_code = 0;
+        }
         output.job = Some(JobInfo {
             id: pending.id.to_string(),
             pid,
