@@ -584,3 +584,65 @@ fn the_job_tools_have_openai_and_anthropic_schemas_pinned_or_not() {
         .is_none());
     assert!(tool::job_schema("job_nope", SchemaFormat::OpenAi, &opts).is_err());
 }
+
+/// The figures of BENCHMARKS.md "Background jobs": reading a job's output
+/// when nothing is new (in-process, local backend), and the runtime's
+/// memory per running job. A measurement, not a check:
+/// `cargo test --test tests -- jobs::figures --ignored --nocapture`.
+#[actix_rt::test]
+#[ignore = "a measurement; run by hand"]
+async fn figures() {
+    let Some(b) = Backend::new(Kind::Local, |_| {}).await else {
+        return;
+    };
+    let stats = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        format!(
+            "{:.1} / {:.1} / {:.1}",
+            v[0],
+            v[v.len() / 2],
+            v[v.len() - 1]
+        )
+    };
+    let id = b
+        .start("read", ExecRequest::new("echo ready; sleep 1000"))
+        .await;
+    let first = b.read("read", id, 0, Some(Duration::from_secs(20))).await;
+    assert_eq!(first.text, "ready\n");
+    let offset = first.next_offset;
+    let mut per_read = Vec::new();
+    for _ in 0..3 {
+        let n = 20_000;
+        let t = Instant::now();
+        for _ in 0..n {
+            let out = b.read("read", id, offset, None).await;
+            assert!(out.text.is_empty());
+        }
+        per_read.push(t.elapsed().as_secs_f64() * 1e6 / f64::from(n));
+    }
+    println!(
+        "read, nothing new (µs per call, min/median/max of 3 runs of 20,000): {}",
+        stats(per_read)
+    );
+    let mut per_job = Vec::new();
+    for run in 0..3 {
+        let jobs = 64;
+        let before = crate::helper::rss_kib();
+        for i in 0..jobs {
+            b.start(
+                &format!("mem-{run}-{}", i % 8),
+                ExecRequest::new("sleep 1000"),
+            )
+            .await;
+        }
+        // Let each task's watcher look at its jobs a few times.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let after = crate::helper::rss_kib();
+        per_job.push(after.saturating_sub(before) as f64 / f64::from(jobs));
+    }
+    println!(
+        "runtime RSS per running job (KiB, min/median/max of 3 runs of 64 jobs): {}",
+        stats(per_job)
+    );
+    b.stop().await;
+}
