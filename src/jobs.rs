@@ -2,7 +2,7 @@
 //! [`ExecRequest`](crate::ExecRequest) has an id unique within its task
 //! (ids go on across instance restarts), a [`JobState`], an exit code once
 //! it ended, start and end times, and its output in a bounded store
-//! addressed by byte offset ([`store`]): a reader resumes where it stopped
+//! addressed by byte offset (`jobs/store.rs`): a reader resumes where it stopped
 //! and is told how many bytes it missed when the cap cut them.
 //!
 //! Jobs end with their instance (reported [`JobState::Lost`]), at their
