@@ -320,3 +320,92 @@ impl JobTable {
             .clone()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_settings_come_from_the_environment_and_bad_ones_are_named() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |key: &str| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == key)
+                    .map(|(_, v)| (*v).to_string())
+            }
+        };
+        let c = crate::Config::from_lookup(env(&[
+            ("HECATE_JOB_OUTPUT_CAP_BYTES", "4096"),
+            ("HECATE_JOB_MAX_LIFETIME_SECONDS", "60"),
+            ("HECATE_JOB_KEEP_ENDED_SECONDS", "5"),
+            ("HECATE_JOB_POLL_MS", "10"),
+            ("HECATE_YIELD_WINDOW_SECONDS", "3"),
+        ]))
+        .expect("valid");
+        assert_eq!(c.jobs.output_cap, 4096);
+        assert_eq!(c.jobs.segment(), 2048);
+        assert_eq!(c.jobs.max_lifetime, Duration::from_secs(60));
+        assert_eq!(c.jobs.keep_ended, Duration::from_secs(5));
+        assert_eq!(c.jobs.poll_interval, Some(Duration::from_millis(10)));
+        assert_eq!(c.jobs.yield_window, Some(Duration::from_secs(3)));
+        let err = crate::Config::from_lookup(env(&[("HECATE_JOB_POLL_MS", "soon")]))
+            .expect_err("not a number");
+        assert!(err.to_string().contains("HECATE_JOB_POLL_MS"), "{err}");
+        let mut bad = JobsConfig {
+            output_cap: 1,
+            ..JobsConfig::default()
+        };
+        assert!(bad.validate().is_err());
+        bad.output_cap = 2;
+        bad.max_lifetime = Duration::ZERO;
+        let err = bad.validate().expect_err("zero lifetime");
+        assert!(err.to_string().contains("HECATE_JOB_MAX_LIFETIME_SECONDS"));
+    }
+
+    #[test]
+    fn ended_jobs_are_forgotten_after_keep_ended_and_running_ones_never() {
+        let table = JobTable::default();
+        let task: Arc<str> = "t".into();
+        let jobs = table.get_or_create(&task);
+        let entry = |id: u64| JobEntry {
+            record: JobRecord {
+                id,
+                command: "true".into(),
+                state: JobState::Running,
+                exit_code: None,
+                end_reason: None,
+                instance_id: "i".into(),
+                started_at_ms: 0,
+                ended_at_ms: None,
+                output_bytes: 0,
+                log_file: String::new(),
+                exit_file: String::new(),
+            },
+            dir: String::new(),
+            host_dir: None,
+            backend: JobInfo {
+                id: id.to_string(),
+                pid: None,
+                log_file: String::new(),
+                exit_file: String::new(),
+            },
+            deadline: Instant::now(),
+            ended: None,
+            generation: 1,
+        };
+        let mut inner = jobs.lock();
+        inner.jobs.insert(1, entry(1));
+        inner.jobs.insert(2, entry(2));
+        if let Some(job) = inner.jobs.get_mut(&1) {
+            job.end(JobState::Exited, Some(0), None);
+            // Ending twice keeps the first end.
+            job.end(JobState::Killed, None, Some("late".into()));
+            assert_eq!(job.record.state, JobState::Exited);
+        }
+        assert_eq!(inner.running_of(1).count(), 1);
+        assert_eq!(inner.running_of(2).count(), 0);
+        inner.forget_old(Duration::ZERO);
+        assert_eq!(inner.jobs.keys().copied().collect::<Vec<_>>(), vec![2]);
+    }
+}
