@@ -341,6 +341,10 @@ pub struct Config {
     /// (`HECATE_FILES_MAX_BYTES`, `HECATE_FILES_MAX_FILES`,
     /// `HECATE_FILES_TIMEOUT_SECONDS`, `HECATE_FILES_PARALLEL`).
     pub files: crate::files::FilesConfig,
+    /// Background jobs: their output cap, lifetime, how long ended ones
+    /// are remembered, the yield window (`HECATE_JOB_*`; see
+    /// [`crate::jobs`]).
+    pub jobs: crate::jobs::JobsConfig,
 }
 
 impl Default for Config {
@@ -370,6 +374,7 @@ impl Default for Config {
             morph: MorphConfig::default(),
             shell: crate::shell::ShellConfig::default(),
             files: crate::files::FilesConfig::default(),
+            jobs: crate::jobs::JobsConfig::default(),
         }
     }
 }
@@ -406,6 +411,7 @@ impl Config {
             MAX_DURATION,
         )?;
         check_duration("stop_timeout", self.stop_timeout, MAX_DURATION)?;
+        self.jobs.validate()?;
         if self.max_instances == 0 {
             return fail("HECATE_MAX_INSTANCES: must be at least 1".into());
         }

@@ -95,6 +95,7 @@ pub mod config;
 pub mod error;
 pub mod files;
 pub mod gc;
+pub mod jobs;
 pub mod json;
 pub mod launcher;
 pub mod provider;
@@ -116,6 +117,7 @@ pub use files::{
     DownloadSpec, DownloadTarget, FilesConfig, TransferLimits, Transferred, UploadSource,
     UploadSpec,
 };
+pub use jobs::{JobOutput, JobRecord, JobState, JobsConfig};
 pub use provider::{
     Captured, ExecOutput, ExecSpec, Instance, JobInfo, Provider, StartSlot, StartSpec,
 };

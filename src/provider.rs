@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
-use futures_util::future::LocalBoxFuture;
+use futures_util::future::{FutureExt, LocalBoxFuture};
 
 use crate::config::{BackendKind, Config};
 use crate::error::{Error, Result};
@@ -207,6 +207,55 @@ pub trait Instance: 'static {
         let _ = spec;
         Box::pin(async { Err(Error::invalid_input("this backend cannot download files")) })
     }
+
+    /// Where the runtime keeps its jobs' output stores ([`crate::jobs`]) in
+    /// this instance: a private directory removed with the instance.
+    /// `None` (the default): the backend has no jobs beyond plain
+    /// background commands.
+    fn jobs_dir(&self) -> Option<JobsDir> {
+        None
+    }
+
+    /// Ends a background job this instance started (`job`, as its
+    /// [`ExecOutput::job`] said) and everything it started: SIGTERM, up to
+    /// `grace` for it to go, then SIGKILL. The default signals the job's
+    /// process group and its descendants with a command run in the
+    /// instance.
+    fn kill_job(&self, job: &JobInfo, grace: Duration) -> BoxFuture<Result<()>> {
+        let Some(pid) = job.pid.filter(|pid| *pid > 1) else {
+            return Box::pin(async { Err(Error::invalid_input("the job's pid is not known")) });
+        };
+        let secs = grace.as_secs_f64();
+        let script = format!(
+            "tree() {{ for c in $(cat /proc/$1/task/*/children 2>/dev/null); do tree $c; done; \
+             echo $1; }}\n\
+             sig() {{ kill -$1 -- -{pid} 2>/dev/null; for p in $(tree {pid}); do kill -$1 $p \
+             2>/dev/null; done; }}\n\
+             sig TERM; i=0; while kill -0 -- -{pid} 2>/dev/null && [ $i -lt {tenths} ]; do \
+             sleep 0.1; i=$((i+1)); done\n\
+             sig KILL; true\n",
+            tenths = (secs * 10.0).ceil() as u64
+        );
+        self.exec(ExecSpec {
+            command: script,
+            background: false,
+            timeout: grace + Duration::from_secs(30),
+            capture_bytes: 4096,
+            shell: None,
+        })
+        .map(|ran| ran.map(|_| ()))
+        .boxed_local()
+    }
+}
+
+/// Where an instance keeps its jobs' output stores ([`Instance::jobs_dir`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobsDir {
+    /// The directory as commands in the instance see it.
+    pub in_instance: String,
+    /// The same directory on this host, when the runtime may read it
+    /// directly (the plain local backend).
+    pub on_host: Option<std::path::PathBuf>,
 }
 
 /// What the runtime asks of [`Provider::start`].

@@ -60,6 +60,7 @@
 mod backoff;
 mod files;
 mod guard;
+mod jobs;
 mod messages;
 mod registry;
 mod supervisor;
@@ -72,6 +73,7 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 
 pub use files::TransferOutcome;
+pub use jobs::{MAX_READ_BYTES, MAX_WAIT};
 pub use messages::{EvictTask, Exec, ListTasks, RunCommand, ShutdownRuntime, TaskId};
 pub use registry::TaskRegistry;
 pub use supervisor::TaskSupervisor;
@@ -106,6 +108,17 @@ pub struct ExecRequest {
     /// the task's instances start from it. A later request may repeat the
     /// same spec or give none; a different one is refused.
     pub spec: Option<Arc<crate::spec::TaskSpec>>,
+    /// For a background command: how long its job may run before it is
+    /// killed; `None`: [`JobsConfig::max_lifetime`](crate::JobsConfig::max_lifetime),
+    /// which is also the most allowed.
+    pub job_lifetime: Option<Duration>,
+    /// For a foreground command: if it still runs after this long, it
+    /// becomes a job and the call returns its id and output so far (the
+    /// job's lifetime then replaces the timeout); `None`:
+    /// [`JobsConfig::yield_window`](crate::JobsConfig::yield_window). Set
+    /// by the orchestrator, not the model. Such a call runs on the job path
+    /// from the start, so its stderr is merged into its stdout.
+    pub yield_after: Option<Duration>,
 }
 
 impl ExecRequest {
@@ -117,7 +130,34 @@ impl ExecRequest {
             timeout: None,
             persistent_shell: None,
             spec: None,
+            job_lifetime: None,
+            yield_after: None,
         }
+    }
+
+    /// Turns the command into a job if it still runs after `window`
+    /// (see [`yield_after`](Self::yield_after)).
+    #[must_use]
+    pub fn yield_after(mut self, window: Duration) -> Self {
+        self.yield_after = Some(window);
+        self
+    }
+
+    /// The yield window that applies to this request under `config`.
+    pub fn yield_window(&self, config: &Config) -> Option<Duration> {
+        if self.background {
+            return None;
+        }
+        self.yield_after.or(config.jobs.yield_window)
+    }
+
+    /// Runs the command in the background as a job that may run `lifetime`
+    /// (at most [`JobsConfig::max_lifetime`](crate::JobsConfig::max_lifetime)).
+    #[must_use]
+    pub fn job_lifetime(mut self, lifetime: Duration) -> Self {
+        self.background = true;
+        self.job_lifetime = Some(lifetime);
+        self
     }
 
     /// Gives the task's spec with this request (see [`ExecRequest::spec`]).
@@ -168,6 +208,17 @@ impl ExecRequest {
                     "command is {} bytes long; with the persistent shell the limit is {limit} \
                      bytes (write a long script to a file and run the file)",
                     self.command.len()
+                )));
+            }
+        }
+        if self.yield_after.is_some_and(|w| w.is_zero()) {
+            return Err(Error::invalid_input("yield window must be greater than 0"));
+        }
+        if let Some(l) = self.job_lifetime {
+            if l.is_zero() || l > config.jobs.max_lifetime {
+                return Err(Error::invalid_input(format!(
+                    "job lifetime must be between 1 s and {} s",
+                    config.jobs.max_lifetime.as_secs()
                 )));
             }
         }
@@ -374,6 +425,8 @@ pub struct Runtime {
     runtime_id: Arc<str>,
     /// The shutdown's report, once there is one.
     done: registry::ShutdownDone,
+    /// Every task's background jobs.
+    jobs: Arc<crate::jobs::JobTable>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -433,12 +486,14 @@ impl Runtime {
         // the supervisor, so no address cycle outlives a shutdown.
         let registry_ctx = Context::<TaskRegistry>::new();
         let registry = registry_ctx.address();
+        let jobs = Arc::new(crate::jobs::JobTable::default());
         let supervisor = TaskSupervisor::new(
             config.clone(),
             provider,
             runtime_id.clone(),
             placement,
             registry.downgrade(),
+            jobs.clone(),
         )
         .start();
         let (done_tx, done) = tokio::sync::watch::channel(None);
@@ -452,6 +507,7 @@ impl Runtime {
             config,
             runtime_id,
             done,
+            jobs,
         })
     }
 

@@ -29,6 +29,7 @@
 //! - `tool/schema.rs`: the description and the function-calling schemas.
 
 mod args;
+mod jobs;
 mod result;
 mod schema;
 mod truncate;
@@ -39,6 +40,11 @@ use std::time::Duration;
 #[cfg(feature = "cli")]
 pub(crate) use args::{check_known_fields, parse_json_strict};
 pub use args::{check_timeout_secs, ToolArgs};
+pub use jobs::{
+    all_schemas, job_parameters_schema, job_schema, job_tool, job_tool_json, job_tool_json_pinned,
+    JobCall, JobToolResult, JOB_KILL_TOOL, JOB_LIST_TOOL, JOB_OUTPUT_TOOL, JOB_TOOLS,
+    MAX_TOOL_WAIT,
+};
 pub(crate) use result::render_with_timeout;
 pub use result::{error_result, render, ToolResult};
 pub use schema::{
@@ -125,14 +131,19 @@ pub async fn terminal_json_pinned(rt: &Runtime, task_id: &str, args_json: &str) 
 
 /// Binds `args` to `task_id`, refusing another task.
 fn pin(task_id: &str, args: &mut ToolArgs) -> crate::error::Result<()> {
+    pin_task(task_id, &mut args.task_id)
+}
+
+/// Binds a call's `task_id` to `task_id`, refusing another task.
+pub(crate) fn pin_task(task_id: &str, asked: &mut Option<String>) -> crate::error::Result<()> {
     validate_task_id(task_id)?;
-    match &args.task_id {
+    match asked {
         Some(asked) if asked != task_id => Err(Error::invalid_input(
             "task_id is not accepted here: this tool runs commands only in its own task's \
              environment; leave task_id out",
         )),
         _ => {
-            args.task_id = Some(task_id.to_string());
+            *asked = Some(task_id.to_string());
             Ok(())
         }
     }

@@ -641,7 +641,8 @@ async fn background_job_has_an_id_pid_and_log_that_a_later_exec_reads() {
     let job = started.job.clone().expect("a job");
     assert_eq!(job.id, "1");
     assert!(job.pid.is_some_and(|p| p > 1), "{job:?}");
-    assert!(job.log_file.ends_with("/1.log"), "{job:?}");
+    assert!(job.log_file.ends_with("/job-1/log"), "{job:?}");
+    assert!(job.exit_file.ends_with("/job-1/exit"), "{job:?}");
     assert!(job.log_file.contains(&started.instance_id), "{job:?}");
     let read = format!(
         "for i in $(seq 1 100); do test -f {exit} && break; sleep 0.05; done; \

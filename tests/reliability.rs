@@ -534,6 +534,21 @@ async fn busy_tasks(
     (ids, pending)
 }
 
+/// How many `sleep 1000` processes (exactly that command line) instance
+/// `id` runs: a busy task has three (its job, its escapee, its command)
+/// once everything is up, whatever the job's wrapper adds.
+fn sleeps(id: &str) -> usize {
+    instance_processes(id)
+        .into_iter()
+        .filter(|&pid| {
+            i32::try_from(pid)
+                .ok()
+                .and_then(hecate::unix::cmdline)
+                .is_some_and(|c| c == b"sleep\x001000\x00")
+        })
+        .count()
+}
+
 #[actix_rt::test]
 async fn shutdown_while_commands_run_on_the_local_backend_leaves_no_process() {
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -544,9 +559,7 @@ async fn shutdown_while_commands_run_on_the_local_backend_leaves_no_process() {
     // Every instance has its job, its escapee, its command and its shell.
     for id in &ids {
         assert!(
-            eventually(Duration::from_secs(10), || instance_processes(id).len()
-                >= 4)
-            .await,
+            eventually(Duration::from_secs(10), || sleeps(id) >= 3).await,
             "{id}: {:?}",
             instance_processes(id)
         );
@@ -783,7 +796,7 @@ async fn evict_while_running_kills_every_process_and_background_job() {
     let (ids, pending) = busy_tasks(&rt, 2).await;
     let calls = actix_rt::spawn(join_all(pending));
     for id in &ids {
-        assert!(eventually(secs(10.0), || instance_processes(id).len() >= 4).await);
+        assert!(eventually(secs(10.0), || sleeps(id) >= 3).await);
     }
     let pgids: Vec<u32> = ids
         .iter()
@@ -815,8 +828,9 @@ async fn idle_stop_kills_background_jobs_and_escapees() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let rt = local_runtime(tmp.path(), |c| c.idle_lifetime = secs(1.0));
     let root = rt.config().local.root.clone();
+    // A running job keeps its instance from idling out until its lifetime.
     let job = rt
-        .exec("t", ExecRequest::new("sleep 1000").background())
+        .exec("t", ExecRequest::new("sleep 1000").job_lifetime(secs(1.0)))
         .await
         .expect("job");
     let pid = job.job.as_ref().and_then(|j| j.pid).expect("pid");
@@ -829,8 +843,11 @@ async fn idle_stop_kills_background_jobs_and_escapees() {
     let id = job.instance_id.clone();
     assert!(instance_processes(&id).len() >= 3);
     assert!(helper::pid_alive(pid));
-    // Idle for a second: the instance is stopped with everything in it.
+    // The job is killed at its lifetime; idle for a second after that,
+    // the instance is stopped with everything in it.
     assert_instances_clean(&root, std::slice::from_ref(&id)).await;
+    let ended = rt.job("t", 1).expect("the job's record is kept");
+    assert_eq!(ended.state, hecate::JobState::Killed, "{ended:?}");
     assert!(!helper::pid_alive(pid));
     assert!(processes_in_group(pid).is_empty());
     let next = rt.exec("t", ExecRequest::new("true")).await.expect("fresh");
@@ -880,10 +897,11 @@ async fn sigterm_to_hecate_batch_stops_every_instance_and_process() {
     .stderr(std::process::Stdio::piped())
     .spawn()
     .expect("spawn hecate");
-    // Wait until all three tasks run their last command.
+    // Wait until all three tasks run their last command: three `sleep
+    // 1000` each (the job, the escapee, the last command).
     let busy = || {
         let ids = instance_dirs(&root);
-        ids.len() == 3 && ids.iter().all(|id| instance_processes(id).len() >= 4)
+        ids.len() == 3 && ids.iter().all(|id| sleeps(id) >= 3)
     };
     assert!(
         eventually(secs(20.0), busy).await,

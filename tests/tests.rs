@@ -12,6 +12,9 @@ mod cli;
 #[cfg(feature = "sim")]
 mod files;
 mod helper;
+// Runs every scenario on local, sandbox and the simulator.
+#[cfg(feature = "sim")]
+mod jobs;
 mod launcher;
 mod local_backend;
 // Also drives `gc::run_cli`.

@@ -64,6 +64,10 @@ enum Command {
         /// `task_id` a model can run commands in any task's environment).
         #[arg(long)]
         pinned: bool,
+        /// Which tool: `terminal`, `job_output`, `job_kill`, `job_list`,
+        /// or `all` (a JSON array of the four).
+        #[arg(long, default_value = "terminal")]
+        tool: String,
     },
     /// Run a MorphCloud simulator on 127.0.0.1 (for tests and dry runs).
     Sim(SimArgs),
@@ -135,11 +139,25 @@ async fn run(cli: Cli) -> ExitCode {
     // action (dying without stopping instances).
     let signals = Signals::install();
     match cli.command {
-        Command::ToolSchema { format, pinned } => match config(cli.backend.as_deref()) {
+        Command::ToolSchema {
+            format,
+            pinned,
+            tool: name,
+        } => match config(cli.backend.as_deref()) {
             Ok(config) => {
                 let opts = SchemaOptions::for_config(&config).pinned(pinned);
-                outln!("{:#}", tool::schema_with(format, &opts));
-                ExitCode::SUCCESS
+                let schema = match name.as_str() {
+                    tool::TOOL_NAME => Ok(tool::schema_with(format, &opts)),
+                    "all" => Ok(tool::all_schemas(format, &opts)),
+                    other => tool::job_schema(other, format, &opts),
+                };
+                match schema {
+                    Ok(schema) => {
+                        outln!("{schema:#}");
+                        ExitCode::SUCCESS
+                    }
+                    Err(err) => fail(&err),
+                }
             }
             Err(err) => fail(&err),
         },

@@ -19,6 +19,7 @@ impl Config {
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
         let get = |key: &str| lookup(key).filter(|v| !v.trim().is_empty());
         let mut c = Config::default();
+        c.jobs.read(get)?;
         if let Some(v) = get("HECATE_BACKEND") {
             c.backend = v.parse()?;
         }

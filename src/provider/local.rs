@@ -451,6 +451,8 @@ struct Inner {
 #[derive(Default)]
 struct State {
     jobs: u64,
+    /// The launcher's command id of each background job, by job id.
+    job_execs: std::collections::HashMap<u64, u64>,
     /// Tasks reading pipes that leftover processes of finished commands
     /// still hold; aborted when the instance stops.
     drains: Vec<AbortHandle>,
@@ -493,6 +495,25 @@ impl Instance for LocalInstance {
     ) -> BoxFuture<Result<crate::files::Transferred>> {
         let inner = Rc::clone(&self.inner);
         Box::pin(async move { inner.download(spec).await })
+    }
+
+    fn jobs_dir(&self) -> Option<crate::provider::JobsDir> {
+        if self.inner.sandboxed {
+            return Some(crate::provider::JobsDir {
+                in_instance: exec::SANDBOX_JOBS.to_string(),
+                on_host: None,
+            });
+        }
+        Some(crate::provider::JobsDir {
+            in_instance: self.inner.jobs.to_str()?.to_string(),
+            on_host: Some(self.inner.jobs.clone()),
+        })
+    }
+
+    fn kill_job(&self, job: &crate::provider::JobInfo, grace: Duration) -> BoxFuture<Result<()>> {
+        let inner = Rc::clone(&self.inner);
+        let job = job.id.clone();
+        Box::pin(async move { inner.kill_job(&job, grace).await })
     }
 }
 

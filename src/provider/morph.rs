@@ -225,6 +225,16 @@ impl Instance for MorphInstance {
         Box::pin(async move { inner.download(spec).await })
     }
 
+    /// Job stores live in the instance's own job directory, which only
+    /// its owner may enter (made `0700` by the first background job); the
+    /// VM's disk goes with the VM.
+    fn jobs_dir(&self) -> Option<crate::provider::JobsDir> {
+        Some(crate::provider::JobsDir {
+            in_instance: shell::job_dir(&self.inner.id),
+            on_host: None,
+        })
+    }
+
     fn stop(&self) -> BoxFuture<Result<()>> {
         let inner = Rc::clone(&self.inner);
         Box::pin(async move {

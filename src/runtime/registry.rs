@@ -90,6 +90,11 @@ impl TaskRegistry {
         }
     }
 
+    /// The actor of a live task.
+    pub(super) fn actor_of(&self, task_id: &str) -> Option<Addr<VmActor>> {
+        self.tasks.get(task_id).map(|(addr, _)| addr.clone())
+    }
+
     fn remember_ending(&mut self, task_id: TaskId, reason: RestartReason) {
         if self.ended.len() >= MAX_REMEMBERED_ENDINGS {
             // Forgetting only costs a notice in some later result.

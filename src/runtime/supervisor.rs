@@ -40,6 +40,7 @@ impl TaskSupervisor {
         runtime_id: Arc<str>,
         placement: Placement,
         registry: actix::WeakAddr<TaskRegistry>,
+        jobs: Arc<crate::jobs::JobTable>,
     ) -> Self {
         let (owned, workers): (Vec<Arbiter>, Vec<ArbiterHandle>) = match placement {
             Placement::CurrentThread => (Vec::new(), vec![Arbiter::current()]),
@@ -56,6 +57,7 @@ impl TaskSupervisor {
             provider,
             runtime_id,
             registry,
+            jobs,
         });
         TaskSupervisor {
             shared,

@@ -8,12 +8,14 @@
 //! deadline and with panics caught, so a misbehaving backend costs this task
 //! one error and a fresh actor, never another task anything.
 
+mod jobs;
 mod run;
 mod state;
 mod stop;
 mod transfer;
 
 use std::collections::VecDeque;
+use std::rc::Rc;
 use std::sync::Arc;
 
 use actix::clock::Instant;
@@ -48,6 +50,8 @@ pub(crate) struct Shared {
     /// registry alive after a shutdown; shared rather than one clone per
     /// actor: each actix address clone costs two allocations.
     pub registry: actix::WeakAddr<TaskRegistry>,
+    /// Every task's background jobs.
+    pub jobs: Arc<crate::jobs::JobTable>,
 }
 
 /// The actor that owns one task's instance and command queue.
@@ -71,6 +75,9 @@ pub struct VmActor {
     stop_waiters: Option<Box<StopWaiters>>,
     /// The task's spec and setup state, when it has a spec.
     env: Option<Arc<TaskEnv>>,
+    /// The jobs this actor started and watches; boxed, like
+    /// `stop_waiters`, since most actors never start one.
+    jobs: Option<Box<jobs::ActorJobs>>,
 }
 
 /// The callers waiting for a task's instance to stop.
@@ -98,6 +105,7 @@ impl VmActor {
             idle_since: Instant::now(),
             stop_waiters: None,
             env,
+            jobs: None,
         }
     }
 
@@ -122,7 +130,7 @@ impl VmActor {
 
     /// Nothing runs or waits.
     fn is_idle(&self) -> bool {
-        !self.state.call_in_flight() && self.queue.is_empty()
+        !self.state.call_in_flight() && self.queue.is_empty() && !self.has_running_jobs()
     }
 
     /// Moves the queue forward: starts the instance or the next command, or
@@ -376,9 +384,23 @@ impl VmActor {
             }
         };
         ready.running = true;
+        let (command, pending_job) = match jobs::prepare(
+            &self.shared,
+            &self.task_id,
+            &*ready.live.instance,
+            &exec.request,
+            command,
+        ) {
+            Ok(prepared) => prepared,
+            Err(err) => {
+                ready.running = false;
+                let _ = exec.reply.send(Err(err));
+                return self.pump(ctx);
+            }
+        };
         let spec = ExecSpec {
             command,
-            background: exec.request.background,
+            background: exec.request.background || pending_job.is_some(),
             timeout: exec.request.timeout.unwrap_or(config.command_timeout),
             capture_bytes: config.capture_bytes,
             shell,
@@ -399,10 +421,23 @@ impl VmActor {
         );
         let instance = ready.live.instance.clone();
         let task_id = self.task_id.clone();
-        let run = async move { run::run_command(&config, &task_id, instance, spec).await };
+        let window = pending_job.as_ref().and_then(|p| p.window(&config));
+        let run = async move {
+            let ran = run::run_command(&config, &task_id, Rc::clone(&instance), spec).await;
+            let yielded = match (&ran.result, window) {
+                (Ok(output), Some(window)) => Some(window.watch(instance, output).await),
+                _ => None,
+            };
+            (ran, yielded)
+        };
         ctx.spawn(
             run.into_actor(self)
-                .map(move |ran, act, ctx| act.on_command_done(command, ran, ctx)),
+                .map(move |(mut ran, yielded), act, ctx| {
+                    if let Some(pending) = pending_job {
+                        act.job_started(pending, &command.instance_id, &mut ran, yielded, ctx);
+                    }
+                    act.on_command_done(command, ran, ctx)
+                }),
         );
     }
 
@@ -472,6 +507,7 @@ impl VmActor {
 
     /// Forgets an instance that the backend says is gone (no stop needed).
     fn drop_instance(&mut self, ctx: &mut Context<Self>) {
+        self.jobs_instance_ended("its instance disappeared");
         if let VmState::Ready(ready) = std::mem::replace(&mut self.state, VmState::NoInstance) {
             if let Some(timer) = ready.timer {
                 ctx.cancel_future(timer.handle);
@@ -513,6 +549,7 @@ impl Actor for VmActor {
     type Context = Context<Self>;
 
     fn stopped(&mut self, _: &mut Self::Context) {
+        self.jobs_instance_ended("its task's actor stopped");
         // Best effort only: the registry learnt of the retirement through
         // VmRetired; this covers an actor stopped any other way.
         if !matches!(self.state, VmState::Gone { .. }) {

@@ -134,6 +134,8 @@ impl ToolArgs {
             timeout: self.timeout,
             persistent_shell: None,
             spec: None,
+            job_lifetime: None,
+            yield_after: None,
         }
     }
 }

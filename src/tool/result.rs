@@ -273,6 +273,12 @@ fn job_text(job: &JobInfo) -> String {
     if let Some(pid) = job.pid {
         let _ = write!(text, "\nStop it: kill -- -{pid}");
     }
+    let _ = write!(
+        text,
+        "\nOr follow it with the job_output tool (job_id {}, offset 0, then each next_offset; \
+         wait for new output instead of sleeping) and stop it with job_kill.",
+        job.id
+    );
     text
 }
 

@@ -76,8 +76,10 @@ const MIDDLE: &str = "\
 - background: true for servers and other long-running processes. The call returns at once with \
 the job's id, pid, log file (stdout and stderr) and exit file (written when the job ends). Read \
 its output with `tail -n 50 LOG` or `cat LOG`; check whether it ended with \
-`test -f EXIT && cat EXIT`; stop it with `kill -- -PID` (its whole process group). Use this \
-instead of ending a command with `&`.";
+`test -f EXIT && cat EXIT`; stop it with `kill -- -PID` (its whole process group). Where the \
+job_output, job_kill and job_list tools are offered, follow the job with job_output (from \
+offset 0, then each next_offset; its wait returns as soon as there is new output) and stop it \
+with job_kill. Use this instead of ending a command with `&`.";
 
 /// The `task_id` argument's line, only in the unpinned description.
 const TASK_ID_LINE: &str = "

@@ -31,7 +31,7 @@ const JOB_SCRIPT: &str = r#""$3" -c "$1"; echo "$?" > "$2""#;
 /// Where a sandboxed instance keeps its job logs and exit files: in its
 /// private `/tmp`, since the host's instance directory is not visible
 /// inside.
-const SANDBOX_JOBS: &str = "/tmp/hecate/jobs";
+pub(super) const SANDBOX_JOBS: &str = "/tmp/hecate/jobs";
 /// [`JOB_SCRIPT`] inside a sandbox: the script itself makes the log
 /// (`$4`) and sends its output there, and removes a stale exit file.
 const SANDBOX_JOB_SCRIPT: &str = r#"mkdir -p "${2%/*}" && rm -f "$2" && exec >"$4" 2>&1 || exit 125; "$3" -c "$1"; echo "$?" > "$2""#;
@@ -378,6 +378,7 @@ impl Inner {
             "{log_prefix} exec={} pid={pid} started in the background",
             spawned.id
         );
+        self.state.borrow_mut().job_execs.insert(job, spawned.id);
         // The launcher reaps it; this only logs how it ended.
         let exit = spawned.exit;
         tokio::spawn(async move {
@@ -400,6 +401,40 @@ impl Inner {
                 exit_file: exit_path,
             }),
         })
+    }
+}
+
+impl Inner {
+    /// Ends background job `job` and everything it started: SIGTERM to
+    /// its processes, up to `grace` for them to go, then the launcher's
+    /// kill (cgroup, descent, marker).
+    pub(super) async fn kill_job(&self, job: &str, grace: Duration) -> Result<()> {
+        let exec_id = job
+            .parse::<u64>()
+            .ok()
+            .and_then(|job| self.state.borrow().job_execs.get(&job).copied())
+            .ok_or_else(|| Error::invalid_input(self.what(&format!("no background job {job}"))))?;
+        let until = tokio::time::Instant::now() + grace;
+        if !grace.is_zero() && self.launcher.signal(exec_id, libc::SIGTERM).await.is_ok() {
+            while tokio::time::Instant::now() < until {
+                match self.launcher.signal(exec_id, 0).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                }
+            }
+        }
+        match self.launcher.kill(exec_id).await {
+            Ok(0) => Ok(()),
+            Ok(left) => {
+                log::warn!(
+                    "task={} vm={} job={job} {left} processes survived SIGKILL",
+                    self.log_task,
+                    self.id
+                );
+                Ok(())
+            }
+            Err(err) => Err(err.context(self.what(&format!("killing job {job}")))),
+        }
     }
 }
 

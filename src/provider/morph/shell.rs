@@ -270,7 +270,7 @@ pub(crate) fn background(command: &str, instance_id: &str, job_id: u64) -> Resul
     // would background the whole `&&` list in a subshell, and `$!` would be
     // the subshell's pid instead of the job's.
     let script = format!(
-        "mkdir -p {dir} || exit 1; rm -f {exit_file} {exit_tmp}\n\
+        "mkdir -p {dir} && chmod 700 {dir} || exit 1; rm -f {exit_file} {exit_tmp}\n\
          IFS= read -r -d '' c <<'{inner}'\n{command}\n{inner}\n\
          printf '%s' \"${{c%?}}\" > {script_file} || exit 1; unset c\n\
          nohup setsid bash -c {} > {log_file} 2>&1 < /dev/null & echo $!",

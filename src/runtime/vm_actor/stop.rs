@@ -33,6 +33,10 @@ impl VmActor {
             _ => None,
         };
         let reason = if live.is_some() { reason } else { None };
+        self.jobs_instance_ended(match reason {
+            Some(r) => r.notice(),
+            None => "its instance was stopped",
+        });
         self.state = VmState::Stopping(Retired {
             reason: reason.unwrap_or(RestartReason::Failed),
             instance_id: live.as_ref().map(|live| live.id().to_string()),
