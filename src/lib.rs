@@ -99,6 +99,7 @@ pub mod runtime;
 pub mod shell;
 #[cfg(feature = "sim")]
 pub mod sim;
+pub mod stream;
 pub mod tool;
 pub mod unix;
 
@@ -115,3 +116,4 @@ pub use runtime::{
     ExecOutcome, ExecRequest, Placement, RestartReason, Runtime, ShutdownReport, StopFailure,
     TaskInfo, TaskState,
 };
+pub use stream::{Chunk, OutputSink, OutputStream, StreamKind, StreamOptions};
