@@ -45,6 +45,8 @@
 //! - [`shell`]: the persistent shell (`cd` and `export` carry over between
 //!   the calls of a task), as a wrapping of each command's text.
 //! - [`tool`]: the LLM-facing contract (arguments, result JSON, schema).
+//! - [`stream`]: streaming output ([`Runtime::exec_stream`]): chunks with
+//!   byte offsets, and the bounded buffer between a backend and its reader.
 //! - [`launcher`]: the local backend's per-instance process launcher
 //!   (sessions, cgroups, subreaper, capability drop).
 //! - [`unix`]: /proc, signals, kill rounds and exit codes, below the backends.

@@ -78,8 +78,9 @@ pub struct Chunk {
     /// each starts where the previous one ended plus [`missed`](Self::missed).
     pub offset: u64,
     /// How many bytes of this stream right before `offset` the reader did
-    /// not get (dropped because it read too slowly; see the
-    /// [module docs](self)); 0 normally.
+    /// not get (dropped because it read too slowly, see the
+    /// [module docs](self); or, from a backend that cannot stream, the
+    /// middle its capture dropped); 0 normally.
     pub missed: u64,
     /// The bytes. Raw output: a chunk's edge may fall inside a UTF-8
     /// character.
