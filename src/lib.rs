@@ -47,6 +47,8 @@
 //! - [`spec`]: task environments (image, environment, working directory,
 //!   files, setup, lifetimes) applied to each instance of a task.
 //! - [`tool`]: the LLM-facing contract (arguments, result JSON, schema).
+//! - [`stream`]: streaming output ([`Runtime::exec_stream`]): chunks with
+//!   byte offsets, and the bounded buffer between a backend and its reader.
 //! - [`launcher`]: the local backend's per-instance process launcher
 //!   (sessions, cgroups, subreaper, capability drop).
 //! - [`unix`]: /proc, signals, kill rounds and exit codes, below the backends.
@@ -104,6 +106,7 @@ pub mod shell;
 #[cfg(feature = "sim")]
 pub mod sim;
 pub mod spec;
+pub mod stream;
 pub mod tool;
 pub mod unix;
 
@@ -126,3 +129,4 @@ pub use runtime::{
     TaskInfo, TaskOpened, TaskState,
 };
 pub use spec::{SetupReport, TaskSpec};
+pub use stream::{Chunk, OutputSink, OutputStream, StreamKind, StreamOptions};

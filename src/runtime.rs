@@ -63,6 +63,7 @@ mod guard;
 mod jobs;
 mod messages;
 mod registry;
+mod streaming;
 mod supervisor;
 mod vm_actor;
 
@@ -76,6 +77,7 @@ pub use files::TransferOutcome;
 pub use jobs::{MAX_READ_BYTES, MAX_WAIT};
 pub use messages::{EvictTask, Exec, ListTasks, RunCommand, ShutdownRuntime, TaskId};
 pub use registry::TaskRegistry;
+pub use streaming::ExecResult;
 pub use supervisor::TaskSupervisor;
 pub use vm_actor::VmActor;
 

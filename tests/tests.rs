@@ -45,4 +45,7 @@ mod simulator;
 // Task environments on local, sandbox and the simulator.
 #[cfg(feature = "sim")]
 mod task_spec;
+// Runs on the local backend, the sandbox and the simulator.
+#[cfg(feature = "sim")]
+mod streaming;
 mod tool;

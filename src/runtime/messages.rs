@@ -46,6 +46,9 @@ pub struct Exec {
     /// A file transfer to run in the place of the command
     /// ([`Runtime::upload`](super::Runtime::upload)).
     pub(crate) transfer: Option<super::files::Transfer>,
+    /// Where the command's output goes as it is produced, for a streaming
+    /// call ([`Runtime::exec_stream`](super::Runtime::exec_stream)).
+    pub(crate) sink: Option<crate::stream::OutputSink>,
 }
 
 impl Exec {
@@ -64,6 +67,7 @@ impl Exec {
             vanish_restarts: 0,
             open: false,
             transfer: None,
+            sink: None,
         }
     }
 
@@ -86,6 +90,14 @@ impl Exec {
             return;
         }
         let _ = self.reply.send(Err(err));
+    }
+
+    /// Streams the command's output to `sink` as it is produced
+    /// ([`crate::stream`]).
+    #[must_use]
+    pub fn with_sink(mut self, sink: crate::stream::OutputSink) -> Self {
+        self.sink = Some(sink);
+        self
     }
 
     pub(crate) fn vanish_restarts(&self) -> u32 {

@@ -422,8 +422,9 @@ impl VmActor {
         let instance = ready.live.instance.clone();
         let task_id = self.task_id.clone();
         let window = pending_job.as_ref().and_then(|p| p.window(&config));
+        let sink = command.sink();
         let run = async move {
-            let ran = run::run_command(&config, &task_id, Rc::clone(&instance), spec).await;
+            let ran = run::run_command(&config, &task_id, Rc::clone(&instance), spec, sink).await;
             let yielded = match (&ran.result, window) {
                 (Ok(output), Some(window)) => Some(window.watch(instance, output).await),
                 _ => None,
