@@ -82,76 +82,72 @@ fn cgroup_dirs(id: &str) -> Vec<PathBuf> {
         .collect()
 }
 
+/// The instance's processes, and its cgroup directories and host mounts
+/// (lines of the host's mount table naming it: the sandbox's own mounts
+/// live in its namespace and must never show here).
 fn leftovers(id: &str) -> (Vec<u32>, Vec<PathBuf>) {
     let procs = processes_with_env(&format!("HECATE_INSTANCE_ID={id}"));
-    let dirs = cgroup_dirs(id).into_iter().filter(|d| d.exists()).collect();
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let dirs = cgroup_dirs(id)
+        .into_iter()
+        .filter(|d| d.exists())
+        .chain(
+            mounts
+                .lines()
+                .filter(|l| l.contains(id))
+                .map(|l| PathBuf::from(format!("mount: {l}"))),
+        )
+        .collect();
     (procs, dirs)
 }
 
 // ---------------------------------------------------------------------
-// The local backend's tests that apply, on the sandbox.
+// The local backend's tests that apply, on the sandbox. Those that do
+// not: tests of host paths and host pids that a sandbox shows differently
+// (`cwd_home_and_tmpdir_are_the_private_dirs`, the background-job,
+// leftover-child and escape tests, whose pids are the PID namespace's; the
+// sandbox has its own versions above and below), of the plain launcher's
+// gc and start failures (`gc_ends_the_sandbox_of_a_dead_runtime` is the
+// sandbox's), and `instances_cannot_see_each_others_files`, which
+// `task_a_cannot_touch_task_bs_files_processes_or_signals` covers.
 
-#[actix_rt::test]
-async fn files_persist_across_calls_but_env_vars_and_cwd_do_not() {
-    if let Some(f) = lb::sandbox_fixture() {
-        lb::files_persist_across_calls_but_env_vars_and_cwd_do_not_on(f).await;
-    }
+/// Each `name => body`: a test `name` running `local_backend`'s `body`
+/// (the same one its own test `name` runs on the plain backend) on the
+/// sandbox's fixture.
+macro_rules! on_the_sandbox {
+    ($($name:ident => $body:ident),* $(,)?) => {$(
+        #[actix_rt::test]
+        async fn $name() {
+            if let Some(f) = lb::sandbox_fixture() {
+                lb::$body(f).await;
+            }
+        }
+    )*};
 }
 
-#[actix_rt::test]
-async fn stderr_is_captured_on_success_and_exit_codes_are_reported() {
-    if let Some(f) = lb::sandbox_fixture() {
-        lb::stderr_is_captured_on_success_and_exit_codes_are_reported_on(f).await;
-    }
-}
-
-#[actix_rt::test]
-async fn death_by_signal_is_reported_as_128_plus_n() {
-    if let Some(f) = lb::sandbox_fixture() {
-        lb::death_by_signal_is_reported_as_128_plus_n_on(f).await;
-    }
-}
-
-#[actix_rt::test]
-async fn bad_commands_are_invalid_input_and_the_instance_survives() {
-    if let Some(f) = lb::sandbox_fixture() {
-        lb::bad_commands_are_invalid_input_and_the_instance_survives_on(f).await;
-    }
-}
-
-#[actix_rt::test]
-async fn timeout_kills_whole_process_tree() {
-    if let Some(f) = lb::sandbox_fixture() {
-        lb::timeout_kills_whole_process_tree_on(f).await;
-    }
-}
-
-#[actix_rt::test]
-async fn huge_output_stays_bounded_and_the_call_returns() {
-    if let Some(f) = lb::sandbox_fixture() {
-        lb::huge_output_stays_bounded_and_the_call_returns_on(f).await;
-    }
-}
-
-#[actix_rt::test]
-async fn binary_and_invalid_utf8_output_is_replaced() {
-    if let Some(f) = lb::sandbox_fixture() {
-        lb::binary_and_invalid_utf8_output_is_replaced_on(f).await;
-    }
-}
-
-#[actix_rt::test]
-async fn instance_whose_dir_vanished_is_gone_and_stops_cleanly() {
-    if let Some(f) = lb::sandbox_fixture() {
-        lb::instance_whose_dir_vanished_is_gone_and_stops_cleanly_on(f).await;
-    }
-}
-
-#[actix_rt::test]
-async fn abandoned_exec_kills_its_process_tree() {
-    if let Some(f) = lb::sandbox_fixture() {
-        lb::abandoned_exec_kills_its_process_tree_on(f).await;
-    }
+on_the_sandbox! {
+    files_persist_across_calls_but_env_vars_and_cwd_do_not =>
+        files_persist_across_calls_but_env_vars_and_cwd_do_not_on,
+    stderr_is_captured_on_success_and_exit_codes_are_reported =>
+        stderr_is_captured_on_success_and_exit_codes_are_reported_on,
+    death_by_signal_is_reported_as_128_plus_n => death_by_signal_is_reported_as_128_plus_n_on,
+    bad_commands_are_invalid_input_and_the_instance_survives =>
+        bad_commands_are_invalid_input_and_the_instance_survives_on,
+    timeout_kills_whole_process_tree => timeout_kills_whole_process_tree_on,
+    huge_output_stays_bounded_and_the_call_returns =>
+        huge_output_stays_bounded_and_the_call_returns_on,
+    binary_and_invalid_utf8_output_is_replaced => binary_and_invalid_utf8_output_is_replaced_on,
+    instance_whose_dir_vanished_is_gone_and_stops_cleanly =>
+        instance_whose_dir_vanished_is_gone_and_stops_cleanly_on,
+    abandoned_exec_kills_its_process_tree => abandoned_exec_kills_its_process_tree_on,
+    parent_environment_never_reaches_a_command => parent_environment_never_reaches_a_command_on,
+    stop_removes_the_dir_kills_jobs_and_is_idempotent =>
+        stop_removes_the_dir_kills_jobs_and_is_idempotent_on,
+    dropping_an_instance_kills_its_processes => dropping_an_instance_kills_its_processes_on,
+    sweep_orphans_stops_only_instances_of_that_runtime =>
+        sweep_orphans_stops_only_instances_of_that_runtime_on,
+    weird_task_ids_never_create_anything_outside_the_root =>
+        weird_task_ids_never_create_anything_outside_the_root_on,
 }
 
 // ---------------------------------------------------------------------
@@ -534,6 +530,10 @@ async fn after_stop_and_after_shutdown_no_process_or_cgroup_is_left() {
         let (procs, dirs) = leftovers(&out.instance_id);
         assert!(procs.len() >= 3, "{procs:?}");
         assert!(!dirs.is_empty(), "the limits make cgroups");
+        assert!(
+            !dirs.iter().any(|d| d.starts_with("mount:")),
+            "a host mount names the instance: {dirs:?}"
+        );
         ids.push(out.instance_id);
     }
     // A stop (evict) of one…
