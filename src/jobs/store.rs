@@ -279,8 +279,8 @@ pub(crate) fn read_script(dir: &str, segment: u64, offset: u64, max: usize) -> R
          first=$(expr \"$f\" '*' $s); st=$o; [ \"$st\" -lt \"$first\" ] && st=$first\n\
          k=$(expr $st / $s); skip=$(expr $st % $s); p=\"$d/out.$(printf %012d $k)\"\n\
          if ! exec 3< \"$p\"; then echo \"{READ_TAG} $first $st 0\"; exit 0; fi\n\
-         sz=$(wc -c < \"$p\"); n=$(expr $sz - $skip); [ \"$n\" -gt \"$m\" ] && n=$m; \
-         [ \"$n\" -lt 0 ] && n=0\n\
+         sz=$(wc -c < /proc/self/fd/3); n=$(expr \"${{sz:-0}}\" - $skip); [ -n \"$n\" ] || n=0; \
+         [ \"$n\" -gt \"$m\" ] && n=$m; [ \"$n\" -lt 0 ] && n=0\n\
          echo \"{READ_TAG} $first $st $n\"\n\
          tail -c +$(expr $skip + 1) <&3 | head -c $n\n",
         quote(dir)?
