@@ -45,6 +45,8 @@
 //! - [`shell`]: the persistent shell (`cd` and `export` carry over between
 //!   the calls of a task), as a wrapping of each command's text.
 //! - [`tool`]: the LLM-facing contract (arguments, result JSON, schema).
+//! - [`metrics`]: the runtime's Prometheus metrics
+//!   ([`Runtime::metrics_text`]).
 //! - [`launcher`]: the local backend's per-instance process launcher
 //!   (sessions, cgroups, subreaper, capability drop).
 //! - [`unix`]: /proc, signals, kill rounds and exit codes, below the backends.
@@ -94,6 +96,7 @@ pub mod error;
 pub mod gc;
 pub mod json;
 pub mod launcher;
+pub mod metrics;
 pub mod provider;
 pub mod runtime;
 pub mod shell;

@@ -77,6 +77,7 @@ pub use vm_actor::VmActor;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::metrics::Metrics;
 use crate::provider::{Captured, JobInfo, Provider};
 
 pub use crate::provider::MAX_COMMAND_BYTES;
@@ -339,6 +340,8 @@ pub struct Runtime {
     runtime_id: Arc<str>,
     /// The shutdown's report, once there is one.
     done: registry::ShutdownDone,
+    /// The runtime's metrics ([`Runtime::metrics_text`]).
+    metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -391,6 +394,7 @@ impl Runtime {
         }
         let config = Arc::new(config);
         let runtime_id: Arc<str> = new_runtime_id().into();
+        let metrics = Arc::new(Metrics::new());
         // The registry's address exists before the registry runs, so the
         // supervisor can hand it to every task actor once, shared.
         // The supervisor and the task actors hold it weakly: only the
@@ -404,10 +408,16 @@ impl Runtime {
             runtime_id.clone(),
             placement,
             registry.downgrade(),
+            metrics.clone(),
         )
         .start();
         let (done_tx, done) = tokio::sync::watch::channel(None);
-        registry_ctx.run(TaskRegistry::new(config.clone(), supervisor, done_tx));
+        registry_ctx.run(TaskRegistry::new(
+            config.clone(),
+            supervisor,
+            done_tx,
+            metrics.clone(),
+        ));
         log::info!(
             "runtime={runtime_id} started (backend {}, {placement:?})",
             config.backend.as_str()
@@ -417,6 +427,7 @@ impl Runtime {
             config,
             runtime_id,
             done,
+            metrics,
         })
     }
 
@@ -427,7 +438,13 @@ impl Runtime {
         task_id: impl Into<String>,
         request: ExecRequest,
     ) -> Result<ExecOutcome> {
-        let task_id: String = task_id.into();
+        let received = actix::clock::Instant::now();
+        let result = self.exec_inner(task_id.into(), request).await;
+        self.metrics.exec_done(&result, received.elapsed());
+        result
+    }
+
+    async fn exec_inner(&self, task_id: String, request: ExecRequest) -> Result<ExecOutcome> {
         validate_task_id(&task_id)?;
         request.validate(&self.config)?;
         let (tx, rx) = oneshot::channel();
@@ -490,6 +507,18 @@ impl Runtime {
     /// This runtime's id, attached to every instance as `hecate_runtime_id`.
     pub fn runtime_id(&self) -> &str {
         &self.runtime_id
+    }
+
+    /// The runtime's metrics (see [`crate::metrics`]).
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The runtime's metrics in the Prometheus text format (version 0.0.4;
+    /// serve it with [`metrics::TEXT_CONTENT_TYPE`](crate::metrics::TEXT_CONTENT_TYPE)).
+    /// No label carries a task id.
+    pub fn metrics_text(&self) -> String {
+        self.metrics.text()
     }
 }
 

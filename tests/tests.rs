@@ -12,6 +12,7 @@ mod cli;
 mod helper;
 mod launcher;
 mod local_backend;
+mod metrics;
 // Also drives `gc::run_cli`.
 #[cfg(all(feature = "cli", feature = "sim"))]
 mod morph_backend;

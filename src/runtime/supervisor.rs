@@ -21,6 +21,7 @@ use super::TaskRegistry;
 use super::{Placement, MAILBOX_CAPACITY};
 use crate::config::Config;
 use crate::error::Result;
+use crate::metrics::Metrics;
 use crate::provider::Provider;
 
 /// Creates task actors and holds what they share.
@@ -40,6 +41,7 @@ impl TaskSupervisor {
         runtime_id: Arc<str>,
         placement: Placement,
         registry: actix::WeakAddr<TaskRegistry>,
+        metrics: Arc<Metrics>,
     ) -> Self {
         let (owned, workers): (Vec<Arbiter>, Vec<ArbiterHandle>) = match placement {
             Placement::CurrentThread => (Vec::new(), vec![Arbiter::current()]),
@@ -56,6 +58,7 @@ impl TaskSupervisor {
             provider,
             runtime_id,
             registry,
+            metrics,
         });
         TaskSupervisor {
             shared,
@@ -108,6 +111,7 @@ impl Handler<SweepOrphans> for TaskSupervisor {
             // A sweep lists and stops again whatever is still there, so a
             // transient failure is retried, within the shutdown's grace.
             let swept = Backoff::new(&shared.config.retry)
+                .counted(&shared.metrics)
                 .until(end.at)
                 .run(
                     &format_args!("runtime={}", shared.runtime_id),

@@ -26,6 +26,7 @@ use super::messages::{Exec, GetInfo, Reroute, StopResult, TaskId, VmRetired};
 use super::{RestartReason, TaskInfo, TaskRegistry};
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
+use crate::metrics::{EndReason, Metrics};
 use crate::provider::{ExecSpec, Provider};
 
 /// How often one request may be moved to a fresh instance because its
@@ -46,6 +47,8 @@ pub(crate) struct Shared {
     /// registry alive after a shutdown; shared rather than one clone per
     /// actor: each actix address clone costs two allocations.
     pub registry: actix::WeakAddr<TaskRegistry>,
+    /// The runtime's metrics.
+    pub metrics: Arc<Metrics>,
 }
 
 /// The actor that owns one task's instance and command queue.
@@ -80,6 +83,7 @@ struct StopWaiters {
 
 impl VmActor {
     pub(crate) fn new(task_id: TaskId, generation: u64, shared: Arc<Shared>) -> Self {
+        shared.metrics.add_tasks(1);
         VmActor {
             task_id,
             generation,
@@ -93,6 +97,31 @@ impl VmActor {
 
     fn config(&self) -> &Config {
         &self.shared.config
+    }
+
+    /// Puts a request at the back of the queue.
+    fn enqueue(&mut self, exec: Exec) {
+        self.shared.metrics.add_queued(1);
+        self.queue.push_back(exec);
+    }
+
+    /// Puts a request back at the head of the queue.
+    fn requeue_front(&mut self, exec: Exec) {
+        self.shared.metrics.add_queued(1);
+        self.queue.push_front(exec);
+    }
+
+    /// Takes the request at the head of the queue.
+    fn dequeue(&mut self) -> Option<Exec> {
+        let exec = self.queue.pop_front()?;
+        self.shared.metrics.add_queued(-1);
+        Some(exec)
+    }
+
+    /// Takes every queued request.
+    fn take_queue(&mut self) -> VecDeque<Exec> {
+        self.shared.metrics.add_queued(-(self.queue.len() as i64));
+        std::mem::take(&mut self.queue)
     }
 
     /// Nothing runs or waits.
@@ -124,7 +153,7 @@ impl VmActor {
             .front()
             .is_some_and(|exec| exec.reply.is_closed())
         {
-            self.queue.pop_front();
+            self.dequeue();
         }
         if self.queue.is_empty() {
             self.idle_since = Instant::now();
@@ -269,7 +298,7 @@ impl VmActor {
             Err(err) => {
                 log::warn!("task={} start failed: {err}", self.task_id);
                 self.state = VmState::NoInstance;
-                for exec in self.queue.drain(..) {
+                for exec in self.take_queue() {
                     let _ = exec.reply.send(Err(err.clone()));
                 }
                 self.retire(None, ctx);
@@ -282,14 +311,16 @@ impl VmActor {
         let VmState::Ready(ready) = &mut self.state else {
             return;
         };
-        let config = self.shared.config.clone();
-        let bash = self.shared.provider.supports_persistent_shell();
+        let shared = self.shared.clone();
+        let config = &shared.config;
+        let bash = shared.provider.supports_persistent_shell();
         // A command the persistent shell cannot wrap is answered unrun.
         let (exec, command) = loop {
             let Some(exec) = self.queue.pop_front() else {
                 return self.pump(ctx);
             };
-            match run::shell_text(&exec.request, ready.live.id(), &config, bash) {
+            shared.metrics.add_queued(-1);
+            match run::shell_text(&exec.request, ready.live.id(), config, bash) {
                 Ok(command) => break (exec, command),
                 Err(err) => drop(exec.reply.send(Err(err))),
             }
@@ -317,7 +348,9 @@ impl VmActor {
         );
         let instance = ready.live.instance.clone();
         let task_id = self.task_id.clone();
-        let run = async move { run::run_command(&config, &task_id, instance, spec).await };
+        let run = async move {
+            run::run_command(&shared.config, &shared.metrics, &task_id, instance, spec).await
+        };
         ctx.spawn(
             run.into_actor(self)
                 .map(move |ran, act, ctx| act.on_command_done(command, ran, ctx)),
@@ -355,10 +388,11 @@ impl VmActor {
                     _ => None,
                 };
                 self.drop_instance(ctx);
+                self.shared.metrics.instance_ended(EndReason::Vanished);
                 if let Some(mut exec) = command.into_exec() {
                     exec.restart = Some(RestartReason::Vanished);
                     exec.bump_vanish_restarts();
-                    self.queue.push_front(exec);
+                    self.requeue_front(exec);
                 }
                 if retire_after.is_some() {
                     // The TTL or a shutdown already ended this actor's
@@ -427,6 +461,14 @@ impl VmActor {
     }
 }
 
+impl Drop for VmActor {
+    fn drop(&mut self) {
+        let metrics = &self.shared.metrics;
+        metrics.add_tasks(-1);
+        metrics.add_queued(-(self.queue.len() as i64));
+    }
+}
+
 impl Actor for VmActor {
     type Context = Context<Self>;
 
@@ -454,7 +496,7 @@ impl Handler<Exec> for VmActor {
             self.reroute(vec![exec]);
             return;
         }
-        self.queue.push_back(exec);
+        self.enqueue(exec);
         self.pump(ctx);
     }
 }

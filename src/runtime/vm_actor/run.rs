@@ -15,6 +15,7 @@ use super::state::{Live, StartReport};
 use super::Shared;
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
+use crate::metrics::Metrics;
 use crate::provider::{tags, ExecOutput, ExecSpec, Instance, StartSlot, StartSpec};
 use crate::runtime::backoff::Backoff;
 use crate::runtime::guard::{
@@ -39,6 +40,7 @@ pub(super) async fn start_instance(shared: &Shared, task_id: &str) -> Result<(Li
         .await
         .map_err(|_| Error::shutting_down())?;
     let slot_wait = waiting.elapsed();
+    let began = Instant::now();
     if slot_wait > Duration::from_millis(1) {
         log::info!("task={task_id} waited {slot_wait:?} for an instance slot");
     }
@@ -58,6 +60,7 @@ pub(super) async fn start_instance(shared: &Shared, task_id: &str) -> Result<(Li
     let timeout = Deadline::new(config.start_timeout, Source::StartTimeout);
     let end = Instant::now() + config.start_timeout;
     let started = Backoff::new(&config.retry)
+        .counted(&shared.metrics)
         .until(end)
         .run(&format_args!("task={task_id}"), "start", || async {
             let left = end.saturating_duration_since(Instant::now());
@@ -88,13 +91,13 @@ pub(super) async fn start_instance(shared: &Shared, task_id: &str) -> Result<(Li
                 .into_result(DOING_START, &timeout)
         })
         .await;
+    shared
+        .metrics
+        .start_done(started.result.is_ok(), began.elapsed());
     let instance = started
         .result
         .map_err(|err| err.context("could not start an instance"))?;
-    let live = Live {
-        instance: Rc::from(instance),
-        _slot: slot,
-    };
+    let live = Live::new(Rc::from(instance), slot, shared.metrics.clone());
     Ok((live, StartReport { slot_wait }))
 }
 
@@ -103,6 +106,7 @@ pub(super) async fn start_instance(shared: &Shared, task_id: &str) -> Result<(Li
 /// nothing goes past the shutdown's `end`.
 pub(super) async fn stop_instance(
     config: &Config,
+    metrics: &Metrics,
     task_id: &str,
     live: Live,
     end: Option<ShutdownEnd>,
@@ -111,7 +115,7 @@ pub(super) async fn stop_instance(
     // Stopping is idempotent (an instance already gone stops fine), so a
     // transient failure is retried like any other; giving up at once would
     // leak the instance.
-    let mut backoff = Backoff::new(&config.retry);
+    let mut backoff = Backoff::new(&config.retry).counted(metrics);
     if let Some(end) = end {
         backoff = backoff.until(end.at);
     }
@@ -257,6 +261,7 @@ pub(super) struct CommandRun {
 /// Runs one command, retrying failures that are safe to retry.
 pub(super) async fn run_command(
     config: &Config,
+    metrics: &Metrics,
     task_id: &str,
     instance: Rc<dyn Instance>,
     spec: ExecSpec,
@@ -282,6 +287,7 @@ pub(super) async fn run_command(
     // to come back later does not hold the caller longer than the command
     // itself could have.
     let ran = Backoff::new(&config.retry)
+        .counted(metrics)
         .retry_indeterminate(config.retry_indeterminate)
         .until(Instant::now() + deadline.limit)
         .run(
