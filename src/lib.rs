@@ -55,17 +55,21 @@
 //! - `batch` (feature `cli`): the batch runner behind `hecate batch`.
 //! - `bench` (features `cli` and `sim`): the load generator behind
 //!   `hecate bench`.
+//! - `mcp` (feature `mcp`): the tools served over the Model Context
+//!   Protocol (`hecate mcp`).
 //! - `sim` (feature `sim`): a MorphCloud simulator for tests, benchmarks
 //!   and dry runs (its `hecate sim` front end needs `cli` too).
 //!
 //! # Features
 //!
-//! Both are on by default; the `hecate` binary needs both.
+//! All three are on by default; the `hecate` binary needs `cli` and `sim`
+//! (and offers `hecate mcp` with `mcp`).
 //!
 //! - `cli`: the command line's pieces: argument structs (clap), progress
 //!   bars (indicatif), the logger the binary installs (env_logger), and the
 //!   `batch` and `bench` front ends.
 //! - `sim`: the MorphCloud simulator and its HTTP server (actix-web).
+//! - `mcp`: the MCP server (`hecate::mcp`, the `rmcp` SDK).
 //!
 //! An embedder that needs only the runtime, the backends and the tool
 //! contract builds without them:
@@ -96,6 +100,8 @@ pub mod error;
 pub mod gc;
 pub mod json;
 pub mod launcher;
+#[cfg(feature = "mcp")]
+pub mod mcp;
 pub mod metrics;
 pub mod provider;
 pub mod runtime;

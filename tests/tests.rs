@@ -12,6 +12,9 @@ mod cli;
 mod helper;
 mod launcher;
 mod local_backend;
+// Runs `hecate mcp`.
+#[cfg(all(feature = "cli", feature = "sim", feature = "mcp"))]
+mod mcp;
 mod metrics;
 // Also drives `gc::run_cli`.
 #[cfg(all(feature = "cli", feature = "sim"))]
