@@ -49,6 +49,8 @@
 //! - [`tool`]: the LLM-facing contract (arguments, result JSON, schema).
 //! - [`stream`]: streaming output ([`Runtime::exec_stream`]): chunks with
 //!   byte offsets, and the bounded buffer between a backend and its reader.
+//! - [`metrics`]: the runtime's Prometheus metrics
+//!   ([`Runtime::metrics_text`]).
 //! - [`launcher`]: the local backend's per-instance process launcher
 //!   (sessions, cgroups, subreaper, capability drop).
 //! - [`unix`]: /proc, signals, kill rounds and exit codes, below the backends.
@@ -57,17 +59,21 @@
 //! - `batch` (feature `cli`): the batch runner behind `hecate batch`.
 //! - `bench` (features `cli` and `sim`): the load generator behind
 //!   `hecate bench`.
+//! - `mcp` (feature `mcp`): the tools served over the Model Context
+//!   Protocol (`hecate mcp`).
 //! - `sim` (feature `sim`): a MorphCloud simulator for tests, benchmarks
 //!   and dry runs (its `hecate sim` front end needs `cli` too).
 //!
 //! # Features
 //!
-//! Both are on by default; the `hecate` binary needs both.
+//! All three are on by default; the `hecate` binary needs `cli` and `sim`
+//! (and offers `hecate mcp` with `mcp`).
 //!
 //! - `cli`: the command line's pieces: argument structs (clap), progress
 //!   bars (indicatif), the logger the binary installs (env_logger), and the
 //!   `batch` and `bench` front ends.
 //! - `sim`: the MorphCloud simulator and its HTTP server (actix-web).
+//! - `mcp`: the MCP server (`hecate::mcp`, the `rmcp` SDK).
 //!
 //! An embedder that needs only the runtime, the backends and the tool
 //! contract builds without them:
@@ -100,6 +106,9 @@ pub mod gc;
 pub mod jobs;
 pub mod json;
 pub mod launcher;
+#[cfg(feature = "mcp")]
+pub mod mcp;
+pub mod metrics;
 pub mod provider;
 pub mod runtime;
 pub mod shell;

@@ -83,6 +83,7 @@ pub use vm_actor::VmActor;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::metrics::Metrics;
 use crate::provider::{Captured, JobInfo, Provider};
 
 pub use crate::provider::MAX_COMMAND_BYTES;
@@ -429,6 +430,8 @@ pub struct Runtime {
     done: registry::ShutdownDone,
     /// Every task's background jobs.
     jobs: Arc<crate::jobs::JobTable>,
+    /// The runtime's metrics ([`Runtime::metrics_text`]).
+    metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -481,6 +484,7 @@ impl Runtime {
         }
         let config = Arc::new(config);
         let runtime_id: Arc<str> = new_runtime_id().into();
+        let metrics = Arc::new(Metrics::new());
         // The registry's address exists before the registry runs, so the
         // supervisor can hand it to every task actor once, shared.
         // The supervisor and the task actors hold it weakly: only the
@@ -496,10 +500,16 @@ impl Runtime {
             placement,
             registry.downgrade(),
             jobs.clone(),
+            metrics.clone(),
         )
         .start();
         let (done_tx, done) = tokio::sync::watch::channel(None);
-        registry_ctx.run(TaskRegistry::new(config.clone(), supervisor, done_tx));
+        registry_ctx.run(TaskRegistry::new(
+            config.clone(),
+            supervisor,
+            done_tx,
+            metrics.clone(),
+        ));
         log::info!(
             "runtime={runtime_id} started (backend {}, {placement:?})",
             config.backend.as_str()
@@ -510,6 +520,7 @@ impl Runtime {
             runtime_id,
             done,
             jobs,
+            metrics,
         })
     }
 
@@ -520,7 +531,13 @@ impl Runtime {
         task_id: impl Into<String>,
         request: ExecRequest,
     ) -> Result<ExecOutcome> {
-        let task_id: String = task_id.into();
+        let received = actix::clock::Instant::now();
+        let result = self.exec_inner(task_id.into(), request).await;
+        self.metrics.exec_done(&result, received.elapsed());
+        result
+    }
+
+    async fn exec_inner(&self, task_id: String, request: ExecRequest) -> Result<ExecOutcome> {
         validate_task_id(&task_id)?;
         request.validate(&self.config)?;
         let (tx, rx) = oneshot::channel();
@@ -620,6 +637,18 @@ impl Runtime {
     /// This runtime's id, attached to every instance as `hecate_runtime_id`.
     pub fn runtime_id(&self) -> &str {
         &self.runtime_id
+    }
+
+    /// The runtime's metrics (see [`crate::metrics`]).
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The runtime's metrics in the Prometheus text format (version 0.0.4;
+    /// serve it with [`metrics::TEXT_CONTENT_TYPE`](crate::metrics::TEXT_CONTENT_TYPE)).
+    /// No label carries a task id.
+    pub fn metrics_text(&self) -> String {
+        self.metrics.text()
     }
 }
 

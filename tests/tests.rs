@@ -17,6 +17,10 @@ mod helper;
 mod jobs;
 mod launcher;
 mod local_backend;
+// Runs `hecate mcp`.
+#[cfg(all(feature = "cli", feature = "sim", feature = "mcp"))]
+mod mcp;
+mod metrics;
 // Also drives `gc::run_cli`.
 #[cfg(all(feature = "cli", feature = "sim"))]
 mod morph_backend;

@@ -78,6 +78,32 @@ enum Command {
     /// Measure the runtime: N tasks × M commands on the local backend or a
     /// MorphCloud simulator, idle actors, boot storms, faults, eviction.
     Bench(hecate::bench::BenchArgs),
+    /// Serve the `terminal` tool over the Model Context Protocol on stdin
+    /// and stdout (logs go to stderr). The connection is one task
+    /// environment, stopped when stdin closes.
+    #[cfg(feature = "mcp")]
+    Mcp(McpArgs),
+}
+
+#[cfg(feature = "mcp")]
+#[derive(Debug, clap::Args)]
+struct McpArgs {
+    /// The task the connection's commands run in (default: a fresh id per
+    /// connection, `mcp-` and 16 hex digits).
+    #[arg(long, conflicts_with = "allow_task_ids")]
+    task_id: Option<String>,
+    /// Let the client choose each call's task (`task_id` in the tool's
+    /// schema): only for a client trusted with every task's environment.
+    #[arg(long)]
+    allow_task_ids: bool,
+    /// How often a running call reports progress, in milliseconds (to a
+    /// client that sent a progressToken).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
+    progress_ms: u64,
+    /// Seconds running commands get to finish once stdin closes or a
+    /// signal arrives, before every instance is stopped.
+    #[arg(long, default_value_t = 30)]
+    shutdown_grace_secs: u64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -179,6 +205,11 @@ async fn run(cli: Cli) -> ExitCode {
         }
         Command::Batch(args) => match config(cli.backend.as_deref()) {
             Ok(config) => batch(args, config, signals).await,
+            Err(err) => fail(&err),
+        },
+        #[cfg(feature = "mcp")]
+        Command::Mcp(args) => match config(cli.backend.as_deref()) {
+            Ok(config) => mcp(args, config, signals).await,
             Err(err) => fail(&err),
         },
         Command::Exec(args) => match config(cli.backend.as_deref()) {
@@ -356,6 +387,59 @@ async fn batch(args: BatchArgs, config: Config, signals: Signals) -> ExitCode {
         }
         Ok(summary) if summary.is_clean() && clean => ExitCode::SUCCESS,
         Ok(_) => ExitCode::FAILURE,
+        Err(err) => fail(&err),
+    }
+}
+
+/// `hecate mcp`: serves one connection on stdio, then stops every instance.
+#[cfg(feature = "mcp")]
+async fn mcp(args: McpArgs, config: Config, signals: Signals) -> ExitCode {
+    use hecate::mcp::{McpServer, TaskBinding};
+    let rt = match Runtime::start(config) {
+        Ok(rt) => rt,
+        Err(err) => return fail(&err),
+    };
+    let binding = match args.task_id {
+        _ if args.allow_task_ids => TaskBinding::ClientChooses,
+        Some(task_id) => TaskBinding::Pinned(task_id),
+        None => TaskBinding::fresh(),
+    };
+    let server = match McpServer::new(rt.clone(), binding) {
+        Ok(server) => server.progress_every(Duration::from_millis(args.progress_ms)),
+        Err(err) => {
+            let _ = rt.shutdown(Duration::from_secs(1)).await;
+            return fail(&err);
+        }
+    };
+    if let Some(task_id) = server.pinned_task() {
+        log::info!("mcp: serving task {task_id:?} on stdio");
+    }
+    {
+        let rt = rt.clone();
+        signals.on_second(move || {
+            format!(
+                "instances of runtime {} may still be running; `hecate gc` finds them",
+                rt.runtime_id()
+            )
+        });
+    }
+    let grace = Duration::from_secs(args.shutdown_grace_secs);
+    let served = tokio::select! {
+        served = server.serve_stdio() => served,
+        () = signals.interrupted() => {
+            eprintln!("hecate: interrupted; stopping (running commands get {grace:?})");
+            Ok(())
+        }
+    };
+    let clean = shutdown(&rt, grace).await;
+    if signals.is_interrupted() {
+        // A read of stdin in progress cannot be cancelled, and would keep
+        // the process waiting for input: exit now that all is stopped.
+        std::process::exit(130);
+    }
+    match served {
+        Ok(()) if clean => ExitCode::SUCCESS,
+        Ok(()) => ExitCode::FAILURE,
         Err(err) => fail(&err),
     }
 }

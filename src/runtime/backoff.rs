@@ -17,6 +17,7 @@ use actix::clock::Instant;
 
 use crate::config::RetryPolicy;
 use crate::error::{Error, ErrorKind, Result};
+use crate::metrics::Metrics;
 
 /// How one backend call is retried: the policy, and optionally a deadline
 /// for the whole call and the opt-in retry of indeterminate failures.
@@ -27,6 +28,8 @@ pub(crate) struct Backoff<'p> {
     deadline: Option<Instant>,
     /// Also retry failures after which the request may have taken effect.
     retry_indeterminate: bool,
+    /// Where retries are counted.
+    metrics: Option<&'p Metrics>,
 }
 
 /// What a retried call came to.
@@ -45,7 +48,16 @@ impl<'p> Backoff<'p> {
             policy,
             deadline: None,
             retry_indeterminate: false,
+            metrics: None,
         }
+    }
+
+    /// Counts each retry in `metrics` (`hecate_retries_total`), by the
+    /// operation's name and the error's kind.
+    #[must_use]
+    pub fn counted(mut self, metrics: &'p Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Gives the whole call a deadline: waits are cut to it, and once it has
@@ -124,6 +136,9 @@ impl<'p> Backoff<'p> {
                 };
             };
             log::warn!("{label} {what} failed ({err}); retry {attempts} in {delay:?}");
+            if let Some(metrics) = self.metrics {
+                metrics.retried(what, err.kind());
+            }
             actix::clock::sleep(delay).await;
         }
     }

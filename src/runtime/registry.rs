@@ -33,6 +33,7 @@ use super::{
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
 use crate::spec::TaskEnv;
+use crate::metrics::Metrics;
 
 /// How many task actors a shutdown stops at once.
 const SHUTDOWN_IN_FLIGHT: usize = 10_000;
@@ -71,6 +72,8 @@ pub struct TaskRegistry {
     accepting: bool,
     /// Where the shutdown's report goes once it is done.
     done: watch::Sender<Option<ShutdownReport>>,
+    /// Counts the calls that come as [`RunCommand`].
+    metrics: Arc<Metrics>,
 }
 
 impl TaskRegistry {
@@ -78,6 +81,7 @@ impl TaskRegistry {
         config: Arc<Config>,
         supervisor: Addr<TaskSupervisor>,
         done: watch::Sender<Option<ShutdownReport>>,
+        metrics: Arc<Metrics>,
     ) -> Self {
         TaskRegistry {
             config,
@@ -87,6 +91,7 @@ impl TaskRegistry {
             envs: HashMap::new(),
             accepting: true,
             done,
+            metrics,
         }
     }
 
@@ -212,16 +217,23 @@ impl Handler<RunCommand> for TaskRegistry {
     type Result = ResponseFuture<Result<ExecOutcome>>;
 
     fn handle(&mut self, msg: RunCommand, ctx: &mut Self::Context) -> Self::Result {
+        let received = Instant::now();
+        let metrics = self.metrics.clone();
         if let Err(err) =
             validate_task_id(&msg.task_id).and_then(|()| msg.request.validate(&self.config))
         {
-            return Box::pin(async move { Err(err) });
+            let result = Err(err);
+            metrics.exec_done(&result, received.elapsed());
+            return Box::pin(async move { result });
         }
         let (tx, rx) = oneshot::channel();
         self.route(Exec::new(msg.task_id, msg.request, tx), ctx);
         Box::pin(async move {
-            rx.await
-                .unwrap_or_else(|_| Err(Error::actor_died("the command")))
+            let result = rx
+                .await
+                .unwrap_or_else(|_| Err(Error::actor_died("the command")));
+            metrics.exec_done(&result, received.elapsed());
+            result
         })
     }
 }

@@ -21,6 +21,7 @@ use super::TaskRegistry;
 use super::{Placement, MAILBOX_CAPACITY};
 use crate::config::Config;
 use crate::error::Result;
+use crate::metrics::Metrics;
 use crate::provider::Provider;
 
 /// Creates task actors and holds what they share.
@@ -41,6 +42,7 @@ impl TaskSupervisor {
         placement: Placement,
         registry: actix::WeakAddr<TaskRegistry>,
         jobs: Arc<crate::jobs::JobTable>,
+        metrics: Arc<Metrics>,
     ) -> Self {
         let (owned, workers): (Vec<Arbiter>, Vec<ArbiterHandle>) = match placement {
             Placement::CurrentThread => (Vec::new(), vec![Arbiter::current()]),
@@ -58,6 +60,7 @@ impl TaskSupervisor {
             runtime_id,
             registry,
             jobs,
+            metrics,
         });
         TaskSupervisor {
             shared,
@@ -111,6 +114,7 @@ impl Handler<SweepOrphans> for TaskSupervisor {
             // A sweep lists and stops again whatever is still there, so a
             // transient failure is retried, within the shutdown's grace.
             let swept = Backoff::new(&shared.config.retry)
+                .counted(&shared.metrics)
                 .until(end.at)
                 .run(
                     &format_args!("runtime={}", shared.runtime_id),

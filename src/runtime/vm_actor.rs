@@ -29,6 +29,7 @@ use super::messages::{Exec, GetInfo, Reroute, StopResult, TaskId, VmRetired};
 use super::{RestartReason, TaskInfo, TaskRegistry};
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
+use crate::metrics::{EndReason, Metrics};
 use crate::provider::{ExecSpec, Provider};
 use crate::spec::{TaskEnv, TaskSpec};
 
@@ -52,6 +53,8 @@ pub(crate) struct Shared {
     pub registry: actix::WeakAddr<TaskRegistry>,
     /// Every task's background jobs.
     pub jobs: Arc<crate::jobs::JobTable>,
+    /// The runtime's metrics.
+    pub metrics: Arc<Metrics>,
 }
 
 /// The actor that owns one task's instance and command queue.
@@ -96,6 +99,7 @@ impl VmActor {
         shared: Arc<Shared>,
         env: Option<Arc<TaskEnv>>,
     ) -> Self {
+        shared.metrics.add_tasks(1);
         VmActor {
             task_id,
             generation,
@@ -128,6 +132,31 @@ impl VmActor {
             .unwrap_or(self.shared.config.idle_lifetime)
     }
 
+    /// Puts a request at the back of the queue.
+    fn enqueue(&mut self, exec: Exec) {
+        self.shared.metrics.add_queued(1);
+        self.queue.push_back(exec);
+    }
+
+    /// Puts a request back at the head of the queue.
+    fn requeue_front(&mut self, exec: Exec) {
+        self.shared.metrics.add_queued(1);
+        self.queue.push_front(exec);
+    }
+
+    /// Takes the request at the head of the queue.
+    fn dequeue(&mut self) -> Option<Exec> {
+        let exec = self.queue.pop_front()?;
+        self.shared.metrics.add_queued(-1);
+        Some(exec)
+    }
+
+    /// Takes every queued request.
+    fn take_queue(&mut self) -> VecDeque<Exec> {
+        self.shared.metrics.add_queued(-(self.queue.len() as i64));
+        std::mem::take(&mut self.queue)
+    }
+
     /// Nothing runs or waits.
     fn is_idle(&self) -> bool {
         !self.state.call_in_flight() && self.queue.is_empty() && !self.has_running_jobs()
@@ -157,7 +186,7 @@ impl VmActor {
             .front()
             .is_some_and(|exec| exec.reply.is_closed())
         {
-            self.queue.pop_front();
+            self.dequeue();
         }
         if self.queue.is_empty() {
             self.idle_since = Instant::now();
@@ -336,7 +365,7 @@ impl VmActor {
                 // Retire first, so the registry hears of it before any
                 // caller does (and a shutdown it sends next finds the actor
                 // forgotten, not stopped under it).
-                let failed: Vec<_> = self.queue.drain(..).collect();
+                let failed = self.take_queue();
                 self.retire(None, ctx);
                 for exec in failed {
                     exec.fail(err.clone());
@@ -350,14 +379,16 @@ impl VmActor {
         let VmState::Ready(ready) = &mut self.state else {
             return;
         };
-        let config = self.shared.config.clone();
-        let support = run::ShellSupport::of(&*self.shared.provider);
+        let shared = self.shared.clone();
+        let config = shared.config.clone();
+        let support = run::ShellSupport::of(&*shared.provider);
         let spec = self.env.as_ref().map(|env| env.spec.clone());
         // A command the persistent shell cannot wrap is answered unrun.
         let (exec, (command, shell)) = loop {
             let Some(mut exec) = self.queue.pop_front() else {
                 return self.pump(ctx);
             };
+            shared.metrics.add_queued(-1);
             if let Some(transfer) = exec.transfer.take() {
                 return self.begin_transfer(exec, transfer, ctx);
             }
@@ -424,7 +455,7 @@ impl VmActor {
         let window = pending_job.as_ref().and_then(|p| p.window(&config));
         let sink = command.sink();
         let run = async move {
-            let ran = run::run_command(&config, &task_id, Rc::clone(&instance), spec, sink).await;
+            let ran = run::run_command(&config, &shared.metrics, &task_id, Rc::clone(&instance), spec, sink).await;
             let yielded = match (&ran.result, window) {
                 (Ok(output), Some(window)) => Some(window.watch(instance, output).await),
                 _ => None,
@@ -473,10 +504,11 @@ impl VmActor {
                     _ => None,
                 };
                 self.drop_instance(ctx);
+                self.shared.metrics.instance_ended(EndReason::Vanished);
                 if let Some(mut exec) = command.into_exec() {
                     exec.restart = Some(RestartReason::Vanished);
                     exec.bump_vanish_restarts();
-                    self.queue.push_front(exec);
+                    self.requeue_front(exec);
                 }
                 if retire_after.is_some() {
                     // The TTL or a shutdown already ended this actor's
@@ -546,6 +578,14 @@ impl VmActor {
     }
 }
 
+impl Drop for VmActor {
+    fn drop(&mut self) {
+        let metrics = &self.shared.metrics;
+        metrics.add_tasks(-1);
+        metrics.add_queued(-(self.queue.len() as i64));
+    }
+}
+
 impl Actor for VmActor {
     type Context = Context<Self>;
 
@@ -574,7 +614,7 @@ impl Handler<Exec> for VmActor {
             self.reroute(vec![exec]);
             return;
         }
-        self.queue.push_back(exec);
+        self.enqueue(exec);
         self.pump(ctx);
     }
 }

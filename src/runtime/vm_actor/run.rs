@@ -15,6 +15,7 @@ use super::state::{Live, StartReport};
 use super::Shared;
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
+use crate::metrics::Metrics;
 use crate::provider::{tags, ExecOutput, ExecSpec, Instance, StartSlot, StartSpec};
 use crate::runtime::backoff::Backoff;
 use crate::runtime::guard::{
@@ -44,6 +45,7 @@ pub(super) async fn start_instance(
         .await
         .map_err(|_| Error::shutting_down())?;
     let slot_wait = waiting.elapsed();
+    let began = Instant::now();
     if slot_wait > Duration::from_millis(1) {
         log::info!("task={task_id} waited {slot_wait:?} for an instance slot");
     }
@@ -68,6 +70,7 @@ pub(super) async fn start_instance(
     let timeout = Deadline::new(config.start_timeout, Source::StartTimeout);
     let end = Instant::now() + config.start_timeout;
     let started = Backoff::new(&config.retry)
+        .counted(&shared.metrics)
         .until(end)
         .run(&format_args!("task={task_id}"), "start", || async {
             let left = end.saturating_duration_since(Instant::now());
@@ -99,13 +102,13 @@ pub(super) async fn start_instance(
                 .into_result(DOING_START, &timeout)
         })
         .await;
+    shared
+        .metrics
+        .start_done(started.result.is_ok(), began.elapsed());
     let instance = started
         .result
         .map_err(|err| err.context("could not start an instance"))?;
-    let live = Live {
-        instance: Rc::from(instance),
-        _slot: slot,
-    };
+    let live = Live::new(Rc::from(instance), slot, shared.metrics.clone());
     Ok((
         live,
         StartReport {
@@ -120,6 +123,7 @@ pub(super) async fn start_instance(
 /// nothing goes past the shutdown's `end`.
 pub(super) async fn stop_instance(
     config: &Config,
+    metrics: &Metrics,
     task_id: &str,
     live: Live,
     end: Option<ShutdownEnd>,
@@ -128,7 +132,7 @@ pub(super) async fn stop_instance(
     // Stopping is idempotent (an instance already gone stops fine), so a
     // transient failure is retried like any other; giving up at once would
     // leak the instance.
-    let mut backoff = Backoff::new(&config.retry);
+    let mut backoff = Backoff::new(&config.retry).counted(metrics);
     if let Some(end) = end {
         backoff = backoff.until(end.at);
     }
@@ -257,9 +261,9 @@ pub(super) async fn apply_spec(
     };
     let timeout = spec.setup_timeout.unwrap_or(config.command_timeout);
     let placed = if shared.provider.supports_files() {
-        place_files(config, task_id, live, spec, timeout).await
+        place_files(config, &shared.metrics, task_id, live, spec, timeout).await
     } else {
-        place_files_as_text(config, task_id, live, spec, timeout).await
+        place_files_as_text(config, &shared.metrics, task_id, live, spec, timeout).await
     };
     if let Err(step) = placed {
         report.steps.push(step);
@@ -276,6 +280,7 @@ pub(super) async fn apply_spec(
             Ok((text, shell)) => {
                 run_command(
                     config,
+                    &shared.metrics,
                     task_id,
                     live.instance.clone(),
                     ExecSpec {
@@ -313,6 +318,7 @@ fn placing(spec: &TaskSpec) -> String {
 /// the backend's confined file transfer ([`Instance::upload`]).
 async fn place_files(
     config: &Config,
+    metrics: &Metrics,
     task_id: &str,
     live: &Live,
     spec: &TaskSpec,
@@ -323,6 +329,7 @@ async fn place_files(
         let mkdir = format!("mkdir -p -- {}", crate::spec::sh_quote(dir));
         let ran = run_command(
             config,
+            metrics,
             task_id,
             live.instance.clone(),
             setup_exec(config, mkdir, timeout),
@@ -370,6 +377,7 @@ async fn place_files(
 /// (bash builtins, `mkdir`), for backends without file transfers.
 async fn place_files_as_text(
     config: &Config,
+    metrics: &Metrics,
     task_id: &str,
     live: &Live,
     spec: &TaskSpec,
@@ -379,6 +387,7 @@ async fn place_files_as_text(
         let started = Instant::now();
         let ran = run_command(
             config,
+            metrics,
             task_id,
             live.instance.clone(),
             setup_exec(config, script, timeout),
@@ -544,6 +553,7 @@ pub(super) struct CommandRun {
 /// Runs one command, retrying failures that are safe to retry.
 pub(super) async fn run_command(
     config: &Config,
+    metrics: &Metrics,
     task_id: &str,
     instance: Rc<dyn Instance>,
     spec: ExecSpec,
@@ -570,6 +580,7 @@ pub(super) async fn run_command(
     // to come back later does not hold the caller longer than the command
     // itself could have.
     let ran = Backoff::new(&config.retry)
+        .counted(metrics)
         .retry_indeterminate(config.retry_indeterminate)
         .until(Instant::now() + deadline.limit)
         .run(

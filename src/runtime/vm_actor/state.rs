@@ -4,6 +4,7 @@
 //! beside it has to agree with it.
 
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::clock::Instant;
@@ -11,6 +12,7 @@ use actix::SpawnHandle;
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::error::{Error, Result};
+use crate::metrics::Metrics;
 use crate::provider::Instance;
 use crate::runtime::{RestartReason, TaskState};
 
@@ -89,11 +91,33 @@ pub(super) struct Live {
     pub instance: Rc<dyn Instance>,
     /// Released when the instance is dropped, which is after it stopped.
     pub _slot: OwnedSemaphorePermit,
+    /// Counts this instance in `hecate_instances_live` while it lives.
+    metrics: Arc<Metrics>,
 }
 
 impl Live {
+    /// A started instance holding `slot`, counted as live until dropped.
+    pub fn new(
+        instance: Rc<dyn Instance>,
+        slot: OwnedSemaphorePermit,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        metrics.add_instances(1);
+        Live {
+            instance,
+            _slot: slot,
+            metrics,
+        }
+    }
+
     pub fn id(&self) -> &str {
         self.instance.id()
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.metrics.add_instances(-1);
     }
 }
 

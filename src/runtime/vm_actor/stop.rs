@@ -10,6 +10,7 @@ use super::run;
 use super::state::{Live, RetireAfter, Retired, VmState};
 use super::VmActor;
 use crate::error::{Error, Result};
+use crate::metrics::EndReason;
 use crate::runtime::guard::{Deadline, ShutdownEnd, Source};
 use crate::runtime::messages::{Exec, StopCause, StopResult, StopVm, VmRetired};
 use crate::runtime::RestartReason;
@@ -47,7 +48,10 @@ impl VmActor {
             generation: self.generation,
             reason,
         });
-        let mut late: Vec<Exec> = self.queue.drain(..).collect();
+        if live.is_some() {
+            self.shared.metrics.instance_ended(EndReason::of(reason));
+        }
+        let mut late: Vec<Exec> = self.take_queue().into();
         if !late.is_empty() {
             for exec in &mut late {
                 if exec.restart.is_none() {
@@ -104,10 +108,12 @@ impl VmActor {
 
     /// Stops the instance of a `Stopping` actor, then marks it gone.
     pub(super) fn stop_instance(&mut self, live: Live, ctx: &mut Context<Self>) {
-        let config = self.shared.config.clone();
+        let shared = self.shared.clone();
         let task_id = self.task_id.clone();
         let end = self.shutdown_end();
-        let stop = async move { run::stop_instance(&config, &task_id, live, end).await };
+        let stop = async move {
+            run::stop_instance(&shared.config, &shared.metrics, &task_id, live, end).await
+        };
         ctx.spawn(stop.into_actor(self).map(|stopped, act, ctx| {
             if let Err(err) = &stopped {
                 log::error!(
@@ -186,7 +192,7 @@ impl Handler<StopVm> for VmActor {
                 ctx.run_later(end.at.saturating_duration_since(now), |act, ctx| {
                     act.abandon(ctx);
                 });
-                for exec in self.queue.drain(..) {
+                for exec in self.take_queue() {
                     let _ = exec.reply.send(Err(
                         Error::shutting_down().context("the command was not run")
                     ));
