@@ -10,7 +10,12 @@ venv="${HECATE_PY_VENV:-$root/target/python-venv}"
 python="${PYTHON:-python3}"
 
 if [ ! -x "$venv/bin/python" ]; then
-  "$python" -m venv "$venv"
+  if ! "$python" -m venv "$venv"; then
+    # Debian's python3 keeps venv (ensurepip) in a package of its own.
+    rm -rf "$venv"
+    apt-get update -qq && apt-get install -y -qq python3-venv
+    "$python" -m venv "$venv"
+  fi
 fi
 "$venv/bin/python" -m pip install -q "maturin==1.16.0" "pytest==9.2.0"
 

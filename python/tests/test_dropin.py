@@ -200,7 +200,8 @@ CHILD_INTERRUPT = textwrap.dedent(
     except KeyboardInterrupt:
         print("INTERRUPTED %.2f" % (time.monotonic() - start), flush=True)
         # The task goes on with a fresh instance.
-        print(json.loads(terminal_hecate_tool("echo again", task_id="t-int"))["output"], flush=True)
+        again = json.loads(terminal_hecate_tool("echo again", task_id="t-int"))
+        print(again["output"].splitlines()[0], again["instance_restarted"], flush=True)
     """
 )
 
@@ -238,7 +239,7 @@ def test_ctrl_c_raises_keyboard_interrupt_and_kills_the_command(sim):
     lines = out.splitlines()
     assert lines and lines[0].startswith("INTERRUPTED"), (out, err)
     assert float(lines[0].split()[1]) < 30
-    assert lines[1] == "again", (out, err)
+    assert lines[1] == "again True", (out, err)
     assert child.returncode == 0, err
     wait_until("the interrupted command to be killed", lambda: not sleepers(), limit=10)
 
