@@ -32,7 +32,7 @@ import terminal_hecate
 from terminal_hecate import _native, terminal_hecate_tool
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-HECATE = os.path.join(ROOT, "target", "release", "hecate")
+HECATE = os.environ.get("HECATE_BENCH_BIN") or os.path.join(ROOT, "target", "release", "hecate")
 ORIGINAL = os.environ.get(
     "ORIGINAL_TOOL",
     os.path.join(os.path.dirname(ROOT), "..", "shared", "reference", "terminal_hecate_tool.py"),
