@@ -1,14 +1,15 @@
 //! A batch task's `download`: files fetched from the task's environment
 //! after its commands, before it is released, and written under
-//! `--out-dir/<task>/`. Each file travels through the task's own exec path
-//! (`base64` of it, decoded here), so it works on every backend; it is
-//! bounded by the runtime's capture limit (`Config::capture_bytes`).
+//! `--out-dir/<task>/`. Each file travels through the task's file transfer
+//! ([`Runtime::download`]), in order with its commands, on every backend.
 
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::runtime::{ExecRequest, Runtime};
+use crate::error::ErrorKind;
+use crate::files::{DownloadSpec, DownloadTarget};
+use crate::runtime::Runtime;
 
 /// Most paths one task may download.
 pub const MAX_DOWNLOADS: usize = 100;
@@ -101,6 +102,11 @@ pub(super) async fn download_all(
 }
 
 /// One file: `(where, bytes)`, or why not and whether the runtime failed.
+/// It goes through the task's confined file transfer
+/// ([`Runtime::download`]): atomic on this machine, and on MorphCloud in
+/// checked chunks, so its size is bounded by `HECATE_FILES_MAX_BYTES`,
+/// not by the output capture. A relative path starts at the spec's working
+/// directory when the spec names one.
 async fn download_one(
     rt: &Runtime,
     task: &str,
@@ -108,98 +114,33 @@ async fn download_one(
     path: &str,
     task_dir: &Path,
 ) -> std::result::Result<(PathBuf, u64), (String, bool)> {
-    let quoted = crate::spec::sh_quote(path);
-    let command = format!(
-        "f={quoted}; if [ ! -f \"$f\" ]; then echo \"$f: not a regular file\" >&2; exit 2; fi; \
-         base64 -w0 -- \"$f\""
-    );
-    // Not through the persistent shell: relative paths start at the
-    // working directory, whatever the agent's last `cd` was.
-    let mut request = ExecRequest::new(command).persistent_shell(false);
-    request.spec = spec.cloned();
-    let outcome = rt
-        .exec(task, request)
-        .await
-        .map_err(|e| (format!("the download did not run: {e}"), true))?;
-    if outcome.exit_code != 0 {
-        return Err((
-            format!(
-                "exit {}: {}",
-                outcome.exit_code,
-                crate::spec::short(outcome.stderr.to_text().trim(), 500)
-            ),
-            false,
-        ));
-    }
-    if outcome.stdout.is_truncated() {
-        return Err((
-            format!(
-                "the file is larger than a download can carry (about {} bytes)",
-                rt.config().capture_bytes / 4 * 3
-            ),
-            false,
-        ));
-    }
-    let bytes = decode_base64(outcome.stdout.head.trim())
-        .ok_or_else(|| ("the file's encoding came back damaged".to_string(), false))?;
-    let target = task_dir.join(path.trim_start_matches('/'));
-    let write = || -> std::io::Result<()> {
-        if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        std::fs::write(&target, &bytes)
+    let in_task = match spec.and_then(|s| s.workdir.as_deref()) {
+        Some(dir) if !path.starts_with('/') => format!("{}/{path}", dir.trim_end_matches('/')),
+        _ => path.to_string(),
     };
-    write().map_err(|e| (format!("writing {}: {e}", target.display()), false))?;
-    Ok((target, bytes.len() as u64))
-}
-
-/// Decodes standard base64 (with padding); `None` when it is not.
-pub(super) fn decode_base64(text: &str) -> Option<Vec<u8>> {
-    fn value(c: u8) -> Option<u32> {
-        match c {
-            b'A'..=b'Z' => Some(u32::from(c - b'A')),
-            b'a'..=b'z' => Some(u32::from(c - b'a') + 26),
-            b'0'..=b'9' => Some(u32::from(c - b'0') + 52),
-            b'+' => Some(62),
-            b'/' => Some(63),
-            _ => None,
-        }
+    let target = task_dir.join(path.trim_start_matches('/'));
+    if let Some(parent) = target.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| (format!("creating {}: {e}", parent.display()), false))?;
     }
-    let text = text.as_bytes();
-    if text.len() % 4 != 0 {
-        return None;
-    }
-    let mut out = Vec::with_capacity(text.len() / 4 * 3);
-    for (i, chunk) in text.chunks(4).enumerate() {
-        let last = i + 1 == text.len() / 4;
-        let pad = chunk.iter().rev().take_while(|c| **c == b'=').count();
-        if pad > 2 || (pad > 0 && !last) {
-            return None;
-        }
-        let mut n = 0u32;
-        for c in &chunk[..4 - pad] {
-            n = (n << 6) | value(*c)?;
-        }
-        n <<= 6 * pad as u32;
-        let three = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
-        out.extend_from_slice(&three[..3 - pad]);
-    }
-    Some(out)
+    let outcome = rt
+        .download(
+            task,
+            DownloadSpec::new(in_task, DownloadTarget::File(target.clone())),
+        )
+        .await
+        .map_err(|e| {
+            // A path that is missing, not a file or over a limit is the
+            // task's; anything else is the runtime's failure.
+            let infra = !matches!(e.kind(), ErrorKind::InvalidInput | ErrorKind::Rejected);
+            (format!("{e}"), infra)
+        })?;
+    Ok((target, outcome.transferred.bytes))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn base64_round_trips_what_coreutils_writes() {
-        assert_eq!(decode_base64("").as_deref(), Some(&b""[..]));
-        assert_eq!(decode_base64("aGk=").as_deref(), Some(&b"hi"[..]));
-        assert_eq!(decode_base64("aGV5").as_deref(), Some(&b"hey"[..]));
-        assert_eq!(decode_base64("AP8=").as_deref(), Some(&[0u8, 255][..]));
-        assert!(decode_base64("aG=k").is_none());
-        assert!(decode_base64("a!==").is_none());
-    }
 
     #[test]
     fn task_dir_names_are_safe_and_distinct() {

@@ -132,6 +132,11 @@ impl Provider for MorphProvider {
         true
     }
 
+    /// Transfers go over exec in checked chunks ([`crate::files`]).
+    fn supports_files(&self) -> bool {
+        true
+    }
+
     fn name(&self) -> &'static str {
         "morph"
     }
