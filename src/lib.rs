@@ -55,15 +55,17 @@
 //!   `hecate bench`.
 //! - `sim` (feature `sim`): a MorphCloud simulator for tests, benchmarks
 //!   and dry runs (its `hecate sim` front end needs `cli` too).
+//! - `server` (feature `server`): the HTTP API behind `hecate serve`.
 //!
 //! # Features
 //!
-//! Both are on by default; the `hecate` binary needs both.
+//! All three are on by default; the `hecate` binary needs all three.
 //!
 //! - `cli`: the command line's pieces: argument structs (clap), progress
 //!   bars (indicatif), the logger the binary installs (env_logger), and the
 //!   `batch` and `bench` front ends.
 //! - `sim`: the MorphCloud simulator and its HTTP server (actix-web).
+//! - `server`: the HTTP API (`hecate serve`: actix-web, utoipa, subtle).
 //!
 //! An embedder that needs only the runtime, the backends and the tool
 //! contract builds without them:
@@ -96,6 +98,8 @@ pub mod json;
 pub mod launcher;
 pub mod provider;
 pub mod runtime;
+#[cfg(feature = "server")]
+pub mod server;
 pub mod shell;
 #[cfg(feature = "sim")]
 pub mod sim;
