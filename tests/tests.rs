@@ -25,6 +25,9 @@ mod reliability;
 mod runtime;
 mod sandbox;
 mod sandbox_backend;
+// Runs the `hecate` binary too (`hecate serve`).
+#[cfg(all(feature = "server", feature = "cli", feature = "sim"))]
+mod server;
 // Runs every scenario on the local backend and on the simulator.
 #[cfg(feature = "sim")]
 mod shell;
