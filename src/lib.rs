@@ -103,6 +103,7 @@ pub mod server;
 pub mod shell;
 #[cfg(feature = "sim")]
 pub mod sim;
+pub mod stream;
 pub mod tool;
 pub mod unix;
 
@@ -119,3 +120,4 @@ pub use runtime::{
     ExecOutcome, ExecRequest, Placement, RestartReason, Runtime, ShutdownReport, StopFailure,
     TaskInfo, TaskState,
 };
+pub use stream::{Chunk, OutputSink, OutputStream, StreamKind, StreamOptions};

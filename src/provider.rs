@@ -167,6 +167,26 @@ pub trait Instance: 'static {
     /// has started, with [`ExecOutput::job`] set.
     fn exec(&self, spec: ExecSpec) -> BoxFuture<Result<ExecOutput>>;
 
+    /// Runs one command like [`exec`](Instance::exec) and pushes its output
+    /// to `sink` as it is produced ([`crate::stream`]); the sink is dropped
+    /// when the command has ended. The returned output is the same bounded
+    /// capture as [`exec`](Instance::exec)'s. The default runs
+    /// [`exec`](Instance::exec) and pushes its capture at the end, for
+    /// backends that cannot stream.
+    fn exec_streaming(
+        &self,
+        spec: ExecSpec,
+        sink: crate::stream::OutputSink,
+    ) -> BoxFuture<Result<ExecOutput>> {
+        let run = self.exec(spec);
+        Box::pin(async move {
+            let output = run.await?;
+            sink.push_captured(crate::stream::StreamKind::Stdout, &output.stdout);
+            sink.push_captured(crate::stream::StreamKind::Stderr, &output.stderr);
+            Ok(output)
+        })
+    }
+
     /// Stops the instance and everything it started. Stopping an instance
     /// that is already gone succeeds.
     fn stop(&self) -> BoxFuture<Result<()>>;

@@ -61,6 +61,7 @@ mod backoff;
 mod guard;
 mod messages;
 mod registry;
+mod streaming;
 mod supervisor;
 mod vm_actor;
 
@@ -72,6 +73,7 @@ use tokio::sync::oneshot;
 
 pub use messages::{EvictTask, Exec, ListTasks, RunCommand, ShutdownRuntime, TaskId};
 pub use registry::TaskRegistry;
+pub use streaming::ExecResult;
 pub use supervisor::TaskSupervisor;
 pub use vm_actor::VmActor;
 

@@ -69,6 +69,23 @@ pub enum ExecMode {
     Echo,
 }
 
+/// Which of the two event-stream forms of
+/// `shared/reference/morphcloud-api.md` §4.2 `POST /instance/{id}/exec/sse`
+/// answers with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SseFormat {
+    /// What the official SDK reads: `data: {"type": "stdout", "content":
+    /// "…"}` events, then `data: {"type": "exit_code", …}` and
+    /// `data: [DONE]`.
+    #[default]
+    Json,
+    /// The documented named events with plain-text data: `event: stdout`
+    /// (a `data:` line per line of output), `event: stderr`, and
+    /// `event: exit` with the exit code. A carriage return in the output
+    /// ends an SSE line, so clients see it as a newline.
+    Documented,
+}
+
 /// Fault injection rates. Each rate is a probability in `0.0..=1.0`, drawn
 /// independently per request from a generator seeded with [`seed`](Self::seed).
 /// The default injects nothing.
@@ -246,6 +263,8 @@ pub struct SimConfig {
     pub port: u16,
     /// actix-web worker threads.
     pub workers: usize,
+    /// The form of the streaming exec's events.
+    pub sse_format: SseFormat,
 }
 
 impl Default for SimConfig {
@@ -261,6 +280,7 @@ impl Default for SimConfig {
             faults: FaultConfig::default(),
             port: 0,
             workers: 1,
+            sse_format: SseFormat::Json,
         }
     }
 }
@@ -275,6 +295,7 @@ impl fmt::Debug for SimConfig {
             .field("faults", &self.faults)
             .field("port", &self.port)
             .field("workers", &self.workers)
+            .field("sse_format", &self.sse_format)
             .finish()
     }
 }

@@ -27,10 +27,12 @@
 //! - `tool/result.rs`: the result JSON and its notices.
 //! - `tool/truncate.rs`: cutting output to a character budget.
 //! - `tool/schema.rs`: the description and the function-calling schemas.
+//! - `tool/stream.rs`: the call with its output streamed ([`terminal_stream`]).
 
 mod args;
 mod result;
 mod schema;
+mod stream;
 mod truncate;
 
 use std::time::Duration;
@@ -45,6 +47,7 @@ pub use schema::{
     anthropic_schema, description, description_with, openai_schema, parameters_schema,
     parameters_schema_with, schema, schema_with, SchemaFormat, SchemaOptions,
 };
+pub use stream::{terminal_stream, ChunkPrinter};
 pub use truncate::truncate_middle;
 
 use crate::error::Error;

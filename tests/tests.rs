@@ -34,4 +34,7 @@ mod shell;
 mod shutdown;
 #[cfg(feature = "sim")]
 mod simulator;
+// Runs on the local backend, the sandbox and the simulator.
+#[cfg(feature = "sim")]
+mod streaming;
 mod tool;

@@ -90,6 +90,10 @@ struct ExecArgs {
     /// Start the command in the background and return at once.
     #[arg(long)]
     background: bool,
+    /// Print the command's output as it arrives (stdout and stderr to
+    /// their own streams), then the JSON result.
+    #[arg(long)]
+    stream: bool,
     /// The command (joined with spaces and run by bash).
     #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<String>,
@@ -205,6 +209,7 @@ fn config(backend: Option<&str>) -> hecate::Result<Config> {
 }
 
 async fn exec(args: ExecArgs, config: Config, signals: Signals) -> ExitCode {
+    let args_stream = args.stream;
     let mut value = serde_json::json!({
         "command": args.command.join(" "),
         "background": args.background,
@@ -255,8 +260,18 @@ async fn exec(args: ExecArgs, config: Config, signals: Signals) -> ExitCode {
             )
         });
     }
+    let stream = args_stream;
+    let mut printer = tool::ChunkPrinter::new(std::io::stdout(), std::io::stderr());
+    let run = async {
+        if stream {
+            let options = hecate::StreamOptions::default();
+            tool::terminal_stream(&rt, args, options, |chunk| printer.print(chunk)).await
+        } else {
+            tool::terminal(&rt, args).await
+        }
+    };
     let result = tokio::select! {
-        result = tool::terminal(&rt, args) => Some(result),
+        result = run => Some(result),
         () = signals.interrupted() => None,
     };
     // A background job lives in the instance; a one-shot `exec` keeps the
@@ -272,6 +287,7 @@ async fn exec(args: ExecArgs, config: Config, signals: Signals) -> ExitCode {
         }
     }
     let clean = shutdown(&rt, Duration::from_secs(10)).await;
+    printer.finish_line();
     match result {
         Some(result) => {
             outln!("{}", result.to_json());

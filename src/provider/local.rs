@@ -448,8 +448,25 @@ impl Instance for LocalInstance {
             if spec.background {
                 inner.exec_background(&spec).await
             } else {
-                inner.exec_foreground(&spec).await
+                inner.exec_foreground(&spec, None).await
             }
+        })
+    }
+
+    fn exec_streaming(
+        &self,
+        spec: ExecSpec,
+        sink: crate::stream::OutputSink,
+    ) -> BoxFuture<Result<ExecOutput>> {
+        let inner = Rc::clone(&self.inner);
+        Box::pin(async move {
+            inner.check_runnable(&spec.command)?;
+            if spec.background {
+                let output = inner.exec_background(&spec).await?;
+                sink.push_captured(crate::stream::StreamKind::Stdout, &output.stdout);
+                return Ok(output);
+            }
+            inner.exec_foreground(&spec, Some(&sink)).await
         })
     }
 

@@ -19,6 +19,7 @@
 
 mod api;
 mod shell;
+mod sse;
 mod start;
 mod wire;
 
@@ -197,7 +198,25 @@ impl Instance for MorphInstance {
             self.next_job.set(job_id + 1);
             return Box::pin(async move { inner.exec_background(spec, job_id).await });
         }
-        Box::pin(async move { inner.exec_foreground(spec).await })
+        Box::pin(async move { inner.exec_foreground(spec, None).await })
+    }
+
+    fn exec_streaming(
+        &self,
+        spec: ExecSpec,
+        sink: crate::stream::OutputSink,
+    ) -> BoxFuture<Result<ExecOutput>> {
+        if spec.background {
+            let run = self.exec(spec);
+            return Box::pin(async move {
+                let output = run.await?;
+                sink.push_captured(crate::stream::StreamKind::Stdout, &output.stdout);
+                sink.push_captured(crate::stream::StreamKind::Stderr, &output.stderr);
+                Ok(output)
+            });
+        }
+        let inner = Rc::clone(&self.inner);
+        Box::pin(async move { inner.exec_foreground(spec, Some(sink)).await })
     }
 
     fn stop(&self) -> BoxFuture<Result<()>> {
@@ -220,7 +239,14 @@ impl Instance for MorphInstance {
 }
 
 impl InstanceInner {
-    async fn exec_foreground(&self, spec: ExecSpec) -> Result<ExecOutput> {
+    /// Runs a foreground command; with `sink`, over the streaming exec
+    /// (`POST /instance/{id}/exec/sse`), its output pushed there as it
+    /// arrives.
+    async fn exec_foreground(
+        &self,
+        spec: ExecSpec,
+        sink: Option<crate::stream::OutputSink>,
+    ) -> Result<ExecOutput> {
         let kill_grace = self.shared.kill_grace;
         let wrapped = shell::foreground(
             &spec.command,
@@ -242,7 +268,22 @@ impl InstanceInner {
             spec.timeout
         );
         let started = Instant::now();
-        let reply = match self.shared.api.exec(&self.id, &wrapped, deadline).await {
+        let api = &self.shared.api;
+        let sent = match &sink {
+            None => api
+                .exec(&self.id, &wrapped, deadline)
+                .await
+                .map(|reply| api::StreamedReply {
+                    exit_code: reply.exit_code,
+                    stdout: Captured::from_text(&reply.stdout, spec.capture_bytes),
+                    stderr: Captured::from_text(&reply.stderr, spec.capture_bytes),
+                }),
+            Some(sink) => {
+                api.exec_sse(&self.id, &wrapped, deadline, sink, spec.capture_bytes)
+                    .await
+            }
+        };
+        let reply = match sent {
             Ok(reply) => reply,
             // A lost answer without a status may be a VM that went away
             // under the command; a 5xx is the server's own word, and it
@@ -275,8 +316,8 @@ impl InstanceInner {
         }
         Ok(ExecOutput {
             exit_code: if timed_out { 124 } else { reply.exit_code },
-            stdout: Captured::from_text(&reply.stdout, spec.capture_bytes),
-            stderr: Captured::from_text(&reply.stderr, spec.capture_bytes),
+            stdout: reply.stdout,
+            stderr: reply.stderr,
             timed_out,
             oom_killed: false,
             job: None,

@@ -40,6 +40,9 @@ pub struct Exec {
     /// How often this request moved to a fresh instance because its
     /// instance vanished before the command reached it.
     pub(crate) vanish_restarts: u32,
+    /// Where the command's output goes as it is produced, for a streaming
+    /// call ([`Runtime::exec_stream`](super::Runtime::exec_stream)).
+    pub(crate) sink: Option<crate::stream::OutputSink>,
 }
 
 impl Exec {
@@ -56,7 +59,16 @@ impl Exec {
             received: actix::clock::Instant::now(),
             restart: None,
             vanish_restarts: 0,
+            sink: None,
         }
+    }
+
+    /// Streams the command's output to `sink` as it is produced
+    /// ([`crate::stream`]).
+    #[must_use]
+    pub fn with_sink(mut self, sink: crate::stream::OutputSink) -> Self {
+        self.sink = Some(sink);
+        self
     }
 
     pub(crate) fn vanish_restarts(&self) -> u32 {

@@ -317,7 +317,8 @@ impl VmActor {
         );
         let instance = ready.live.instance.clone();
         let task_id = self.task_id.clone();
-        let run = async move { run::run_command(&config, &task_id, instance, spec).await };
+        let sink = command.sink();
+        let run = async move { run::run_command(&config, &task_id, instance, spec, sink).await };
         ctx.spawn(
             run.into_actor(self)
                 .map(move |ran, act, ctx| act.on_command_done(command, ran, ctx)),

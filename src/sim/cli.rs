@@ -34,6 +34,10 @@ pub struct SimArgs {
     /// Run no commands: every exec succeeds and echoes its command text.
     #[arg(long)]
     pub echo: bool,
+    /// The streaming exec's event form: `json` (what the official SDK
+    /// reads) or `documented` (named `stdout`/`stderr`/`exit` events).
+    #[arg(long, default_value = "json", value_parser = ["json", "documented"])]
+    pub sse_format: String,
     /// The API key clients must send (a made-up one; never a real key).
     /// Without it a random key is made for this run and printed: the
     /// simulator runs commands as the user who started it, so a key other
@@ -59,6 +63,7 @@ impl fmt::Debug for SimArgs {
             .field("slow_ms", &self.slow_ms)
             .field("seed", &self.seed)
             .field("echo", &self.echo)
+            .field("sse_format", &self.sse_format)
             .field("api_key", &"[redacted]")
             .field("root", &self.root)
             .field("workers", &self.workers)
@@ -104,6 +109,11 @@ impl SimArgs {
             faults,
             port: self.port,
             workers: self.workers,
+            sse_format: if self.sse_format == "documented" {
+                super::SseFormat::Documented
+            } else {
+                super::SseFormat::Json
+            },
         })
     }
 }

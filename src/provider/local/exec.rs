@@ -14,6 +14,7 @@ use super::{io_error, Inner};
 use crate::error::{Error, ErrorKind, Result};
 use crate::launcher::{CommandSpec, Launcher};
 use crate::provider::{Captured, ExecOutput, ExecSpec, JobInfo, OutputCapture};
+use crate::stream::{OutputSink, StreamKind};
 use crate::unix;
 
 /// How long output is still read after a foreground command's main process
@@ -88,7 +89,13 @@ impl Inner {
         .with_source(err)
     }
 
-    pub(super) async fn exec_foreground(&self, spec: &ExecSpec) -> Result<ExecOutput> {
+    /// Runs a foreground command; with `sink`, its output also goes there
+    /// as it is read ([`crate::stream`]).
+    pub(super) async fn exec_foreground(
+        &self,
+        spec: &ExecSpec,
+        sink: Option<&OutputSink>,
+    ) -> Result<ExecOutput> {
         let (stdout, out_w) = pipe().map_err(|e| io_error(e, self.what("stdout pipe")))?;
         let (stderr, err_w) = pipe().map_err(|e| io_error(e, self.what("stderr pipe")))?;
         let reader = |fd: OwnedFd| {
@@ -126,7 +133,10 @@ impl Inner {
 
         let (status, timed_out, drained) = {
             let reading = async {
-                tokio::join!(pump(&mut stdout, &mut out), pump(&mut stderr, &mut err));
+                tokio::join!(
+                    pump(&mut stdout, &mut out, sink.map(|s| (s, StreamKind::Stdout))),
+                    pump(&mut stderr, &mut err, sink.map(|s| (s, StreamKind::Stderr)))
+                );
             };
             tokio::pin!(reading);
             let mut drained = false;
@@ -427,13 +437,22 @@ impl Drop for RunningCommand {
     }
 }
 
-/// Reads `src` to its end into `cap`.
-async fn pump(src: &mut (impl AsyncRead + Unpin), cap: &mut OutputCapture) {
+/// Reads `src` to its end into `cap`, and into `sink` as it arrives.
+async fn pump(
+    src: &mut (impl AsyncRead + Unpin),
+    cap: &mut OutputCapture,
+    sink: Option<(&OutputSink, StreamKind)>,
+) {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         match src.read(&mut buf).await {
             Ok(0) => break,
-            Ok(n) => cap.push(&buf[..n]),
+            Ok(n) => {
+                cap.push(&buf[..n]);
+                if let Some((sink, stream)) = sink {
+                    sink.push(stream, &buf[..n]);
+                }
+            }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => {
                 log::debug!("local: reading command output failed: {e}");

@@ -25,6 +25,9 @@
 
 mod body;
 mod classify;
+mod sse;
+
+pub(crate) use self::sse::StreamedReply;
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;

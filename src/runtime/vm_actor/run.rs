@@ -193,6 +193,11 @@ impl RunningCommand {
         self.exec.as_ref().map_or(0, Exec::vanish_restarts)
     }
 
+    /// The streaming call's sink, if it is one.
+    pub fn sink(&self) -> Option<crate::stream::OutputSink> {
+        self.exec.as_ref().and_then(|exec| exec.sink.clone())
+    }
+
     /// Hands the request back unanswered, to run elsewhere.
     pub fn into_exec(mut self) -> Option<Exec> {
         self.exec.take()
@@ -260,6 +265,7 @@ pub(super) async fn run_command(
     task_id: &str,
     instance: Rc<dyn Instance>,
     spec: ExecSpec,
+    sink: Option<crate::stream::OutputSink>,
 ) -> CommandRun {
     let deadline = if spec.background {
         if config.start_timeout < BACKGROUND_START_LIMIT {
@@ -288,7 +294,11 @@ pub(super) async fn run_command(
             &format_args!("task={task_id} vm={}", instance.id()),
             "exec",
             || async {
-                match guarded(deadline.limit, instance.exec(spec.clone())).await {
+                let call = match &sink {
+                    Some(sink) => instance.exec_streaming(spec.clone(), sink.clone()),
+                    None => instance.exec(spec.clone()),
+                };
+                match guarded(deadline.limit, call).await {
                     Guarded::Done(Ok(output)) => Ok(output),
                     Guarded::Done(Err(err)) => {
                         if err.kind() == ErrorKind::Indeterminate {

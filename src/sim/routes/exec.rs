@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::{drop_connection, instance_not_found, not_ready, parse_body, Answer, Reject};
 use crate::sim::process::{self, Chunk, RunOutput, Stream};
 use crate::sim::state::{ExecAdmission, Shared};
-use crate::sim::ExecMode;
+use crate::sim::{ExecMode, SseFormat};
 
 #[derive(Debug, Deserialize)]
 struct ExecBody {
@@ -145,6 +145,19 @@ pub(super) async fn exec(
     })))
 }
 
+/// One event of the documented named form: each line of `text` a `data:`
+/// line (the client joins them with newlines).
+fn named_event(kind: &str, text: &str) -> Bytes {
+    let mut out = format!("event: {kind}\n");
+    for line in text.split(['\n', '\r']) {
+        out.push_str("data: ");
+        out.push_str(line);
+        out.push('\n');
+    }
+    out.push('\n');
+    Bytes::from(out)
+}
+
 fn sse_event(kind: &str, content: &Value) -> Bytes {
     Bytes::from(format!(
         "data: {{\"type\": \"{kind}\", \"content\": {content}}}\n\n"
@@ -177,27 +190,38 @@ pub(super) async fn exec_sse(
         let output = started.finish(Some(chunks_tx)).await;
         let _ = exit_tx.send(output.exit_code);
     });
-    let events = futures_util::stream::unfold(SsePhase::Chunks(chunks, exit), |phase| async move {
-        let (event, next) = match phase {
-            SsePhase::Chunks(mut chunks, exit) => match chunks.recv().await {
-                Some(chunk) => {
-                    let kind = match chunk.stream {
-                        Stream::Stdout => "stdout",
-                        Stream::Stderr => "stderr",
-                    };
-                    let event = sse_event(kind, &Value::String(chunk.text));
-                    (event, SsePhase::Chunks(chunks, exit))
-                }
-                None => {
-                    let code = exit.await.unwrap_or(-1);
-                    (sse_event("exit_code", &json!(code)), SsePhase::Done)
-                }
-            },
-            SsePhase::Done => (Bytes::from_static(b"data: [DONE]\n\n"), SsePhase::Finished),
-            SsePhase::Finished => return None,
-        };
-        Some((Ok::<_, actix_web::Error>(event), next))
-    });
+    let named = shared.config.sse_format == SseFormat::Documented;
+    let events =
+        futures_util::stream::unfold(SsePhase::Chunks(chunks, exit), move |phase| async move {
+            let (event, next) = match phase {
+                SsePhase::Chunks(mut chunks, exit) => match chunks.recv().await {
+                    Some(chunk) => {
+                        let kind = match chunk.stream {
+                            Stream::Stdout => "stdout",
+                            Stream::Stderr => "stderr",
+                        };
+                        let event = if named {
+                            named_event(kind, &chunk.text)
+                        } else {
+                            sse_event(kind, &Value::String(chunk.text))
+                        };
+                        (event, SsePhase::Chunks(chunks, exit))
+                    }
+                    None => {
+                        let code = exit.await.unwrap_or(-1);
+                        if named {
+                            // The documented form ends with its exit event.
+                            (named_event("exit", &code.to_string()), SsePhase::Finished)
+                        } else {
+                            (sse_event("exit_code", &json!(code)), SsePhase::Done)
+                        }
+                    }
+                },
+                SsePhase::Done => (Bytes::from_static(b"data: [DONE]\n\n"), SsePhase::Finished),
+                SsePhase::Finished => return None,
+            };
+            Some((Ok::<_, actix_web::Error>(event), next))
+        });
     Ok(HttpResponse::Ok()
         .content_type("text/event-stream")
         .insert_header(("Cache-Control", "no-cache"))
@@ -207,6 +231,15 @@ pub(super) async fn exec_sse(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn named_events_carry_each_line_as_data() {
+        assert_eq!(
+            &named_event("stdout", "a\nb\n")[..],
+            b"event: stdout\ndata: a\ndata: b\ndata: \n\n"
+        );
+        assert_eq!(&named_event("exit", "0")[..], b"event: exit\ndata: 0\n\n");
+    }
 
     #[test]
     fn sse_event_is_the_sdk_json_form() {
