@@ -111,7 +111,10 @@ fn throughput(base: &str, clients: usize, threads: usize, span: Duration) -> f64
                             n
                         }
                     });
-                    futures_util::future::join_all(loops).await.iter().sum::<u64>()
+                    futures_util::future::join_all(loops)
+                        .await
+                        .iter()
+                        .sum::<u64>()
                 })
             })
         })
@@ -162,7 +165,10 @@ fn main() {
             rps.push(r);
         }
         spread("throughput, 64 keep-alive clients", "req/s", &rps);
-        let report = server.shutdown(Duration::from_secs(10)).await.expect("shutdown");
+        let report = server
+            .shutdown(Duration::from_secs(10))
+            .await
+            .expect("shutdown");
         assert!(report.is_clean());
         assert_eq!(provider.live(), 0);
     });

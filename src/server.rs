@@ -5,7 +5,9 @@
 //!
 //! - `POST /v1/tasks/{task_id}/exec`: the tool's arguments in, its result
 //!   out (a `task_id` in the body that is not the path's is refused), with
-//!   `Idempotency-Key` for retries ([`idempotency`]);
+//!   `Idempotency-Key` for retries ([`idempotency`]); with `Accept:
+//!   text/event-stream` the output streams as server-sent events, then the
+//!   result ([`sse`]);
 //! - `GET /v1/tasks`, `GET /v1/tasks/{task_id}`, `DELETE /v1/tasks/{task_id}`
 //!   (evict);
 //! - `GET /healthz` (no token), `GET /v1/openapi.json` (generated,
@@ -27,6 +29,7 @@ pub mod error;
 pub mod idempotency;
 pub mod openapi;
 pub mod routes;
+pub mod sse;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes as web_bytes;
 use hecate::server::{ApiServer, ApiToken, ServerConfig};
 use hecate::{Config, Placement, Runtime};
 use serde_json::{json, Value};
@@ -619,4 +620,149 @@ async fn sigterm_to_hecate_serve_answers_in_flight_requests_and_leaves_no_instan
         .map(|d| d.flatten().collect())
         .unwrap_or_default();
     assert!(left.is_empty(), "instances left: {left:?}");
+}
+
+/// One server-sent event: its name, id and data.
+#[derive(Debug)]
+struct Event {
+    name: String,
+    id: Option<u64>,
+    data: Value,
+}
+
+/// Parses the events complete in `buf`, leaving a partial one there.
+fn take_events(buf: &mut String) -> Vec<Event> {
+    let mut out = Vec::new();
+    while let Some(end) = buf.find("\n\n") {
+        let block: String = buf.drain(..end + 2).collect();
+        let (mut name, mut id, mut data) = (String::new(), None, String::new());
+        for line in block.lines() {
+            if let Some(v) = line.strip_prefix("event: ") {
+                name = v.to_string();
+            } else if let Some(v) = line.strip_prefix("id: ") {
+                id = Some(v.parse().expect("numeric id"));
+            } else if let Some(v) = line.strip_prefix("data: ") {
+                data.push_str(v);
+            }
+        }
+        out.push(Event {
+            name,
+            id,
+            data: serde_json::from_str(&data).expect("JSON data"),
+        });
+    }
+    out
+}
+
+/// Starts a streaming exec; returns the response to read events from.
+async fn exec_events(
+    server: &ApiServer,
+    task: &str,
+    args: Value,
+    key: Option<&str>,
+) -> awc::ClientResponse<
+    impl futures_util::Stream<Item = Result<web_bytes::Bytes, awc::error::PayloadError>>,
+> {
+    let mut req = client()
+        .post(format!("{}/v1/tasks/{task}/exec", server.url()))
+        .insert_header(("Authorization", format!("Bearer {TOKEN}")))
+        .insert_header(("Accept", "text/event-stream"));
+    if let Some(key) = key {
+        req = req.insert_header(("Idempotency-Key", key));
+    }
+    let resp = req.send_body(args.to_string()).await.expect("answered");
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(
+        resp.headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("text/event-stream")
+    );
+    resp
+}
+
+/// Reads events until one named `until` (inclusive).
+async fn events_until<S>(
+    resp: &mut awc::ClientResponse<S>,
+    buf: &mut String,
+    until: &str,
+) -> Vec<Event>
+where
+    S: futures_util::Stream<Item = Result<web_bytes::Bytes, awc::error::PayloadError>> + Unpin,
+{
+    use futures_util::StreamExt as _;
+    let mut got = Vec::new();
+    loop {
+        got.extend(take_events(buf));
+        if got.iter().any(|e| e.name == until) {
+            return got;
+        }
+        let bytes = resp.next().await.expect("more events").expect("bytes");
+        buf.push_str(std::str::from_utf8(&bytes).expect("UTF-8 events"));
+    }
+}
+
+#[actix_rt::test]
+async fn sse_streams_chunks_in_order_with_offsets_while_the_command_runs_then_the_result() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let go = tmp.path().join("go");
+    let rt = Runtime::start(crate::helper::local_config(tmp.path().join("root")).with_workers(2))
+        .expect("runtime");
+    let server = serve(rt, ServerConfig::default()).await;
+    let command = format!(
+        "echo first; while [ ! -e {go} ]; do sleep 0.01; done; echo oops >&2; printf 'é\\n'; echo last",
+        go = go.display()
+    );
+    let args = json!({"command": command});
+    let mut resp = exec_events(&server, "t", args.clone(), Some("sse-1")).await;
+    let mut buf = String::new();
+    // The first chunk arrives while the command still waits.
+    let first = events_until(&mut resp, &mut buf, "stdout").await;
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert_eq!(
+        (first[0].id, first[0].data["text"].as_str()),
+        (Some(0), Some("first\n"))
+    );
+    assert!(!go.exists());
+    std::fs::write(&go, "").expect("go");
+    let rest = events_until(&mut resp, &mut buf, "result").await;
+    let mut all = first;
+    all.extend(rest);
+    let result = all.pop().expect("result");
+    assert_eq!(result.name, "result");
+    assert_eq!(result.id, None);
+    // Per stream: ids are the byte offsets, in order, without gaps.
+    for stream in ["stdout", "stderr"] {
+        let mut at = 0u64;
+        let mut text = String::new();
+        for e in all.iter().filter(|e| e.name == stream) {
+            assert_eq!(e.id, Some(at), "{all:?}");
+            assert_eq!(e.data["offset"], at);
+            assert_eq!(e.data["missed"], 0);
+            let piece = e.data["text"].as_str().expect("text");
+            text.push_str(piece);
+            at += piece.len() as u64;
+        }
+        let want = if stream == "stdout" {
+            "first\né\nlast\n"
+        } else {
+            "oops\n"
+        };
+        assert_eq!(text, want);
+    }
+    assert!(all.iter().all(|e| e.name == "stdout" || e.name == "stderr"));
+    // The result is the tool's, as without streaming.
+    assert_eq!(result.data["exit_code"], 0);
+    assert_eq!(result.data["output"], "first\né\nlast\noops");
+    // A retry of the key gets the result only, and nothing runs again.
+    let mut again = exec_events(&server, "t", args, Some("sse-1")).await;
+    assert!(again.headers().contains_key("idempotency-replayed"));
+    let mut buf = String::new();
+    let replayed = events_until(&mut again, &mut buf, "result").await;
+    assert_eq!(replayed.len(), 1);
+    assert_eq!(replayed[0].data, result.data);
+    server
+        .shutdown(Duration::from_secs(10))
+        .await
+        .expect("shutdown");
 }

@@ -155,6 +155,12 @@ fn clip(text: &str) -> String {
 /// runs once; a retry while the first runs waits for it; the same key with
 /// other arguments is refused (422). The command runs to its end even when
 /// the client goes away.
+///
+/// With `Accept: text/event-stream` the answer is a stream of server-sent
+/// events: `stdout` and `stderr` chunks as the command writes them (the
+/// event id is the chunk's byte offset in its stream; data
+/// `{"offset","missed","text"}`), then one `result` event with the tool's
+/// result JSON (see [`super::sse`]). A retried key gets only the `result`.
 #[utoipa::path(
     post,
     path = "/v1/tasks/{task_id}/exec",
@@ -166,7 +172,9 @@ fn clip(text: &str) -> String {
     ),
     request_body(content = ToolArgs, description = "The `terminal` tool's arguments"),
     responses(
-        (status = 200, description = "The command ran (any exit code)", body = ToolResult),
+        (status = 200, description = "The command ran (any exit code). With `Accept: text/event-stream`: \
+         events `stdout`/`stderr` (id: byte offset; data: {offset, missed, text}) then `result` (data: the ToolResult)",
+         content((ToolResult = "application/json"), (String = "text/event-stream"))),
         (status = 400, description = "Bad arguments, or a body task_id that is not the path's", body = ApiError),
         (status = 401, description = "Missing or wrong token", body = ApiError),
         (status = 413, description = "Body over the limit", body = ApiError),
@@ -186,21 +194,29 @@ pub async fn exec(
     let key = idempotency_key(&req)?;
     let body = read_body(req.headers(), payload, state.max_body_bytes).await?;
     let args = exec_args(&state, &task_id, &body)?;
+    let events = super::sse::wants_events(&req);
     let Some(key) = key else {
+        if events {
+            return Ok(super::sse::stream_exec(&state.rt, args, None));
+        }
         let result = tool::terminal(&state.rt, args).await;
         return Ok(respond(&stored_result(&result), false));
     };
     let fingerprint = state.idempotency.fingerprint(&args);
+    let replay = |answer: &Stored| {
+        if events {
+            super::sse::replay(answer)
+        } else {
+            respond(answer, true)
+        }
+    };
     match state.idempotency.begin(&task_id, &key, fingerprint) {
-        Begin::Done(answer) => Ok(respond(&answer, true)),
+        Begin::Done(answer) => Ok(replay(&answer)),
         Begin::Wait(mut rx) => match rx.wait_for(Option::is_some).await {
-            Ok(answer) => {
-                let answer = answer.clone();
-                match answer {
-                    Some(answer) => Ok(respond(&answer, true)),
-                    None => Err(ApiError::new(500, "internal", "no answer was kept")),
-                }
-            }
+            Ok(answer) => match answer.clone() {
+                Some(answer) => Ok(replay(&answer)),
+                None => Err(ApiError::new(500, "internal", "no answer was kept")),
+            },
             Err(_) => Err(ApiError::new(
                 500,
                 "internal",
@@ -212,6 +228,9 @@ pub async fn exec(
             "idempotency_conflict",
             "this Idempotency-Key was used with other arguments for this task; use a new key",
         )),
+        Begin::Run(running) if events => {
+            Ok(super::sse::stream_exec(&state.rt, args, Some(running)))
+        }
         Begin::Run(running) => {
             // Run apart from this request: a client that goes away does not
             // cancel the command, and its retry finds the answer kept.
