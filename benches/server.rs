@@ -12,6 +12,11 @@
 //!   a fixed time; requests per second. The clients share the machine's
 //!   cores with the server and the runtime.
 //!
+//! - `sse_first_chunk`: on the local backend (real commands), a command
+//!   that prints `$EPOCHREALTIME` (a bash builtin: the time it writes) and
+//!   then sleeps; the client takes the time the first `stdout` event
+//!   arrives. Median of the differences over the calls.
+//!
 //! Each figure is taken 3 times; the output gives min / median / max.
 //! `CI=true` shrinks the runs (the build is what CI checks).
 
@@ -121,6 +126,75 @@ fn throughput(base: &str, clients: usize, threads: usize, span: Duration) -> f64
         .collect();
     let total: u64 = handles.into_iter().map(|h| h.join().expect("client")).sum();
     total as f64 / span.as_secs_f64()
+}
+
+/// Median ms from a command writing its first line to the client reading
+/// it as a server-sent event, on the local backend.
+async fn sse_first_chunk(calls: usize) -> Vec<f64> {
+    use futures_util::StreamExt as _;
+    let mut config = Config::default()
+        .with_backend(hecate::BackendKind::Local)
+        .with_local_root(
+            std::env::temp_dir().join(format!("hecate-bench-sse-{}", std::process::id())),
+        );
+    // The bench binary cannot be a launcher; the `hecate` binary can.
+    config.launcher.program = option_env!("CARGO_BIN_EXE_hecate").map(Into::into);
+    let rt = Runtime::start(config).expect("local runtime");
+    let server = ApiServer::start(
+        rt.clone(),
+        ServerConfig {
+            bind: "127.0.0.1:0".parse().expect("addr"),
+            token: Some(ApiToken::new(TOKEN).expect("token")),
+            ..ServerConfig::default()
+        },
+    )
+    .await
+    .expect("serve");
+    let url = format!("{}/v1/tasks/sse/exec", server.url());
+    let client = client();
+    let mut runs = Vec::new();
+    for _ in 0..3 {
+        let mut lags = Vec::new();
+        for _ in 0..calls {
+            let mut resp = client
+                .post(&url)
+                .insert_header(("Authorization", format!("Bearer {TOKEN}")))
+                .insert_header(("Accept", "text/event-stream"))
+                .send_body(r#"{"command":"echo $EPOCHREALTIME; sleep 0.05"}"#)
+                .await
+                .expect("answered");
+            let mut buf = String::new();
+            let mut lag = None;
+            while let Some(bytes) = resp.next().await {
+                let bytes = bytes.expect("bytes");
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .expect("clock")
+                    .as_secs_f64();
+                buf.push_str(&String::from_utf8_lossy(&bytes));
+                if lag.is_none() {
+                    if let Some(at) = buf.find("event: stdout") {
+                        let data = &buf[at..];
+                        let text = data
+                            .split("\"text\":\"")
+                            .nth(1)
+                            .and_then(|t| t.split('\\').next())
+                            .and_then(|t| t.trim().parse::<f64>().ok());
+                        if let Some(written) = text {
+                            lag = Some((now - written) * 1e3);
+                        }
+                    }
+                }
+            }
+            lags.push(lag.expect("a stdout event with the time"));
+        }
+        runs.push(median(lags));
+    }
+    server
+        .shutdown(Duration::from_secs(10))
+        .await
+        .expect("shutdown");
+    runs
 }
 
 fn main() {

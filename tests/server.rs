@@ -606,7 +606,11 @@ async fn sigterm_to_hecate_serve_answers_in_flight_requests_and_leaves_no_instan
         );
         actix_rt::time::sleep(Duration::from_millis(20)).await;
     };
-    let lines: Vec<String> = rx.try_iter().collect();
+    // Its stderr, to the end (the reader ends when the pipe closes).
+    let mut lines = Vec::new();
+    while let Ok(line) = rx.recv_timeout(Duration::from_secs(10)) {
+        lines.push(line);
+    }
     assert_eq!(exit.code(), Some(0), "{lines:?}");
     assert!(
         lines.iter().any(|l| l.contains("stopped 1 instance")),
