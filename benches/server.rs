@@ -245,5 +245,11 @@ fn main() {
             .expect("shutdown");
         assert!(report.is_clean());
         assert_eq!(provider.live(), 0);
+        let sse = sse_first_chunk(if ci() { 5 } else { 50 }).await;
+        spread(
+            "sse first chunk after the command wrote it (median ms)",
+            "ms",
+            &sse,
+        );
     });
 }
