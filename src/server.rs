@@ -98,6 +98,13 @@ impl ApiServer {
                 .configure(routes_v1)
                 .default_service(web::to(routes::not_found))
         })
+        // Small writes (an event after the headers) go out at once rather
+        // than wait, under Nagle's algorithm, for the client's delayed ACK.
+        .on_connect(|conn, _| {
+            if let Some(tcp) = conn.downcast_ref::<actix_rt::net::TcpStream>() {
+                let _ = tcp.set_nodelay(true);
+            }
+        })
         .workers(config.workers.max(1))
         .disable_signals()
         .shutdown_timeout(config.shutdown_timeout.as_secs().max(1))
