@@ -16,6 +16,7 @@ use std::time::Duration;
 /// What kind of failure an [`Error`] is, and so what the runtime does about it.
 #[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorKind {
     /// The backend could not do it now, and the request did not take effect

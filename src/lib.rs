@@ -63,17 +63,19 @@
 //!   Protocol (`hecate mcp`).
 //! - `sim` (feature `sim`): a MorphCloud simulator for tests, benchmarks
 //!   and dry runs (its `hecate sim` front end needs `cli` too).
+//! - `server` (feature `server`): the HTTP API behind `hecate serve`.
 //!
 //! # Features
 //!
-//! All three are on by default; the `hecate` binary needs `cli` and `sim`
-//! (and offers `hecate mcp` with `mcp`).
+//! All four are on by default; the `hecate` binary needs `cli`, `sim` and
+//! `server` (and offers `hecate mcp` with `mcp`).
 //!
 //! - `cli`: the command line's pieces: argument structs (clap), progress
 //!   bars (indicatif), the logger the binary installs (env_logger), and the
 //!   `batch` and `bench` front ends.
 //! - `sim`: the MorphCloud simulator and its HTTP server (actix-web).
 //! - `mcp`: the MCP server (`hecate::mcp`, the `rmcp` SDK).
+//! - `server`: the HTTP API (`hecate serve`: actix-web, utoipa, subtle).
 //!
 //! An embedder that needs only the runtime, the backends and the tool
 //! contract builds without them:
@@ -111,6 +113,8 @@ pub mod mcp;
 pub mod metrics;
 pub mod provider;
 pub mod runtime;
+#[cfg(feature = "server")]
+pub mod server;
 pub mod shell;
 #[cfg(feature = "sim")]
 pub mod sim;

@@ -377,6 +377,7 @@ pub struct ExecOutput {
 
 /// A background job started by a command.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct JobInfo {
     /// The job's id within its instance (`1`, `2`, …).
     pub id: String,

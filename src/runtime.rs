@@ -346,6 +346,7 @@ pub struct TaskOpened {
 
 /// The state of a task's actor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum TaskState {
     /// No instance yet (or the last one ended).
@@ -362,6 +363,7 @@ pub enum TaskState {
 
 /// A live task, as [`Runtime::tasks`] reports it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct TaskInfo {
     /// The task id.
     pub task_id: String,
@@ -369,8 +371,10 @@ pub struct TaskInfo {
     pub state: TaskState,
     /// Its instance, when it has one.
     pub instance_id: Option<String>,
-    /// How long it has been idle (nothing running or queued).
+    /// How long it has been idle (nothing running or queued), in
+    /// milliseconds.
     #[serde(with = "duration_ms_opt")]
+    #[cfg_attr(feature = "server", schema(value_type = Option<u64>))]
     pub idle_for: Option<Duration>,
     /// A command is running.
     pub running: bool,

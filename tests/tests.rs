@@ -40,6 +40,9 @@ mod sandbox_fallback;
 mod sandbox_hostile;
 mod sandbox_network;
 mod sandbox_rootfs;
+// Runs the `hecate` binary too (`hecate serve`).
+#[cfg(all(feature = "server", feature = "cli", feature = "sim"))]
+mod server;
 // Runs every scenario on the local backend and on the simulator.
 #[cfg(feature = "sim")]
 mod shell;

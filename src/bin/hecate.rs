@@ -78,6 +78,9 @@ enum Command {
     /// Measure the runtime: N tasks × M commands on the local backend or a
     /// MorphCloud simulator, idle actors, boot storms, faults, eviction.
     Bench(hecate::bench::BenchArgs),
+    /// Serve the HTTP API (exec, tasks, OpenAPI) on 127.0.0.1 with a bearer
+    /// token (HECATE_API_TOKEN, else a generated one printed on stderr).
+    Serve(hecate::server::ServeArgs),
     /// Serve the `terminal` tool over the Model Context Protocol on stdin
     /// and stdout (logs go to stderr). The connection is one task
     /// environment, stopped when stdin closes.
@@ -205,6 +208,19 @@ async fn run(cli: Cli) -> ExitCode {
         }
         Command::Batch(args) => match config(cli.backend.as_deref()) {
             Ok(config) => batch(args, config, signals).await,
+            Err(err) => fail(&err),
+        },
+        Command::Serve(args) => match config(cli.backend.as_deref()) {
+            Ok(config) => {
+                signals.on_second(|| {
+                    "instances may still be running; `hecate gc` finds them".to_string()
+                });
+                match hecate::server::run_cli(args, config, signals.interrupted()).await {
+                    Ok(true) => ExitCode::SUCCESS,
+                    Ok(false) => ExitCode::FAILURE,
+                    Err(err) => fail(&err),
+                }
+            }
             Err(err) => fail(&err),
         },
         #[cfg(feature = "mcp")]

@@ -15,12 +15,16 @@ const FIELDS: [&str; 4] = ["command", "background", "timeout", "task_id"];
 
 /// The arguments of one `terminal` call, checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct ToolArgs {
     /// The shell command (not empty).
     pub command: String,
     /// Run in the background and return at once with the job's details.
+    #[cfg_attr(feature = "server", schema(required = false, default = false))]
     pub background: bool,
     /// Kill the command after this long; `None`: the runtime's default.
+    /// In JSON: seconds, a number (fractions allowed) or a numeric string.
+    #[cfg_attr(feature = "server", schema(value_type = Option<f64>))]
     pub timeout: Option<Duration>,
     /// The task whose environment runs the command; `None`:
     /// [`DEFAULT_TASK_ID`](super::DEFAULT_TASK_ID).

@@ -17,6 +17,7 @@ use crate::runtime::ExecOutcome;
 /// The JSON result of one `terminal` call. Fields serialize in this order;
 /// the first three are always present.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct ToolResult {
     /// What the command printed: stdout, then stderr (separated by a newline
     /// when both have text), then notices (timeout, reset environment,
