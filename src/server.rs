@@ -10,8 +10,8 @@
 //!   result ([`sse`]);
 //! - `GET /v1/tasks`, `GET /v1/tasks/{task_id}`, `DELETE /v1/tasks/{task_id}`
 //!   (evict);
-//! - `GET /healthz` (no token), `GET /v1/openapi.json` (generated,
-//!   [`openapi`]).
+//! - `GET /healthz` (no token), `GET /metrics` (the runtime's Prometheus
+//!   metrics), `GET /v1/openapi.json` (generated, [`openapi`]).
 //!
 //! Every route but `/healthz` needs `Authorization: Bearer <token>`,
 //! compared in constant time ([`auth`]); bodies are bounded; every error
@@ -189,6 +189,11 @@ fn routes_v1(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/healthz")
             .route(web::get().to(routes::healthz))
+            .default_service(not_allowed()),
+    )
+    .service(
+        web::resource("/metrics")
+            .route(web::get().to(routes::metrics))
             .default_service(not_allowed()),
     )
     .service(

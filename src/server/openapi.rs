@@ -23,6 +23,7 @@ use super::routes;
         routes::get_task,
         routes::delete_task,
         routes::healthz,
+        routes::metrics,
         routes::openapi_json,
     ),
     modifiers(&BearerAuth),

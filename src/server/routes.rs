@@ -356,6 +356,24 @@ pub async fn openapi_json() -> HttpResponse {
         .body(super::openapi::document_json())
 }
 
+/// The runtime's Prometheus metrics ([`crate::metrics`]), in the text
+/// exposition format. Like every route but `/healthz`, it needs the token.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "service",
+    responses(
+        (status = 200, description = "Prometheus text exposition 0.0.4", content_type = "text/plain"),
+        (status = 401, description = "Missing or wrong token", body = ApiError),
+    ),
+    security(("bearer" = [])),
+)]
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(crate::metrics::TEXT_CONTENT_TYPE)
+        .body(state.rt.metrics_text())
+}
+
 /// Any path the API does not have.
 pub async fn not_found(req: HttpRequest) -> HttpResponse {
     use actix_web::ResponseError as _;
