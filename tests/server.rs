@@ -774,7 +774,13 @@ async fn sse_streams_chunks_in_order_with_offsets_while_the_command_runs_then_th
 #[actix_rt::test]
 async fn metrics_are_served_with_the_token_and_name_no_task() {
     let (server, _journal) = scripted_server(ServerConfig::default()).await;
-    let a = exec(&server, "secret-task-name", json!({"command": "echo:x"}), &[]).await;
+    let a = exec(
+        &server,
+        "secret-task-name",
+        json!({"command": "echo:x"}),
+        &[],
+    )
+    .await;
     assert_eq!(a.status, 200, "{}", a.body);
     let mut resp = client()
         .get(format!("{}/metrics", server.url()))
@@ -792,7 +798,10 @@ async fn metrics_are_served_with_the_token_and_name_no_task() {
     assert!(content_type.starts_with("text/plain"), "{content_type}");
     let text = String::from_utf8(resp.body().await.expect("body").to_vec()).expect("utf8");
     assert!(text.contains("hecate_execs_total"), "{text}");
-    assert!(!text.contains("secret-task-name"), "a task id leaked: {text}");
+    assert!(
+        !text.contains("secret-task-name"),
+        "a task id leaked: {text}"
+    );
     server
         .shutdown(Duration::from_secs(5))
         .await

@@ -32,8 +32,8 @@ use super::{
 };
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
-use crate::spec::TaskEnv;
 use crate::metrics::Metrics;
+use crate::spec::TaskEnv;
 
 /// How many task actors a shutdown stops at once.
 const SHUTDOWN_IN_FLIGHT: usize = 10_000;

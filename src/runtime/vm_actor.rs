@@ -455,7 +455,15 @@ impl VmActor {
         let window = pending_job.as_ref().and_then(|p| p.window(&config));
         let sink = command.sink();
         let run = async move {
-            let ran = run::run_command(&config, &shared.metrics, &task_id, Rc::clone(&instance), spec, sink).await;
+            let ran = run::run_command(
+                &config,
+                &shared.metrics,
+                &task_id,
+                Rc::clone(&instance),
+                spec,
+                sink,
+            )
+            .await;
             let yielded = match (&ran.result, window) {
                 (Ok(output), Some(window)) => Some(window.watch(instance, output).await),
                 _ => None,

@@ -401,7 +401,12 @@ declare -ix N=\"3\"\ndeclare -x M=\"multi\nline\"\nexport P=\"posix\"\n";
         let names: Vec<&[u8]> = env.iter().map(|(k, _)| k.as_slice()).collect();
         assert_eq!(
             names,
-            [&b"HECATE_X"[..], b"GH_TOKEN", RESTORED_MARKER.as_bytes(), b"FOO"]
+            [
+                &b"HECATE_X"[..],
+                b"GH_TOKEN",
+                RESTORED_MARKER.as_bytes(),
+                b"FOO"
+            ]
         );
     }
 
