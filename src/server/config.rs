@@ -177,10 +177,10 @@ mod tests {
             "HECATE_IDEMPOTENCY_TTL_SECONDS" => Some("1.5".into()),
             _ => None,
         })
-        .unwrap();
+        .expect("valid settings");
         assert_eq!(c.bind, SocketAddr::from(([127, 0, 0, 1], 9000)));
         assert_eq!(c.idempotency_ttl, Duration::from_millis(1500));
-        assert_eq!(c.token.unwrap().expose(), "0123456789abcdef0123");
+        assert_eq!(c.token.expect("a token").expose(), "0123456789abcdef0123");
         for (var, value) in [
             ("HECATE_API_BIND", "nowhere"),
             ("HECATE_API_TOKEN", "short"),
@@ -196,9 +196,9 @@ mod tests {
 
     #[test]
     fn a_token_never_shows_in_debug_or_display() {
-        let t = ApiToken::generate().unwrap();
+        let t = ApiToken::generate().expect("a token");
         assert_eq!(t.expose().len(), 64);
         assert!(!format!("{t:?} {t}").contains(t.expose()));
-        assert_ne!(t, ApiToken::generate().unwrap());
+        assert_ne!(t, ApiToken::generate().expect("a token"));
     }
 }

@@ -287,7 +287,12 @@ mod tests {
         // Keys are per task.
         assert!(matches!(store.begin("other", "k", 2), Begin::Run(_)));
         first.finish(answer("one"));
-        let got = rx.wait_for(Option::is_some).await.unwrap().clone().unwrap();
+        let got = rx
+            .wait_for(Option::is_some)
+            .await
+            .expect("the first answer")
+            .clone()
+            .expect("an answer");
         assert_eq!(got.body, "one");
         let Begin::Done(again) = store.begin("t", "k", 1) else {
             panic!("a retry after the answer gets it")

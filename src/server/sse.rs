@@ -250,15 +250,21 @@ mod tests {
         // A gap drops the half character before it and counts it.
         let mut carry = Utf8Carry::default();
         assert_eq!(
-            carry.feed(&chunk(0, 0, &[b'x', 0xE2, 0x82])).unwrap().2,
+            carry
+                .feed(&chunk(0, 0, &[b'x', 0xE2, 0x82]))
+                .expect("a piece")
+                .2,
             "x"
         );
-        let (offset, missed, piece) = carry.feed(&chunk(10, 5, b"y")).unwrap();
+        let (offset, missed, piece) = carry.feed(&chunk(10, 5, b"y")).expect("a piece");
         assert_eq!((offset, missed, piece.as_str()), (10, 7, "y"));
         // An incomplete character at the end comes out as U+FFFD.
         let mut carry = Utf8Carry::default();
         assert!(carry.feed(&chunk(0, 0, &[0xF0, 0x9F])).is_none());
-        assert_eq!(carry.finish().unwrap(), (0, 0, "\u{FFFD}".to_string()));
+        assert_eq!(
+            carry.finish().expect("the rest"),
+            (0, 0, "\u{FFFD}".to_string())
+        );
     }
 
     #[test]
