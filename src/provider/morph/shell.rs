@@ -56,7 +56,10 @@ pub(crate) const EXEC_MARK: &str = "HECATE_EXEC_ID";
 /// with no deadline pending it sleeps until woken, so an idle instance costs
 /// no CPU. Awake, it reads new registrations from the log like `tail -f`
 /// (keeping a partly written line for the next round), and at each deadline
-/// sweeps `/proc` if the command's shell still runs.
+/// sweeps `/proc` if the command's shell still runs: it stops every marked
+/// process first, then sends TERM, then lets them go on. (`/proc/[0-9]*`
+/// lists pids in text order, so a child can come before its shell: a child
+/// killed first let its shell run the command's next line and exit 0.)
 pub(crate) const WATCHDOG: &str = r#"D=$1; G=$2
 exec 8<> "$D/wd.fifo" 7< "$D/reg" || exit 1
 us() { now=${EPOCHREALTIME//[!0-9]/}; now=$((10#$now)); }
@@ -64,12 +67,12 @@ secs() { printf -v ws %d.%06d $(($1 / 1000000)) $(($1 % 1000000)); }
 nap() { while us; ((now < $1)); do secs $(($1 - now)); read -t $ws -N 1 -u 8; done; }
 declare -A dl pd
 part=
-marked() { local e; { mapfile -d '' -t e < "/proc/$1/environ"; } 2>/dev/null || return 1
+mk() { local e; { mapfile -d '' -t e < "/proc/$1/environ"; } 2>/dev/null || return 1
   for e in "${e[@]}"; do [[ $e == "HECATE_EXEC_ID=$2" ]] && return 0; done; return 1; }
-sweep() { local r p n
+sw() { local r p n
   for r in 1 2 3; do n=0
     for p in /proc/[0-9]*; do p=${p#/proc/}; [[ $p == $$ ]] && continue
-      marked "$p" "$1" && { kill -s "$2" "$p" 2>/dev/null; n=1; }; done
+      mk "$p" "$1" && { kill -s "$2" "$p" 2>/dev/null; n=1; }; done
     (( n )) || return 0; done; }
 while :; do
   while IFS= read -r l <&7; do l=$part$l; part=
@@ -79,9 +82,9 @@ while :; do
   part+=$l
   us
   for id in "${!dl[@]}"; do (( now >= dl[$id] )) || continue
-    if marked "${pd[$id]}" "$id"; then sweep "$id" TERM
+    if mk "${pd[$id]}" "$id"; then sw "$id" STOP; sw "$id" TERM; sw "$id" CONT
       us; nap $((now + G * 1000))
-      sweep "$id" KILL; fi
+      sw "$id" KILL; fi
     unset "dl[$id]" "pd[$id]"; done
   n=; for id in "${!dl[@]}"; do [[ -z $n ]] || ((dl[$id] < n)) && n=${dl[$id]}; done
   [[ -z $n ]] && { read -N 1 -u 8; continue; }
