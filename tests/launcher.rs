@@ -473,6 +473,39 @@ async fn killing_a_command_spares_other_commands_background_processes() {
     assert!(!pid_alive(b));
 }
 
+/// A spawn future dropped after the launcher started its command but
+/// before the future took the answer (its caller gave up at that moment)
+/// leaves nothing running: only that future knew the command.
+#[actix_rt::test]
+async fn a_spawn_dropped_before_its_answer_is_taken_kills_its_command() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let l = Launcher::start(&config(CgroupMode::Auto), &instance("unclaimed"))
+        .await
+        .expect("start");
+    let dir = tmp.path().to_str().expect("utf-8").to_string();
+    let spec = CommandSpec::shell(
+        "sleep 1000 </dev/null >/dev/null 2>&1 & echo $! > \"$D/pid.new\"; \
+         mv \"$D/pid.new\" \"$D/pid\"; exec sleep 1000",
+    )
+    .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+    .env("D", &dir);
+    let mut spawn = Box::pin(l.spawn(spec));
+    // One poll sends the request; the answer cannot be there yet (the
+    // connection task runs on this thread, after this poll).
+    assert!(futures_util::FutureExt::now_or_never(spawn.as_mut()).is_none());
+    // The command runs (and the launcher's answer is on its way or waiting
+    // in the future), and the future is never polled again.
+    let child = pid_file(&tmp.path().join("pid")).await;
+    drop(spawn);
+    assert!(
+        eventually(LIMIT, || !pid_alive(child)).await,
+        "the abandoned command's process {child} survived"
+    );
+    // The launcher goes on serving.
+    assert_eq!(run(&l, "echo ok", &[]).await, (Some(0), "ok\n".to_string()));
+    assert_eq!(l.stop().await.expect("stop"), 0);
+}
+
 #[actix_rt::test]
 async fn dropping_the_handle_kills_everything_and_the_launcher() {
     let tmp = tempfile::tempdir().expect("tempdir");

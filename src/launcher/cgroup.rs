@@ -447,6 +447,22 @@ fn remove_tree(dir: &Path) -> bool {
     }
 }
 
+/// [`remove_tree`], tried again until `limit`: a cgroup stays busy for a
+/// moment after its last process left it (the kernel releases it once
+/// that process has finished exiting).
+fn remove_tree_within(dir: &Path, limit: Duration) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if remove_tree(dir) {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 /// How long [`remove_leftover_cgroups`] waits for the processes it killed
 /// to finish exiting.
 const LEFTOVER_DEATH_LIMIT: Duration = Duration::from_secs(5);
@@ -529,7 +545,7 @@ pub fn remove_leftover_cgroups(dry_run: bool) -> LeftoverReport {
                 report
                     .failed
                     .push((dir, format!("{} processes survived", left.len())));
-            } else if remove_tree(&dir) {
+            } else if remove_tree_within(&dir, LEFTOVER_DEATH_LIMIT) {
                 report.removed.push(dir);
             } else {
                 report.failed.push((dir, "directory busy".into()));
@@ -573,16 +589,10 @@ fn remove_leftover_limit_cgroups(dry_run: bool, report: &mut LeftoverReport) {
                 // no live launcher owns.
                 unsafe { libc::kill(*pid, libc::SIGKILL) };
             }
-            let deadline = std::time::Instant::now() + LEFTOVER_DEATH_LIMIT;
-            while !remove_tree(&dir) {
-                if std::time::Instant::now() >= deadline {
-                    report.failed.push((dir.clone(), "directory busy".into()));
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            if !dir.exists() {
+            if remove_tree_within(&dir, LEFTOVER_DEATH_LIMIT) {
                 report.removed.push(dir);
+            } else {
+                report.failed.push((dir, "directory busy".into()));
             }
         }
     }

@@ -229,6 +229,8 @@ impl Launcher {
     /// Starts a command; returns once its main process runs (or failed to:
     /// then an error of kind `InvalidInput` for a missing program, bad
     /// directory or argument, `Internal` otherwise, naming the step).
+    /// Dropped before it returns, or timing out, it has the launcher kill
+    /// the command: a started command always has an owner.
     pub async fn spawn(&self, spec: CommandSpec) -> Result<Spawned> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut argv = vec![spec.arg0.unwrap_or_else(|| spec.program.clone())];
@@ -257,9 +259,21 @@ impl Launcher {
             shell: spec.persist,
         };
         let fds: Vec<OwnedFd> = spec.stdout.into_iter().chain(spec.stderr).collect();
-        let (pid, exit) = self
+        // From here until the caller holds the answer, this future is the
+        // only owner of the command: dropped in between (its caller gave
+        // up), the guard kills whatever the launcher started.
+        let mut guard = Unclaimed {
+            calls: &self.calls,
+            id,
+            armed: true,
+        };
+        let answer = self
             .call("spawn", |reply| Call::Spawn { req, fds, reply })
-            .await?;
+            .await;
+        // An answer (started, or failed to) hands the command to the caller;
+        // no answer in time leaves it to the guard.
+        guard.armed = matches!(&answer, Err(e) if e.kind() == ErrorKind::Timeout);
+        let (pid, exit) = answer?;
         Ok(Spawned { id, pid, exit })
     }
 
@@ -291,6 +305,36 @@ impl Launcher {
     /// survived.
     pub async fn stop(&self) -> Result<u32> {
         self.call("stop", |reply| Call::Stop { reply }).await
+    }
+}
+
+/// A spawn whose answer nobody has taken yet. Dropped armed (the spawn
+/// future was dropped before it returned, or gave up waiting), it asks the
+/// launcher to kill the command: the request goes out after the spawn's on
+/// the same ordered channel, so it reaches the command whether the
+/// launcher started it already, starts it next, or failed to.
+struct Unclaimed<'a> {
+    calls: &'a mpsc::UnboundedSender<Call>,
+    id: u64,
+    armed: bool,
+}
+
+impl Drop for Unclaimed<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        log::debug!(
+            "launcher: spawn {} abandoned before its answer was taken; killing it",
+            self.id
+        );
+        // Nobody waits for this answer; the connection task drops it.
+        let (reply, _) = oneshot::channel();
+        let _ = self.calls.send(Call::Kill {
+            id: self.id,
+            signal: libc::SIGKILL,
+            reply,
+        });
     }
 }
 
