@@ -2,6 +2,8 @@
 //! behaviour each command chooses, and runtime set-up on a paused clock.
 #![allow(dead_code)]
 
+#[cfg(feature = "sim")]
+pub mod backends;
 pub mod procs;
 #[cfg(feature = "sim")]
 pub mod server;

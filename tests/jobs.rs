@@ -4,31 +4,11 @@
 //! `backend_tests!` makes one test per backend of each scenario.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hecate::provider::morph::MorphProvider;
-use hecate::sim::{SimConfig, SimServer};
-use hecate::{
-    ApiKey, BackendKind, Config, ExecOutcome, ExecRequest, JobOutput, JobState, Placement, Runtime,
-};
+use hecate::{Config, ExecRequest, JobOutput, JobState};
 
-use crate::helper::server::start_sim;
-
-/// A runtime on one backend, and what to stop after.
-struct Backend {
-    name: &'static str,
-    rt: Runtime,
-    sim: Option<SimServer>,
-    _dir: tempfile::TempDir,
-}
-
-#[derive(Clone, Copy, Debug)]
-enum Kind {
-    Local,
-    Sandbox,
-    Sim,
-}
+use crate::helper::backends::{Backend, Kind};
 
 fn tune(c: &mut Config) {
     c.local.kill_grace = Duration::from_millis(300);
@@ -36,79 +16,24 @@ fn tune(c: &mut Config) {
     c.jobs.poll_interval = Some(Duration::from_millis(20));
 }
 
-impl Backend {
-    /// The backend, or `None` (with a note) where it cannot run here.
-    async fn new(kind: Kind, f: impl Fn(&mut Config)) -> Option<Backend> {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (name, config, sim) = match kind {
-            Kind::Local => (
-                "local",
-                crate::helper::local_config(dir.path().join("root")),
-                None,
-            ),
-            Kind::Sandbox => {
-                if let Err(why) = hecate::launcher::sandbox::probe() {
-                    eprintln!("skipping the sandbox: {why}");
-                    return None;
-                }
-                (
-                    "sandbox",
-                    crate::helper::sandbox_config(dir.path().join("root")),
-                    None,
-                )
-            }
-            Kind::Sim => {
-                let sim = start_sim(SimConfig {
-                    boot_time: Duration::from_millis(5),
-                    root: dir.path().to_path_buf(),
-                    ..SimConfig::default()
-                })
-                .await;
-                let mut c = Config::default()
-                    .with_backend(BackendKind::Morph)
-                    .with_morph(sim.base_url(), ApiKey::new(sim.api_key()));
-                c.morph.poll_interval = Duration::from_millis(5);
-                c.morph.kill_grace = Duration::from_millis(300);
-                ("sim", c, Some(sim))
-            }
-        };
-        let mut config = config.with_workers(2);
-        tune(&mut config);
-        f(&mut config);
-        let rt = match kind {
-            Kind::Sim => {
-                let provider = Arc::new(MorphProvider::new(&config).expect("valid morph config"));
-                Runtime::start_with(config, provider, Placement::Workers)
-            }
-            _ => Runtime::start(config),
-        }
-        .expect("runtime starts");
-        Some(Backend {
-            name,
-            rt,
-            sim,
-            _dir: dir,
-        })
+/// `tweak` after the job tests' own settings (short kill graces, a fast
+/// watcher).
+fn tuned(tweak: impl Fn(&mut Config)) -> impl Fn(&mut Config) {
+    move |c| {
+        tune(c);
+        tweak(c);
     }
+}
 
-    async fn stop(self) {
-        let report = self
-            .rt
-            .shutdown(Duration::from_secs(10))
-            .await
-            .expect("shutdown");
-        assert!(report.is_clean(), "{report:?}");
-        if let Some(sim) = self.sim {
-            sim.stop().await;
-        }
-    }
+/// What the job scenarios ask of a backend.
+trait Jobs {
+    async fn start_job(&self, task: &str, req: ExecRequest) -> u64;
+    async fn read(&self, task: &str, id: u64, offset: u64, wait: Option<Duration>) -> JobOutput;
+}
 
-    async fn run(&self, task: &str, req: ExecRequest) -> ExecOutcome {
-        self.rt.exec(task, req).await.expect("the call is answered")
-    }
-
+impl Jobs for Backend {
     /// Starts `command` as a job of `task`; returns its id.
-    async fn start(&self, task: &str, req: ExecRequest) -> u64 {
+    async fn start_job(&self, task: &str, req: ExecRequest) -> u64 {
         let out = self.run(task, req.background()).await;
         assert_eq!(out.exit_code, 0, "{}: {out:?}", self.name);
         let job = out.job.expect("a job");
@@ -130,7 +55,7 @@ macro_rules! backend_tests {
         mod $name {
             use super::*;
             async fn each(kind: Kind) {
-                let Some(b) = Backend::new(kind, $tweak).await else {
+                let Some(b) = Backend::start(kind, &tuned($tweak)).await else {
                     return;
                 };
                 super::$name(&b).await;
@@ -192,7 +117,7 @@ async fn follow(b: &Backend, task: &str, id: u64, expected: &str) -> (u64, u64) 
 async fn poll_from_offsets(b: &Backend) {
     let expected = numbers(300);
     let id = b
-        .start(
+        .start_job(
             "t",
             ExecRequest::new(
                 "for i in $(seq 1 300); do echo $i; [ $((i % 50)) = 0 ] && sleep 0.1; done",
@@ -211,12 +136,12 @@ async fn poll_across_the_cap(b: &Backend) {
     // byte twice or out of place.
     let expected = numbers(2000);
     let script = "for i in $(seq 1 2000); do echo $i; [ $((i % 400)) = 0 ] && sleep 0.05; done";
-    let id = b.start("t", ExecRequest::new(script)).await;
+    let id = b.start_job("t", ExecRequest::new(script)).await;
     let (missed, read) = follow(b, "t", id, &expected).await;
     assert_eq!(missed + read, expected.len() as u64, "{}", b.name);
     // Followed only once it ended: the cap has cut all but the newest
     // bytes, and the reader is told exactly how many.
-    let id = b.start("t", ExecRequest::new(script)).await;
+    let id = b.start_job("t", ExecRequest::new(script)).await;
     let job =
         b.rt.wait_job("t", id, Duration::from_secs(30))
             .await
@@ -235,7 +160,7 @@ backend_tests!(poll_across_the_cap, |c| c.jobs.output_cap = 512);
 
 async fn wait_wakes_on_output_and_on_end(b: &Backend) {
     let id = b
-        .start(
+        .start_job(
             "t",
             ExecRequest::new("sleep 0.5; echo hi; sleep 0.5; exit 3"),
         )
@@ -257,7 +182,7 @@ async fn wait_wakes_on_output_and_on_end(b: &Backend) {
             .expect("wait");
     assert_eq!(done.exit_code, Some(3));
     // A wait that runs out answers with the job still running.
-    let id = b.start("t", ExecRequest::new("sleep 1000")).await;
+    let id = b.start_job("t", ExecRequest::new("sleep 1000")).await;
     let job =
         b.rt.wait_job("t", id, Duration::from_millis(300))
             .await
@@ -268,7 +193,7 @@ backend_tests!(wait_wakes_on_output_and_on_end, |_| {});
 
 async fn kill_ends_the_tree(b: &Backend) {
     let id = b
-        .start(
+        .start_job(
             "t",
             ExecRequest::new("sleep 1000 & echo $!; (sleep 1000 & echo $!; wait) & wait"),
         )
@@ -308,7 +233,7 @@ backend_tests!(kill_ends_the_tree, |_| {});
 
 async fn lifetime_expiry(b: &Backend) {
     let req = ExecRequest::new("sleep 1000").job_lifetime(Duration::from_secs(1));
-    let id = b.start("t", req).await;
+    let id = b.start_job("t", req).await;
     let job =
         b.rt.wait_job("t", id, Duration::from_secs(30))
             .await
@@ -342,13 +267,13 @@ backend_tests!(a_job_keeps_its_instance_from_idling_out, |c| {
 });
 
 async fn jobs_across_an_instance_restart_are_reported_lost(b: &Backend) {
-    let first = b.start("t", ExecRequest::new("sleep 1000")).await;
-    let done = b.start("t", ExecRequest::new("echo fine")).await;
+    let first = b.start_job("t", ExecRequest::new("sleep 1000")).await;
+    let done = b.start_job("t", ExecRequest::new("echo fine")).await;
     b.rt.wait_job("t", done, Duration::from_secs(30))
         .await
         .expect("wait");
     assert!(b.rt.evict("t").await.expect("evict"));
-    let second = b.start("t", ExecRequest::new("sleep 1000")).await;
+    let second = b.start_job("t", ExecRequest::new("sleep 1000")).await;
     assert_eq!(
         (first, done, second),
         (1, 2, 3),
@@ -375,7 +300,7 @@ async fn jobs_across_an_instance_restart_are_reported_lost(b: &Backend) {
 backend_tests!(jobs_across_an_instance_restart_are_reported_lost, |_| {});
 
 async fn a_yes_job_stays_within_its_cap(b: &Backend) {
-    let id = b.start("t", ExecRequest::new("yes")).await;
+    let id = b.start_job("t", ExecRequest::new("yes")).await;
     // Let it write well past its cap.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -448,7 +373,7 @@ backend_tests!(yield_window, |c| c.jobs.yield_window =
 
 #[actix_rt::test]
 async fn bad_job_requests_are_clear_errors() {
-    let Some(b) = Backend::new(Kind::Local, |_| {}).await else {
+    let Some(b) = Backend::start(Kind::Local, &tuned(|_| {})).await else {
         return;
     };
     assert!(b.rt.jobs("nobody").expect("jobs").is_empty());
@@ -457,7 +382,7 @@ async fn bad_job_requests_are_clear_errors() {
             .await
             .expect_err("no jobs");
     assert_eq!(err.kind(), hecate::ErrorKind::InvalidInput);
-    b.start("t", ExecRequest::new("true")).await;
+    b.start_job("t", ExecRequest::new("true")).await;
     let err =
         b.rt.job_output("t", 9, 0, 10, None)
             .await
@@ -474,7 +399,7 @@ async fn bad_job_requests_are_clear_errors() {
 #[actix_rt::test]
 async fn the_job_tools_follow_kill_and_list_with_terminals_error_shape() {
     use hecate::tool::{self, JOB_KILL_TOOL, JOB_LIST_TOOL, JOB_OUTPUT_TOOL};
-    let Some(b) = Backend::new(Kind::Local, |_| {}).await else {
+    let Some(b) = Backend::start(Kind::Local, &tuned(|_| {})).await else {
         return;
     };
     let json = |s: &str| -> serde_json::Value { serde_json::from_str(s).expect("json") };
@@ -510,7 +435,7 @@ async fn the_job_tools_follow_kill_and_list_with_terminals_error_shape() {
     assert!(text.starts_with("one\ntwo\n"), "{text}");
     assert!(text.ends_with("[job 1 exited with code 0]"), "{text}");
     // Kill a running job; list both.
-    b.start("default", ExecRequest::new("sleep 1000")).await;
+    b.start_job("default", ExecRequest::new("sleep 1000")).await;
     let killed = json(&tool::job_tool_json(&b.rt, JOB_KILL_TOOL, r#"{"job_id": "2"}"#).await);
     assert_eq!(killed["job"]["state"], "killed", "{killed}");
     let list = json(&tool::job_tool_json(&b.rt, JOB_LIST_TOOL, "{}").await);
@@ -592,7 +517,7 @@ fn the_job_tools_have_openai_and_anthropic_schemas_pinned_or_not() {
 #[actix_rt::test]
 #[ignore = "a measurement; run by hand"]
 async fn figures() {
-    let Some(b) = Backend::new(Kind::Local, |_| {}).await else {
+    let Some(b) = Backend::start(Kind::Local, &tuned(|_| {})).await else {
         return;
     };
     let stats = |mut v: Vec<f64>| {
@@ -605,7 +530,7 @@ async fn figures() {
         )
     };
     let id = b
-        .start("read", ExecRequest::new("echo ready; sleep 1000"))
+        .start_job("read", ExecRequest::new("echo ready; sleep 1000"))
         .await;
     let first = b.read("read", id, 0, Some(Duration::from_secs(20))).await;
     assert_eq!(first.text, "ready\n");
@@ -629,7 +554,7 @@ async fn figures() {
         let jobs = 64;
         let before = crate::helper::rss_kib();
         for i in 0..jobs {
-            b.start(
+            b.start_job(
                 &format!("mem-{run}-{}", i % 8),
                 ExecRequest::new("sleep 1000"),
             )

@@ -3,102 +3,23 @@
 //! can be made), and the MorphCloud simulator in both event-stream forms
 //! (`SseFormat::Json`, `SseFormat::Documented`).
 
-use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{FutureExt, StreamExt};
 use hecate::provider::morph::MorphProvider;
-use hecate::sim::{SimConfig, SimServer, SseFormat};
+use hecate::sim::SseFormat;
 use hecate::{
-    ApiKey, BackendKind, Chunk, Config, ExecOutcome, ExecRequest, OutputStream, Placement, Runtime,
-    StreamKind, StreamOptions,
+    ApiKey, Chunk, Config, ExecOutcome, ExecRequest, OutputStream, StreamKind, StreamOptions,
 };
 
-use crate::helper::server::start_sim;
+use crate::helper::backends::{Backend, Kind};
 
-/// A runtime on one backend, and what to stop after.
-struct Backend {
-    name: &'static str,
-    rt: Runtime,
-    sim: Option<SimServer>,
-    _dir: tempfile::TempDir,
+/// What the streaming scenarios ask of a backend.
+trait Streamed {
+    async fn streamed(&self, task: &str, req: ExecRequest) -> (Vec<Chunk>, ExecOutcome);
 }
 
-fn local_like(backend: BackendKind, dir: &Path, tweak: &dyn Fn(&mut Config)) -> Config {
-    let mut c = crate::helper::local_config(dir.join("root")).with_workers(2);
-    c.backend = backend;
-    c.local.kill_grace = Duration::from_millis(300);
-    tweak(&mut c);
-    c
-}
-
-impl Backend {
-    fn local(tweak: &dyn Fn(&mut Config)) -> Backend {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let config = local_like(BackendKind::Local, dir.path(), tweak);
-        Backend {
-            name: "local",
-            rt: Runtime::start(config).expect("runtime starts"),
-            sim: None,
-            _dir: dir,
-        }
-    }
-
-    fn sandbox(tweak: &dyn Fn(&mut Config)) -> Option<Backend> {
-        if let Err(why) = hecate::launcher::sandbox::probe() {
-            eprintln!("skipping the sandbox: {why}");
-            return None;
-        }
-        let dir = tempfile::tempdir().expect("tempdir");
-        let config = local_like(BackendKind::Sandbox, dir.path(), tweak);
-        Some(Backend {
-            name: "sandbox",
-            rt: Runtime::start(config).expect("runtime starts"),
-            sim: None,
-            _dir: dir,
-        })
-    }
-
-    async fn sim(format: SseFormat, tweak: &dyn Fn(&mut Config)) -> Backend {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let sim = start_sim(SimConfig {
-            root: dir.path().to_path_buf(),
-            sse_format: format,
-            ..SimConfig::default()
-        })
-        .await;
-        let mut config = Config::default()
-            .with_backend(BackendKind::Morph)
-            .with_morph(sim.base_url(), ApiKey::new(sim.api_key()))
-            .with_workers(2);
-        config.morph.poll_interval = Duration::from_millis(5);
-        config.morph.kill_grace = Duration::from_millis(300);
-        tweak(&mut config);
-        let provider = Arc::new(MorphProvider::new(&config).expect("valid morph config"));
-        Backend {
-            name: match format {
-                SseFormat::Json => "sim-json",
-                SseFormat::Documented => "sim-documented",
-            },
-            rt: Runtime::start_with(config, provider, Placement::Workers).expect("runtime starts"),
-            sim: Some(sim),
-            _dir: dir,
-        }
-    }
-
-    async fn stop(self) {
-        let report = self
-            .rt
-            .shutdown(Duration::from_secs(10))
-            .await
-            .expect("shutdown");
-        assert!(report.is_clean(), "{}: {report:?}", self.name);
-        if let Some(sim) = self.sim {
-            sim.stop().await;
-        }
-    }
-
+impl Streamed for Backend {
     /// Runs `req` streamed, collecting every chunk, then the outcome.
     async fn streamed(&self, task: &str, req: ExecRequest) -> (Vec<Chunk>, ExecOutcome) {
         let (stream, result) = self.rt.exec_stream(task, req, StreamOptions::default());
@@ -108,12 +29,24 @@ impl Backend {
     }
 }
 
+/// The simulator sending its events in `format`.
+async fn sim(format: SseFormat, tweak: &dyn Fn(&mut Config)) -> Backend {
+    let name = match format {
+        SseFormat::Json => "sim-json",
+        SseFormat::Documented => "sim-documented",
+    };
+    Backend::start_with(Kind::Sim, |s| s.sse_format = format, tweak)
+        .await
+        .expect("the simulator always starts")
+        .named(name)
+}
+
 /// Every backend available here, configured by `tweak`.
 async fn backends(tweak: impl Fn(&mut Config)) -> Vec<Backend> {
-    let mut all = vec![Backend::local(&tweak)];
-    all.extend(Backend::sandbox(&tweak));
-    all.push(Backend::sim(SseFormat::Json, &tweak).await);
-    all.push(Backend::sim(SseFormat::Documented, &tweak).await);
+    let mut all = vec![Backend::local(&tweak).await];
+    all.extend(Backend::sandbox(&tweak).await);
+    all.push(sim(SseFormat::Json, &tweak).await);
+    all.push(sim(SseFormat::Documented, &tweak).await);
     all
 }
 
@@ -280,8 +213,8 @@ async fn a_slow_reader_costs_a_bounded_buffer_and_the_result_stays_whole() {
     let options = StreamOptions {
         buffer_bytes: 64 * 1024,
     };
-    let mut all = vec![Backend::local(&|_| {})];
-    all.extend(Backend::sandbox(&|_| {}));
+    let mut all = vec![Backend::local(&|_| {}).await];
+    all.extend(Backend::sandbox(&|_| {}).await);
     for b in all {
         let plain =
             b.rt.exec("t", ExecRequest::new(command.as_str()))
@@ -356,7 +289,7 @@ async fn a_dropped_reader_neither_kills_nor_hangs_the_task() {
 
 #[actix_rt::test]
 async fn a_refused_request_ends_the_stream_empty_with_the_error() {
-    let b = Backend::local(&|_| {});
+    let b = Backend::local(&|_| {}).await;
     let (stream, result) =
         b.rt.exec_stream("t", ExecRequest::new("  "), StreamOptions::default());
     let stream: OutputStream = stream;
