@@ -4,6 +4,7 @@
 
 #[cfg(feature = "sim")]
 pub mod backends;
+pub mod instances;
 pub mod procs;
 #[cfg(feature = "sim")]
 pub mod server;

@@ -6,9 +6,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use hecate::provider::local::LocalProvider;
-use hecate::{ErrorKind, ExecOutput, ExecSpec, Instance, Provider, StartSlot, StartSpec};
+use hecate::{ErrorKind, ExecSpec, Instance, Provider, StartSlot, StartSpec};
 use tempfile::TempDir;
 
+use crate::helper::instances::{bg, fg, run};
 use crate::helper::{eventually, pid_alive as is_alive, pid_exists, processes_with_env};
 
 /// A temporary root (inside a parent directory, so that escapes show) and a
@@ -71,27 +72,6 @@ impl Fixture {
     fn root(&self) -> &Path {
         self.provider.root()
     }
-}
-
-fn fg(command: &str) -> ExecSpec {
-    ExecSpec {
-        command: command.to_string(),
-        background: false,
-        timeout: Duration::from_secs(60),
-        capture_bytes: 1024 * 1024,
-        shell: None,
-    }
-}
-
-fn bg(command: &str) -> ExecSpec {
-    ExecSpec {
-        background: true,
-        ..fg(command)
-    }
-}
-
-async fn run(instance: &dyn Instance, command: &str) -> ExecOutput {
-    instance.exec(fg(command)).await.expect("exec")
 }
 
 #[actix_rt::test]

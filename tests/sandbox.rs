@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use hecate::launcher::sandbox::{self, Isolation, LimitMode, NetworkMode, SandboxSpec};
 use hecate::launcher::{CgroupMode, CommandSpec, Launcher, LauncherConfig};
 
+use crate::helper::instances::sandbox_available as available;
 use crate::helper::{eventually, pid_alive, processes_with_env};
 
 /// How long a test waits for a command or an outside condition.
@@ -29,17 +30,6 @@ fn config(spec: Option<SandboxSpec>) -> LauncherConfig {
 
 fn instance(name: &str) -> String {
     format!("sb-{name}-{}", std::process::id())
-}
-
-/// Whether sandboxes can be made here; prints why not.
-fn available() -> bool {
-    match sandbox::probe() {
-        Ok(()) => true,
-        Err(why) => {
-            eprintln!("skipping: {why}");
-            false
-        }
-    }
 }
 
 fn pipe() -> (std::fs::File, OwnedFd) {

@@ -9,69 +9,17 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use hecate::launcher::sandbox::{self, LimitMode, WORKSPACE};
-use hecate::provider::local::{LocalInstance, LocalProvider};
-use hecate::{
-    BackendKind, Config, ExecOutput, ExecRequest, ExecSpec, Instance, Provider, Runtime, StartSlot,
-    StartSpec,
-};
-use tempfile::TempDir;
+use hecate::provider::local::LocalProvider;
+use hecate::{BackendKind, Config, ExecRequest, ExecSpec, Instance, Provider, Runtime};
 
+use crate::helper::instances::{
+    fg, run, sandbox_available as available, sandbox_provider as provider, start_local as start,
+};
 use crate::helper::{eventually, pid_alive, processes_with_env, sandbox_config};
 use crate::local_backend as lb;
 
 /// How long a test waits for an outside condition.
 const LIMIT: Duration = Duration::from_secs(30);
-
-/// Whether sandboxes can be made here; prints why not.
-fn available() -> bool {
-    match sandbox::probe() {
-        Ok(()) => true,
-        Err(why) => {
-            eprintln!("skipping: {why}");
-            false
-        }
-    }
-}
-
-/// A temporary root and a sandbox provider on it, configured by `tweak`.
-fn provider(tweak: impl FnOnce(&mut Config)) -> (TempDir, LocalProvider) {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let mut config = sandbox_config(tmp.path().join("root"));
-    config.local.kill_grace = Duration::from_millis(300);
-    tweak(&mut config);
-    let provider = LocalProvider::new_sandbox(&config).expect("sandbox provider");
-    (tmp, provider)
-}
-
-fn start_spec(task: &str) -> StartSpec {
-    StartSpec {
-        task_id: task.to_string(),
-        ttl: None,
-        metadata: Default::default(),
-        create_slot: StartSlot::detached(),
-        task_spec: None,
-    }
-}
-
-/// Starts an instance and keeps its concrete type (for its sandbox report
-/// and host paths).
-async fn start(p: &LocalProvider, task: &str) -> LocalInstance {
-    p.start_local(start_spec(task)).await.expect("start")
-}
-
-fn fg(command: &str) -> ExecSpec {
-    ExecSpec {
-        command: command.to_string(),
-        background: false,
-        timeout: Duration::from_secs(60),
-        capture_bytes: 1024 * 1024,
-        shell: None,
-    }
-}
-
-async fn run(inst: &dyn Instance, command: &str) -> ExecOutput {
-    inst.exec(fg(command)).await.expect("exec")
-}
 
 /// The instance's cgroup directories on the host, existing or not.
 fn cgroup_dirs(id: &str) -> Vec<PathBuf> {

@@ -11,59 +11,15 @@ use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::Path;
 use std::time::Duration;
 
-use hecate::launcher::sandbox::{self, NetworkMode, WORKSPACE};
+use hecate::launcher::sandbox::{NetworkMode, WORKSPACE};
 use hecate::provider::local::{LocalInstance, LocalProvider};
-use hecate::{Config, ExecSpec, Instance, StartSlot, StartSpec};
-use tempfile::TempDir;
+use hecate::{ExecSpec, Instance};
 
-use crate::helper::{eventually, local_config, pid_alive, sandbox_config};
-
-fn available() -> bool {
-    match sandbox::probe() {
-        Ok(()) => true,
-        Err(why) => {
-            eprintln!("skipping: {why}");
-            false
-        }
-    }
-}
-
-fn provider(tweak: impl FnOnce(&mut Config)) -> (TempDir, LocalProvider) {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let mut config = sandbox_config(tmp.path().join("root"));
-    config.local.kill_grace = Duration::from_millis(300);
-    tweak(&mut config);
-    let p = LocalProvider::new_sandbox(&config).expect("sandbox provider");
-    (tmp, p)
-}
-
-async fn start(p: &LocalProvider, task: &str) -> LocalInstance {
-    p.start_local(StartSpec {
-        task_id: task.to_string(),
-        ttl: None,
-        metadata: Default::default(),
-        create_slot: StartSlot::detached(),
-        task_spec: None,
-    })
-    .await
-    .expect("start")
-}
-
-fn fg(command: &str) -> ExecSpec {
-    ExecSpec {
-        command: command.to_string(),
-        background: false,
-        timeout: Duration::from_secs(60),
-        capture_bytes: 1024 * 1024,
-        shell: None,
-    }
-}
-
-/// Runs `command`; (exit code, stdout).
-async fn run(inst: &dyn Instance, command: &str) -> (i32, String) {
-    let out = inst.exec(fg(command)).await.expect("exec");
-    (out.exit_code, out.stdout.to_text())
-}
+use crate::helper::instances::{
+    fg, run_text as run, sandbox_available as available, sandbox_provider as provider,
+    start_local as start,
+};
+use crate::helper::{eventually, local_config, pid_alive};
 
 /// A descriptor of the host's `/` opened WITHOUT close-on-exec, as an
 /// embedder (or a careless library) might leave one: closed when dropped.

@@ -11,9 +11,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use hecate::launcher::sandbox::{self, NetworkMode};
-use hecate::provider::local::{LocalInstance, LocalProvider};
-use hecate::{ExecSpec, Instance, StartSlot, StartSpec};
+use hecate::provider::local::LocalProvider;
+use hecate::Instance;
 
+use crate::helper::instances::{run_text as run, start_local as start};
 use crate::helper::{eventually, pid_alive, sandbox_config};
 
 /// The host's first IPv4 address that is not loopback.
@@ -70,33 +71,6 @@ fn available() -> Option<Ipv4Addr> {
         eprintln!("skipping: the host has no IPv4 address but loopback");
     }
     ip
-}
-
-fn fg(command: &str) -> ExecSpec {
-    ExecSpec {
-        command: command.to_string(),
-        background: false,
-        timeout: Duration::from_secs(60),
-        capture_bytes: 1024 * 1024,
-        shell: None,
-    }
-}
-
-async fn run(inst: &dyn Instance, command: &str) -> (i32, String) {
-    let out = inst.exec(fg(command)).await.expect("exec");
-    (out.exit_code, out.stdout.to_text())
-}
-
-async fn start(p: &LocalProvider, task: &str) -> LocalInstance {
-    p.start_local(StartSpec {
-        task_id: task.to_string(),
-        ttl: None,
-        metadata: Default::default(),
-        create_slot: StartSlot::detached(),
-        task_spec: None,
-    })
-    .await
-    .expect("start")
 }
 
 /// A listener on `ip` that greets the one connection it accepts.

@@ -14,6 +14,7 @@ use hecate::launcher::sandbox;
 use hecate::provider::local::LocalProvider;
 use hecate::{ExecRequest, ExecSpec, Instance, Provider, Runtime, StartSlot, StartSpec};
 
+use crate::helper::instances::fg;
 use crate::helper::sandbox_config;
 
 /// Where Debian installs busybox.
@@ -123,16 +124,6 @@ fn setup() -> Option<(tempfile::TempDir, PathBuf)> {
     let image = tmp.path().join("image");
     build_image(&image, &busybox);
     Some((tmp, image))
-}
-
-fn fg(command: &str) -> ExecSpec {
-    ExecSpec {
-        command: command.to_string(),
-        background: false,
-        timeout: Duration::from_secs(60),
-        capture_bytes: 1024 * 1024,
-        shell: None,
-    }
 }
 
 async fn run(inst: &dyn Instance, command: &str) -> (i32, String) {
