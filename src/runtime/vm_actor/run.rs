@@ -327,19 +327,7 @@ async fn place_files(
     let started = Instant::now();
     if let Some(dir) = &spec.workdir {
         let mkdir = format!("mkdir -p -- {}", crate::spec::sh_quote(dir));
-        let ran = run_command(
-            config,
-            metrics,
-            task_id,
-            live.instance.clone(),
-            setup_exec(config, mkdir, timeout),
-            None,
-        )
-        .await;
-        let step = setup_step(placing(spec), ran.result, started.elapsed());
-        if !step.succeeded() {
-            return Err(step);
-        }
+        place_step(config, metrics, task_id, live, spec, mkdir, timeout).await?;
     }
     for file in &spec.files {
         let path = match &spec.workdir {
@@ -384,22 +372,38 @@ async fn place_files_as_text(
     timeout: Duration,
 ) -> std::result::Result<(), SetupStep> {
     for script in crate::spec::prepare_scripts(spec) {
-        let started = Instant::now();
-        let ran = run_command(
-            config,
-            metrics,
-            task_id,
-            live.instance.clone(),
-            setup_exec(config, script, timeout),
-            None,
-        )
-        .await;
-        let step = setup_step(placing(spec), ran.result, started.elapsed());
-        if !step.succeeded() {
-            return Err(step);
-        }
+        place_step(config, metrics, task_id, live, spec, script, timeout).await?;
     }
     Ok(())
+}
+
+/// Runs one command of placing `spec`'s working directory and files; its
+/// step when it failed.
+async fn place_step(
+    config: &Config,
+    metrics: &Metrics,
+    task_id: &str,
+    live: &Live,
+    spec: &TaskSpec,
+    command: String,
+    timeout: Duration,
+) -> std::result::Result<(), SetupStep> {
+    let started = Instant::now();
+    let ran = run_command(
+        config,
+        metrics,
+        task_id,
+        live.instance.clone(),
+        setup_exec(config, command, timeout),
+        None,
+    )
+    .await;
+    let step = setup_step(placing(spec), ran.result, started.elapsed());
+    if step.succeeded() {
+        Ok(())
+    } else {
+        Err(step)
+    }
 }
 
 /// A foreground setup command.
