@@ -934,3 +934,24 @@ fn description_says_whether_cd_and_export_persist() {
     assert!(off.contains("shell state does not"), "{off}");
     assert!(!off.contains("so do the working directory"), "{off}");
 }
+
+#[test]
+fn a_tasks_description_states_its_own_persistent_shell_setting() {
+    let on = test_config().with_persistent_shell(true);
+    let off = test_config().with_persistent_shell(false);
+    let spec_off = hecate::TaskSpec::new().persistent_shell(false);
+    let spec_on = hecate::TaskSpec::new().persistent_shell(true);
+    // The task's spec wins over the runtime's default, either way.
+    let text = tool::description_with(&SchemaOptions::for_task(&on, &spec_off));
+    assert!(text.contains("shell state does not"), "{text}");
+    let text = tool::description_with(&SchemaOptions::for_task(&off, &spec_on));
+    assert!(text.contains("so do the working directory"), "{text}");
+    // Without a setting of its own, the runtime's default applies.
+    let text = tool::description_with(&SchemaOptions::for_task(&off, &hecate::TaskSpec::new()));
+    assert!(text.contains("shell state does not"), "{text}");
+    // A task's tool is pinned: the model cannot name another task.
+    let opts = SchemaOptions::for_task(&on, &spec_on);
+    assert!(opts.pinned);
+    let params = tool::parameters_schema_with(&opts);
+    assert!(params["properties"].get("task_id").is_none(), "{params}");
+}

@@ -148,6 +148,19 @@ impl SchemaOptions {
         }
     }
 
+    /// The options for a tool pinned to one task opened with `spec`
+    /// ([`Runtime::open_task`](crate::Runtime::open_task)): as
+    /// [`SchemaOptions::for_config`], pinned, and stating the task's own
+    /// persistent-shell setting where its spec has one, so the model is
+    /// told what applies to its task.
+    pub fn for_task(config: &crate::Config, spec: &crate::spec::TaskSpec) -> Self {
+        let mut opts = Self::for_config(config).pinned(true);
+        if let Some(on) = spec.persistent_shell {
+            opts.persistent_shell = on;
+        }
+        opts
+    }
+
     /// The same options, pinned (no `task_id`) or not.
     #[must_use]
     pub fn pinned(mut self, pinned: bool) -> Self {
