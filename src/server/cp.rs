@@ -208,9 +208,7 @@ where
 /// The last normal component of a path (`None` for `.`, `/`, `..`).
 fn last_name(path: &str) -> Option<String> {
     match Path::new(path).components().next_back() {
-        Some(Component::Normal(name)) if !path.ends_with('/') || path.len() > 1 => {
-            Some(name.to_string_lossy().into_owned())
-        }
+        Some(Component::Normal(name)) => Some(name.to_string_lossy().into_owned()),
         _ => None,
     }
 }
