@@ -169,11 +169,24 @@ fn files_url(base: &str, task_id: &str, path: &str, mode: Option<u32>) -> Result
     }
     let query = serde_urlencoded::to_string(&query)
         .map_err(|e| Error::invalid_input(format!("the path cannot be sent: {e}")))?;
-    let task: String = serde_urlencoded::to_string([("", task_id)])
-        .map_err(|e| Error::invalid_input(format!("the task id cannot be sent: {e}")))?
-        .trim_start_matches('=')
-        .to_string();
-    Ok(format!("{base}/v1/tasks/{task}/files?{query}"))
+    Ok(format!(
+        "{base}/v1/tasks/{}/files?{query}",
+        path_segment(task_id)
+    ))
+}
+
+/// `text` percent-encoded for one path segment (all but the unreserved
+/// characters).
+fn path_segment(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 fn send_error(e: impl std::fmt::Display) -> Error {
@@ -432,4 +445,30 @@ async fn upload(
         directory,
         to: format!("{task_id}:{target}"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arguments_are_a_tasks_path_only_after_a_task_id_and_a_colon() {
+        let task = |t: &str, p: &str| Endpoint::Task {
+            task_id: t.into(),
+            path: p.into(),
+        };
+        assert_eq!(Endpoint::parse("t1:work/a"), task("t1", "work/a"));
+        assert_eq!(Endpoint::parse("t1:"), task("t1", "."));
+        assert_eq!(Endpoint::parse("my task:/x"), task("my task", "/x"));
+        for local in ["./t1:a", "/abs/t1:a", "plain", "dir/t1:a"] {
+            assert_eq!(
+                Endpoint::parse(local),
+                Endpoint::Local(local.into()),
+                "{local}"
+            );
+        }
+        assert_eq!(path_segment("a b/ü"), "a%20b%2F%C3%BC");
+        assert_eq!(last_name("a/b/"), Some("b".into()));
+        assert_eq!(last_name("."), None);
+    }
 }
