@@ -127,6 +127,7 @@ impl JobsConfig {
 
 /// Where a job is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
     /// It runs.
@@ -149,6 +150,7 @@ impl JobState {
 
 /// A job as [`Runtime::jobs`](crate::Runtime::jobs) reports it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct JobRecord {
     /// The job's id within its task (`1`, `2`, … across instances).
     pub id: u64,
@@ -178,6 +180,7 @@ pub struct JobRecord {
 
 /// A piece of a job's output, from [`Runtime::job_output`](crate::Runtime::job_output).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct JobOutput {
     /// The job, as of this read.
     pub job: JobRecord,

@@ -10,6 +10,13 @@
 //!   result ([`sse`]);
 //! - `GET /v1/tasks`, `GET /v1/tasks/{task_id}`, `DELETE /v1/tasks/{task_id}`
 //!   (evict);
+//! - `PUT /v1/tasks/{task_id}`: open a task with a spec ([`open`]);
+//! - `GET /v1/tasks/{task_id}/jobs`, `…/jobs/{job_id}`,
+//!   `…/jobs/{job_id}/output` (from an offset, with a long poll),
+//!   `POST …/jobs/{job_id}/kill` ([`jobs_api`]);
+//! - `PUT` and `GET /v1/tasks/{task_id}/files?path=P`: a file's bytes or a
+//!   directory's tar stream ([`files_api`]); `hecate cp` is their client
+//!   ([`cp`]);
 //! - `GET /healthz` (no token), `GET /metrics` (the runtime's Prometheus
 //!   metrics), `GET /v1/openapi.json` (generated, [`openapi`]).
 //!
@@ -25,8 +32,13 @@ pub mod auth;
 #[cfg(feature = "cli")]
 mod cli;
 pub mod config;
+#[cfg(feature = "cli")]
+pub mod cp;
 pub mod error;
+pub mod files_api;
 pub mod idempotency;
+pub mod jobs_api;
+pub mod open;
 pub mod openapi;
 pub mod routes;
 pub mod sse;
@@ -40,6 +52,8 @@ use actix_web::{middleware, web, App, HttpServer};
 #[cfg(feature = "cli")]
 pub use cli::{run_cli, ServeArgs};
 pub use config::{ApiToken, ServerConfig, DEFAULT_BIND};
+#[cfg(feature = "cli")]
+pub use cp::{run_cp, CpArgs};
 pub use error::ApiError;
 
 use crate::error::{Error, Result};
@@ -83,6 +97,8 @@ impl ApiServer {
             ),
             max_body_bytes: config.max_body_bytes,
             token: token.clone(),
+            max_upload_bytes: config.max_upload_bytes,
+            max_wait: config.max_wait,
         });
         let listener = std::net::TcpListener::bind(config.bind).map_err(|e| {
             Error::config(format!("cannot listen on {}: {e}", config.bind)).with_source(e)
@@ -95,6 +111,7 @@ impl ApiServer {
             App::new()
                 .app_data(app_state.clone())
                 .wrap(middleware::from_fn(auth::require_token))
+                .configure(extractor_errors)
                 .configure(routes_v1)
                 .default_service(web::to(routes::not_found))
         })
@@ -210,11 +227,52 @@ fn routes_v1(cfg: &mut web::ServiceConfig) {
         web::resource("/v1/tasks/{task_id}")
             .route(web::get().to(routes::get_task))
             .route(web::delete().to(routes::delete_task))
+            .route(web::put().to(open::open_task))
             .default_service(not_allowed()),
     )
     .service(
         web::resource("/v1/tasks/{task_id}/exec")
             .route(web::post().to(routes::exec))
             .default_service(not_allowed()),
+    )
+    .service(
+        web::resource("/v1/tasks/{task_id}/jobs")
+            .route(web::get().to(jobs_api::list_jobs))
+            .default_service(not_allowed()),
+    )
+    .service(
+        web::resource("/v1/tasks/{task_id}/jobs/{job_id}")
+            .route(web::get().to(jobs_api::get_job))
+            .default_service(not_allowed()),
+    )
+    .service(
+        web::resource("/v1/tasks/{task_id}/jobs/{job_id}/output")
+            .route(web::get().to(jobs_api::job_output))
+            .default_service(not_allowed()),
+    )
+    .service(
+        web::resource("/v1/tasks/{task_id}/jobs/{job_id}/kill")
+            .route(web::post().to(jobs_api::kill_job))
+            .default_service(not_allowed()),
+    )
+    .service(
+        web::resource("/v1/tasks/{task_id}/files")
+            .route(web::get().to(files_api::download))
+            .route(web::put().to(files_api::upload))
+            .default_service(not_allowed()),
+    );
+}
+
+/// Path and query strings that do not parse (a job id that is not a
+/// number, a missing `path`) answer in the API's error shape.
+fn extractor_errors(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(
+        web::PathConfig::default()
+            .error_handler(|err, _| ApiError::invalid_input(format!("bad path: {err}")).into()),
+    )
+    .app_data(
+        web::QueryConfig::default().error_handler(|err, _| {
+            ApiError::invalid_input(format!("bad query string: {err}")).into()
+        }),
     );
 }

@@ -277,6 +277,25 @@ impl TaskSpec {
     }
 }
 
+/// The advice every spec conflict ends with; [`is_conflict`] knows a
+/// conflict by it.
+const CONFLICT_ADVICE: &str = "; evict the task to start it with another spec";
+
+/// The error of a request whose spec conflicts with its task's (opened
+/// with a different spec, or running without one): `invalid_input`, its
+/// message `what` and the advice to evict.
+pub(crate) fn conflict(what: String) -> Error {
+    Error::invalid_input(format!("{what}{CONFLICT_ADVICE}"))
+}
+
+/// Whether `err` is a spec conflict ([`Runtime::open_task`] with a spec
+/// other than the task's), which the HTTP API answers with 409.
+///
+/// [`Runtime::open_task`]: crate::Runtime::open_task
+pub fn is_conflict(err: &Error) -> bool {
+    err.kind() == crate::ErrorKind::InvalidInput && err.message().ends_with(CONFLICT_ADVICE)
+}
+
 /// `text`, cut to at most `max` characters (with `…` when cut), for
 /// error messages.
 pub(crate) fn short(text: &str, max: usize) -> String {

@@ -43,6 +43,9 @@ mod sandbox_rootfs;
 // Runs the `hecate` binary too (`hecate serve`).
 #[cfg(all(feature = "server", feature = "cli", feature = "sim"))]
 mod server;
+// The rest of the HTTP API and `hecate cp` (runs the binary).
+#[cfg(all(feature = "server", feature = "cli", feature = "sim"))]
+mod server_api;
 // Runs every scenario on the local backend and on the simulator.
 #[cfg(feature = "sim")]
 mod shell;

@@ -81,6 +81,11 @@ enum Command {
     /// Serve the HTTP API (exec, tasks, OpenAPI) on 127.0.0.1 with a bearer
     /// token (HECATE_API_TOKEN, else a generated one printed on stderr).
     Serve(hecate::server::ServeArgs),
+    /// Copy a file or directory between this machine and a task of a
+    /// running `hecate serve`, like `docker cp`: `hecate cp TASK:PATH
+    /// LOCAL` or `hecate cp LOCAL TASK:PATH` (a directory travels as a tar
+    /// stream; token from HECATE_API_TOKEN).
+    Cp(hecate::server::CpArgs),
     /// Serve the `terminal` tool over the Model Context Protocol on stdin
     /// and stdout (logs go to stderr). The connection is one task
     /// environment, stopped when stdin closes.
@@ -223,6 +228,7 @@ async fn run(cli: Cli) -> ExitCode {
             }
             Err(err) => fail(&err),
         },
+        Command::Cp(args) => until_interrupted(&signals, hecate::server::run_cp(args)).await,
         #[cfg(feature = "mcp")]
         Command::Mcp(args) => match config(cli.backend.as_deref()) {
             Ok(config) => mcp(args, config, signals).await,

@@ -115,15 +115,15 @@ impl TaskRegistry {
         let env = self.envs.get(&exec.task_id);
         match (&exec.request.spec, env) {
             (Some(spec), Some(env)) if env.spec != *spec => {
-                return Err(Error::invalid_input(format!(
-                    "task {} was opened with a different spec; evict it to start it with                      another",
+                return Err(crate::spec::conflict(format!(
+                    "task {} was opened with a different spec",
                     crate::spec::short(&exec.task_id, 200)
                 )));
             }
             (Some(spec), None) => {
                 if self.tasks.contains_key(&exec.task_id) {
-                    return Err(Error::invalid_input(format!(
-                        "task {} is running without a spec; evict it to start it with one",
+                    return Err(crate::spec::conflict(format!(
+                        "task {} is running without a spec",
                         crate::spec::short(&exec.task_id, 200)
                     )));
                 }

@@ -90,6 +90,14 @@ pub struct ServerConfig {
     pub workers: usize,
     /// How long a graceful stop waits for requests in flight.
     pub shutdown_timeout: Duration,
+    /// Largest upload body (a file's bytes or a directory's tar stream), in
+    /// bytes (`HECATE_API_MAX_UPLOAD_BYTES`, default 256 MiB); larger ones
+    /// get 413. The runtime's file limits (`HECATE_FILES_MAX_BYTES`,
+    /// `HECATE_FILES_MAX_FILES`) apply too.
+    pub max_upload_bytes: u64,
+    /// The longest long poll a job output read may ask for
+    /// (`HECATE_API_MAX_WAIT_SECONDS`, default 60); longer ones get 400.
+    pub max_wait: Duration,
 }
 
 impl Default for ServerConfig {
@@ -102,6 +110,8 @@ impl Default for ServerConfig {
             idempotency_max_bytes: 64 << 20,
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
             shutdown_timeout: Duration::from_secs(30),
+            max_upload_bytes: 256 << 20,
+            max_wait: Duration::from_secs(60),
         }
     }
 }
@@ -138,6 +148,16 @@ impl ServerConfig {
         }
         if let Some(v) = get("HECATE_API_WORKERS") {
             c.workers = parse_count("HECATE_API_WORKERS", &v)?.min(256);
+        }
+        if let Some(v) = get("HECATE_API_MAX_UPLOAD_BYTES") {
+            c.max_upload_bytes = parse_count("HECATE_API_MAX_UPLOAD_BYTES", &v)? as u64;
+        }
+        if let Some(v) = get("HECATE_API_MAX_WAIT_SECONDS") {
+            let secs = v.trim().parse::<f64>().map_err(|_| {
+                Error::config("HECATE_API_MAX_WAIT_SECONDS: not a number of seconds")
+            })?;
+            c.max_wait = duration_from_secs(secs, crate::runtime::MAX_WAIT)
+                .map_err(|why| Error::config(format!("HECATE_API_MAX_WAIT_SECONDS: {why}")))?;
         }
         Ok(c)
     }
@@ -187,6 +207,8 @@ mod tests {
             ("HECATE_API_TOKEN", "with a space in the token"),
             ("HECATE_API_MAX_BODY_BYTES", "0"),
             ("HECATE_IDEMPOTENCY_TTL_SECONDS", "-1"),
+            ("HECATE_API_MAX_UPLOAD_BYTES", "lots"),
+            ("HECATE_API_MAX_WAIT_SECONDS", "forever"),
         ] {
             let err =
                 ServerConfig::from_lookup(|k| (k == var).then(|| value.to_string())).unwrap_err();

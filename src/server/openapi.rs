@@ -6,7 +6,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::routes;
+use super::{files_api, jobs_api, open, routes};
 
 /// The document's root.
 #[derive(OpenApi)]
@@ -25,6 +25,13 @@ use super::routes;
         routes::healthz,
         routes::metrics,
         routes::openapi_json,
+        open::open_task,
+        jobs_api::list_jobs,
+        jobs_api::get_job,
+        jobs_api::job_output,
+        jobs_api::kill_job,
+        files_api::upload,
+        files_api::download,
     ),
     modifiers(&BearerAuth),
 )]

@@ -25,6 +25,10 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// The bearer token every route but `/healthz` needs.
     pub token: super::ApiToken,
+    /// Largest upload body accepted.
+    pub max_upload_bytes: u64,
+    /// Longest long poll of a job output read.
+    pub max_wait: std::time::Duration,
 }
 
 /// The header naming a retried request.
@@ -84,7 +88,7 @@ pub async fn read_body(
 }
 
 /// The task id of the path, checked.
-fn path_task(task_id: &str) -> Result<(), ApiError> {
+pub(crate) fn path_task(task_id: &str) -> Result<(), ApiError> {
     validate_task_id(task_id).map_err(ApiError::from)
 }
 
@@ -143,7 +147,7 @@ pub fn exec_args(state: &AppState, task_id: &str, body: &[u8]) -> Result<ToolArg
     Ok(args)
 }
 
-fn clip(text: &str) -> String {
+pub(crate) fn clip(text: &str) -> String {
     text.chars().take(80).collect()
 }
 
