@@ -700,7 +700,10 @@ async fn morph_chunks_travel_in_parallel() {
         slow_by: Duration::from_millis(300),
         ..Default::default()
     };
-    let data = Bytes::from(pseudo_random(16 * 90 * 1024, 5)); // 16 chunks
+    let data = Bytes::from(pseudo_random(
+        16 * hecate::provider::morph::UPLOAD_CHUNK_BYTES,
+        5,
+    )); // 16 chunks
     let mut took = Vec::new();
     for parallel in [1, 8] {
         let b = Backend::start_with(Kind::Sim, &|c| c.files.parallel = parallel, faults.clone())

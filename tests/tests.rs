@@ -11,6 +11,8 @@ mod bench;
 mod cli;
 #[cfg(feature = "sim")]
 mod files;
+#[cfg(feature = "sim")]
+mod files_morph;
 mod helper;
 // Runs every scenario on local, sandbox and the simulator.
 #[cfg(feature = "sim")]

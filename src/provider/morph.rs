@@ -27,6 +27,12 @@ mod wire;
 #[cfg(feature = "sim")]
 pub(crate) use self::shell::RUNTIME_DIR_VAR;
 
+/// Bytes of file data one upload command carries to a MorphCloud VM (for
+/// destination paths up to ~1,300 bytes; longer ones get smaller chunks).
+pub const UPLOAD_CHUNK_BYTES: usize = files::UP_CHUNK;
+/// Bytes of file data one download command fetches from a MorphCloud VM.
+pub const DOWNLOAD_CHUNK_BYTES: usize = files::DOWN_CHUNK;
+
 use std::cell::Cell;
 use std::fmt;
 use std::rc::Rc;

@@ -4,27 +4,38 @@
 //! size and SHA-256 (`sha256sum` in the VM, the `sha2` crate here).
 //!
 //! - **Upload**: a first command makes the parent directory and an empty
-//!   temporary file next to the destination (`<path>.hecate-tmp-<random>`);
-//!   each chunk command (at most [`UP_CHUNK`] bytes, 120 KiB of base64, so
-//!   the whole text stays under the 128 KiB a single exec argument may
-//!   carry) decodes its piece into place with `dd seek=`; a last command
-//!   checks size and checksum and only then sets the mode and renames the
-//!   file over the destination, or for a directory unpacks the tar stream
-//!   into it (`tar -x`, after this side checked every entry by the rules of
-//!   [`crate::files`]). A mismatch removes the temporary file.
+//!   staging directory next to the destination
+//!   (`<path>.hecate-tmp-<random>`, so the rename stays on one file system);
+//!   each chunk command (at most [`script::UP_CHUNK`] bytes; its base64 in a
+//!   here-document, the whole text under the 128 KiB a single exec argument
+//!   may carry) is bash handing over to one `base64 -d` that writes the
+//!   chunk's own piece file; a last command joins the pieces in order into
+//!   one file while hashing them (one pass), checks size and checksum and
+//!   only then sets the mode and renames the file over the destination, or
+//!   for a directory unpacks the tar stream into it (`tar -x`, after this
+//!   side checked every entry by the rules of [`crate::files`]). Every end
+//!   removes the staging directory. While the pieces are joined the VM
+//!   holds the data twice.
 //! - **Download**: a first command reports the kind, size, checksum and
 //!   mode of the file, or packs a directory (`tar -c`) into a temporary
 //!   file and reports that; chunk commands (`dd skip= count=1 | base64`,
-//!   [`DOWN_CHUNK`] bytes each, answers have no 128 KiB bound) fetch it
-//!   in parallel; the assembled bytes must match size and checksum.
+//!   [`script::DOWN_CHUNK`] bytes each, answers have no 128 KiB bound) fetch
+//!   it in parallel, each decoded straight into its place; the bytes must
+//!   match size and checksum.
+//!
+//! Why these commands (where a chunk's time goes) is in [`script`].
 //!
 //! A checksum or size mismatch (a corrupted chunk) retries the whole
 //! transfer, twice at most, then fails naming the mismatch. Chunk commands
-//! are idempotent (the same bytes to the same place), so a chunk whose
+//! are idempotent (the same bytes to the same piece file, or read only), so a chunk whose
 //! request failed transiently or lost its answer is sent again.
 //!
 //! Paths: the VM is the task's own, so absolute paths are allowed; relative
 //! ones start where commands start.
+
+mod script;
+
+pub(super) use script::{DOWN_CHUNK, UP_CHUNK};
 
 use std::io::Write as _;
 use std::path::Path;
@@ -35,7 +46,7 @@ use bytes::Bytes;
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 use sha2::{Digest, Sha256};
 
-use super::shell::{quote, MAX_SENT_BYTES};
+use super::shell::quote;
 use super::InstanceInner;
 use crate::error::{Error, ErrorKind, Result};
 use crate::files::confined::{Data, Root};
@@ -44,11 +55,6 @@ use crate::files::{
     Transferred, UploadSource, UploadSpec,
 };
 
-/// Bytes of data per upload chunk: 120 KiB of base64 (a multiple of 3, so
-/// no padding inside).
-pub(crate) const UP_CHUNK: usize = 90 * 1024;
-/// Bytes of data per download chunk.
-pub(crate) const DOWN_CHUNK: usize = 2 * 1024 * 1024;
 /// How often a transfer whose checksum did not match is tried again.
 const MISMATCH_RETRIES: u32 = 2;
 /// How often one chunk command is sent again after a transient failure or
@@ -84,53 +90,53 @@ impl InstanceInner {
 
     async fn upload_once(&self, path: &str, data: &[u8], is_dir: bool, mode: u32) -> Result<()> {
         let p = quote(path)?;
-        let tmp = quote(&format!(
+        let dir = quote(&format!(
             "{}.hecate-tmp-{:016x}",
             path.trim_end_matches('/'),
             fastrand::u64(..)
         ))?;
+        let piece = script::piece_len(&dir)?;
+        let pieces = data.len().div_ceil(piece);
+        script::check_piece_count(pieces)?;
         let parent = if is_dir {
             p.clone()
         } else {
             format!("\"$(dirname -- {p})\"")
         };
         self.run_checked(
-            &format!("mkdir -p -- {parent} && : > {tmp}"),
+            &format!("mkdir -p -- {parent} && mkdir -- {dir}"),
             "preparing the upload",
         )
         .await?;
-        let chunks: Vec<(usize, &[u8])> = data.chunks(UP_CHUNK).enumerate().collect();
         let parallel = self.shared.transfer_parallel.max(1);
-        let tmp_ref = &tmp;
-        stream::iter(chunks)
+        let dir_ref = &dir;
+        stream::iter(data.chunks(piece).enumerate())
             .map(|(i, chunk)| async move {
-                let cmd = format!(
-                    "printf '%s' '{}' | base64 -d | dd of={tmp_ref} bs={UP_CHUNK} seek={i} conv=notrunc status=none",
-                    B64.encode(chunk)
-                );
-                if cmd.len() > MAX_SENT_BYTES {
-                    return Err(Error::invalid_input(
-                        "the path is too long to carry a file chunk to MorphCloud",
-                    ));
+                let cmd = script::piece_command(dir_ref, i, &B64.encode(chunk));
+                let reply = self.run_chunk(&cmd).await?;
+                if reply.exit_code != 0 {
+                    return Err(Error::internal(format!(
+                        "upload of {path:?}: chunk {i} failed (exit {}): {}",
+                        reply.exit_code,
+                        reply.stderr.trim()
+                    )));
                 }
-                self.run_chunk(&cmd).await.map(drop)
+                Ok(())
             })
             .buffer_unordered(parallel)
             .try_collect::<Vec<()>>()
             .await
-            .inspect_err(|_| self.cleanup(tmp_ref))?;
+            .inspect_err(|_| self.cleanup(dir_ref))?;
         let sha = hex(&Sha256::digest(data));
         let place = if is_dir {
-            format!("tar -xf {tmp} -C {p} --no-same-owner --no-same-permissions 2>&1; r=$?; rm -f {tmp}; exit $r")
+            format!("tar -xf {dir}/all -C {p} --no-same-owner --no-same-permissions 2>&1; r=$?; rm -rf -- {dir}; exit $r")
         } else {
-            format!("chmod {:o} {tmp} && mv -f -- {tmp} {p}", mode & 0o1777)
+            format!(
+                "chmod {:o} {dir}/all && mv -f -- {dir}/all {p}; r=$?; rm -rf -- {dir}; exit $r",
+                mode & 0o1777
+            )
         };
-        let check = format!(
-            "s=$(stat -c %s {tmp}) && h=$(sha256sum {tmp}) || exit 1; h=${{h%% *}}; \
-             if [ \"$s\" != {len} ] || [ \"$h\" != {sha} ]; then rm -f {tmp}; \
-             echo \"mismatch: $s bytes, sha256 $h\"; exit 3; fi; {place}",
-            len = data.len()
-        );
+        let check = script::finish_command(&dir, pieces, data.len(), &sha, &place);
         let reply = self.run_chunk(&check).await?;
         match reply.exit_code {
             0 => Ok(()),
@@ -254,13 +260,13 @@ impl InstanceInner {
                 limits.max_bytes
             )));
         }
-        let n = size.div_ceil(DOWN_CHUNK as u64) as usize;
+        let mut data = vec![0u8; usize::try_from(size).map_err(|_| too_big())?];
         let parallel = self.shared.transfer_parallel.max(1);
-        let mut parts: Vec<(usize, Vec<u8>)> = stream::iter(0..n)
-            .map(|i| async move {
-                let cmd = format!(
-                    "dd if={src} bs={DOWN_CHUNK} skip={i} count=1 status=none | base64 -w0"
-                );
+        // Each chunk decodes straight into its own slice of the result: no
+        // reordering and no second copy.
+        stream::iter(data.chunks_mut(script::DOWN_CHUNK).enumerate())
+            .map(|(i, slot)| async move {
+                let cmd = script::fetch_command(src, i as u64);
                 let reply = self.run_chunk(&cmd).await?;
                 if reply.exit_code != 0 {
                     return Err(Error::internal(format!(
@@ -269,22 +275,12 @@ impl InstanceInner {
                         reply.stderr.trim()
                     )));
                 }
-                let text: String = reply.stdout.split_whitespace().collect();
-                let bytes = B64.decode(text.as_bytes()).map_err(|e| {
-                    mismatch(format!(
-                        "download of {path:?}: chunk {i} is not base64: {e}"
-                    ))
-                })?;
-                Ok((i, bytes))
+                decode_into(reply.stdout.trim_end(), slot)
+                    .map_err(|why| mismatch(format!("download of {path:?}: chunk {i} {why}")))
             })
             .buffer_unordered(parallel)
-            .try_collect()
+            .try_collect::<Vec<()>>()
             .await?;
-        parts.sort_unstable_by_key(|(i, _)| *i);
-        let mut data = Vec::with_capacity(size as usize);
-        for (_, part) in parts {
-            data.extend_from_slice(&part);
-        }
         let got = hex(&Sha256::digest(&data));
         if data.len() as u64 != size || got != sha {
             return Err(mismatch(format!(
@@ -334,11 +330,12 @@ impl InstanceInner {
         Ok(())
     }
 
-    /// Removes a temporary file in the VM, in the background.
+    /// Removes a temporary file or staging directory in the VM, in the
+    /// background.
     fn cleanup(&self, quoted: &str) {
         let shared = std::sync::Arc::clone(&self.shared);
         let id = self.id.clone();
-        let cmd = format!("rm -f {quoted}");
+        let cmd = format!("rm -rf -- {quoted}");
         actix_rt::spawn(async move {
             let _ = shared.api.exec(&id, &cmd, Duration::from_secs(30)).await;
         });
@@ -447,6 +444,28 @@ async fn deliver(
     })
     .await
     .map_err(|e| Error::internal(format!("the file transfer thread failed: {e}")))?
+}
+
+/// Decodes one chunk's base64 `text` into `slot`, which it must fill
+/// exactly.
+fn decode_into(text: &str, slot: &mut [u8]) -> std::result::Result<(), String> {
+    let n = match B64.decode_slice(text.as_bytes(), slot) {
+        Ok(n) => n,
+        // A server that wraps long lines: decode without the whitespace.
+        Err(_) if text.bytes().any(|b| b.is_ascii_whitespace()) => {
+            let packed: String = text.split_whitespace().collect();
+            return decode_into(&packed, slot);
+        }
+        Err(e) => return Err(format!("is not base64 of {} bytes: {e}", slot.len())),
+    };
+    if n != slot.len() {
+        return Err(format!("has {n} bytes, not {}", slot.len()));
+    }
+    Ok(())
+}
+
+fn too_big() -> Error {
+    Error::invalid_input("the file is too large for this machine's memory")
 }
 
 /// A checksum or size mismatch: the transfer is tried again.
