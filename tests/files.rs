@@ -7,103 +7,27 @@
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use hecate::provider::morph::MorphProvider;
-use hecate::sim::{SimConfig, SimServer};
 use hecate::{
-    ApiKey, BackendKind, Config, DownloadSpec, DownloadTarget, ErrorKind, ExecRequest, Placement,
-    Runtime, TransferLimits, UploadSource, UploadSpec,
+    Config, DownloadSpec, DownloadTarget, ErrorKind, ExecRequest, TransferLimits, UploadSource,
+    UploadSpec,
 };
 
-use crate::helper::server::start_sim;
+pub(crate) use crate::helper::backends::{Backend, Kind};
 
-/// A backend to run a scenario on.
-pub(crate) struct Backend {
-    pub name: &'static str,
-    pub rt: Runtime,
-    pub sim: Option<SimServer>,
-    pub dir: tempfile::TempDir,
+/// What the file scenarios ask of a backend.
+pub(crate) trait Files {
+    async fn sh(&self, task: &str, command: &str) -> String;
+    async fn put(&self, task: &str, path: &str, source: UploadSource) -> hecate::Result<u64>;
+    async fn get(&self, task: &str, path: &str) -> hecate::Result<Bytes>;
+    fn scratch(&self, name: &str) -> PathBuf;
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(crate) enum Kind {
-    Local,
-    Sandbox,
-    Sim,
-}
-
-impl Backend {
-    pub async fn start(kind: Kind, tweak: &dyn Fn(&mut Config)) -> Option<Backend> {
-        Self::start_with(kind, tweak, hecate::sim::FaultConfig::default()).await
-    }
-
-    pub async fn start_with(
-        kind: Kind,
-        tweak: &dyn Fn(&mut Config),
-        faults: hecate::sim::FaultConfig,
-    ) -> Option<Backend> {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (name, rt, sim) = match kind {
-            Kind::Local | Kind::Sandbox => {
-                let mut config = if kind == Kind::Local {
-                    crate::helper::local_config(dir.path().join("root"))
-                } else {
-                    if let Err(why) = hecate::launcher::sandbox::probe() {
-                        eprintln!("skipping the sandbox: {why}");
-                        return None;
-                    }
-                    crate::helper::sandbox_config(dir.path().join("root"))
-                };
-                config = config.with_workers(1);
-                config.local.kill_grace = Duration::from_millis(300);
-                tweak(&mut config);
-                let name = if kind == Kind::Local {
-                    "local"
-                } else {
-                    "sandbox"
-                };
-                (name, Runtime::start(config).expect("runtime"), None)
-            }
-            Kind::Sim => {
-                let sim = start_sim(SimConfig {
-                    boot_time: Duration::from_millis(5),
-                    root: dir.path().join("sim"),
-                    faults,
-                    ..SimConfig::default()
-                })
-                .await;
-                let mut config = Config::default()
-                    .with_backend(BackendKind::Morph)
-                    .with_morph(sim.base_url(), ApiKey::new(sim.api_key()))
-                    .with_workers(1);
-                config.morph.poll_interval = Duration::from_millis(5);
-                tweak(&mut config);
-                let provider = Arc::new(MorphProvider::new(&config).expect("morph config"));
-                let rt =
-                    Runtime::start_with(config, provider, Placement::Workers).expect("runtime");
-                ("sim", rt, Some(sim))
-            }
-        };
-        Some(Backend { name, rt, sim, dir })
-    }
-
-    pub async fn stop(self) {
-        let report = self
-            .rt
-            .shutdown(Duration::from_secs(10))
-            .await
-            .expect("shutdown");
-        assert!(report.is_clean(), "{report:?}");
-        if let Some(sim) = self.sim {
-            sim.stop().await;
-        }
-    }
-
+impl Files for Backend {
     /// Runs `command`, checks it exited 0, returns its stdout.
-    pub async fn sh(&self, task: &str, command: &str) -> String {
+    async fn sh(&self, task: &str, command: &str) -> String {
         let out = self
             .rt
             .exec(task, ExecRequest::new(command))
@@ -113,14 +37,14 @@ impl Backend {
         out.stdout.to_text()
     }
 
-    pub async fn put(&self, task: &str, path: &str, source: UploadSource) -> hecate::Result<u64> {
+    async fn put(&self, task: &str, path: &str, source: UploadSource) -> hecate::Result<u64> {
         self.rt
             .upload(task, UploadSpec::new(path, source))
             .await
             .map(|o| o.transferred.bytes)
     }
 
-    pub async fn get(&self, task: &str, path: &str) -> hecate::Result<Bytes> {
+    async fn get(&self, task: &str, path: &str) -> hecate::Result<Bytes> {
         self.rt
             .download(task, DownloadSpec::new(path, DownloadTarget::Bytes))
             .await
@@ -128,8 +52,8 @@ impl Backend {
     }
 
     /// A scratch path on this machine.
-    pub fn local(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
+    fn scratch(&self, name: &str) -> PathBuf {
+        self.scratch_path(name)
     }
 }
 
@@ -203,7 +127,7 @@ async fn local_files_round_trip_with_their_mode() {
     each(
         |_| {},
         async |b: &Backend| {
-            let src = b.local("src.bin");
+            let src = b.scratch("src.bin");
             let data = pseudo_random(1024 * 1024 + 3, 11);
             std::fs::write(&src, &data).expect("write");
             std::fs::set_permissions(&src, std::fs::Permissions::from_mode(0o640)).expect("chmod");
@@ -216,7 +140,7 @@ async fn local_files_round_trip_with_their_mode() {
                 "{}",
                 b.name
             );
-            let dst = b.local("out/back.bin");
+            let dst = b.scratch("out/back.bin");
             std::fs::create_dir_all(dst.parent().expect("parent")).expect("mkdir");
             let out =
                 b.rt.download(
@@ -293,7 +217,7 @@ async fn directories_round_trip_with_modes_nesting_and_symlinks() {
     each(
         |_| {},
         async |b: &Backend| {
-            let src = b.local("tree");
+            let src = b.scratch("tree");
             let want = make_tree(&src);
             let up = b
                 .rt
@@ -310,7 +234,7 @@ async fn directories_round_trip_with_modes_nesting_and_symlinks() {
                 "{}",
                 b.name
             );
-            let dst = b.local("back");
+            let dst = b.scratch("back");
             b.rt
                 .download("t", DownloadSpec::new("proj", DownloadTarget::Dir(dst.clone())))
                 .await
@@ -352,7 +276,7 @@ async fn limits_are_enforced_with_clear_errors() {
             assert_eq!(err.kind(), ErrorKind::InvalidInput, "{}: {err}", b.name);
             assert!(err.to_string().contains("size limit"), "{}: {err}", b.name);
             b.put("t", "ok", UploadSource::Bytes(Bytes::from(vec![1u8; 1000]))).await.expect("at the limit");
-            let src = b.local("many");
+            let src = b.scratch("many");
             for i in 0..5 {
                 std::fs::create_dir_all(&src).expect("mkdir");
                 std::fs::write(src.join(format!("f{i}")), "x").expect("write");
@@ -459,7 +383,7 @@ fn assert_escape(b: &Backend, what: &str, result: hecate::Result<impl std::fmt::
 #[actix_rt::test]
 async fn paths_leading_outside_the_task_are_refused() {
     each_confined(async |b: &Backend| {
-        let outside = b.local("outside");
+        let outside = b.scratch("outside");
         std::fs::create_dir_all(&outside).expect("mkdir");
         std::fs::write(outside.join("secret"), "secret").expect("write");
         let o = outside.display();
@@ -503,7 +427,7 @@ async fn paths_leading_outside_the_task_are_refused() {
 #[actix_rt::test]
 async fn a_symlink_swapped_in_during_transfers_never_leads_outside() {
     each_confined(async |b: &Backend| {
-        let outside = b.local("outside");
+        let outside = b.scratch("outside");
         std::fs::create_dir_all(&outside).expect("mkdir");
         std::fs::write(outside.join("secret"), "secret").expect("write");
         // A command flips `d` between a directory and a symlink to the
@@ -577,7 +501,7 @@ async fn hostile_tar_streams_are_refused() {
     each(
         |_| {},
         async |b: &Backend| {
-            let outside = b.local("outside");
+            let outside = b.scratch("outside");
             std::fs::create_dir_all(&outside).expect("mkdir");
             let abs = outside.join("abs-evil");
             let o = outside.display().to_string();
@@ -659,7 +583,7 @@ async fn morph_detects_a_corrupted_chunk_by_its_checksum() {
         corrupt: 1.0,
         ..Default::default()
     };
-    let b = Backend::start_with(Kind::Sim, &|_| {}, faults)
+    let b = Backend::start_with(Kind::Sim, |s| s.faults = faults, &|_| {})
         .await
         .expect("simulator");
     let data = Bytes::from(pseudo_random(300 * 1024, 3));
@@ -706,9 +630,11 @@ async fn morph_chunks_travel_in_parallel() {
     )); // 16 chunks
     let mut took = Vec::new();
     for parallel in [1, 8] {
-        let b = Backend::start_with(Kind::Sim, &|c| c.files.parallel = parallel, faults.clone())
-            .await
-            .expect("simulator");
+        let b = Backend::start_with(Kind::Sim, |s| s.faults = faults.clone(), &|c| {
+            c.files.parallel = parallel
+        })
+        .await
+        .expect("simulator");
         b.sh("t", "true").await;
         let out =
             b.rt.upload(

@@ -8,7 +8,7 @@ use hecate::provider::morph::{DOWNLOAD_CHUNK_BYTES, UPLOAD_CHUNK_BYTES};
 use hecate::{DownloadSpec, DownloadTarget, UploadSource, UploadSpec};
 use sha2::{Digest, Sha256};
 
-use crate::files::{Backend, Kind};
+use crate::files::{Backend, Files as _, Kind};
 
 /// `len` bytes in which every byte value occurs (from 256 on), in an order
 /// that is not a plain cycle, so a misplaced chunk shows.
@@ -98,7 +98,7 @@ async fn morph_round_trips_every_byte_at_the_chunk_edges() {
 #[actix_rt::test]
 async fn morph_directories_round_trip_over_several_chunks() {
     let b = Backend::start(Kind::Sim, &|_| {}).await.expect("simulator");
-    let src = b.local("tree");
+    let src = b.scratch("tree");
     let big = every_byte(2 * UPLOAD_CHUNK_BYTES + 5, 7);
     std::fs::create_dir_all(src.join("a/b")).expect("mkdir");
     std::fs::write(src.join("a/b/big.bin"), &big).expect("write");
@@ -115,7 +115,7 @@ async fn morph_directories_round_trip_over_several_chunks() {
         .await,
         format!("./a/b/big.bin\n./a/small.txt\n./empty\n{}  -\n", hex(&big))
     );
-    let dst = b.local("back");
+    let dst = b.scratch("back");
     b.rt.download(
         "t",
         DownloadSpec::new("up/tree", DownloadTarget::Dir(dst.clone())),

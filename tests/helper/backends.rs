@@ -64,7 +64,7 @@ impl Backend {
             Kind::Sim => {
                 let mut sim_config = SimConfig {
                     boot_time: Duration::from_millis(5),
-                    root: dir.path().to_path_buf(),
+                    root: dir.path().join("sim"),
                     ..SimConfig::default()
                 };
                 sim(&mut sim_config);
@@ -114,6 +114,11 @@ impl Backend {
         Backend::start(Kind::Sim, f)
             .await
             .expect("the simulator always starts")
+    }
+
+    /// A scratch path on this machine, removed with the backend.
+    pub fn scratch_path(&self, name: &str) -> std::path::PathBuf {
+        self._dir.path().join(name)
     }
 
     /// Renames it (for a second simulator flavour).
