@@ -81,8 +81,8 @@ enum Command {
     /// Serve the HTTP API (exec, tasks, OpenAPI) on 127.0.0.1 with a bearer
     /// token (HECATE_API_TOKEN, else a generated one printed on stderr).
     Serve(hecate::server::ServeArgs),
-    /// Serve the `terminal` tool over the Model Context Protocol on stdin
-    /// and stdout (logs go to stderr). The connection is one task
+    /// Serve the `terminal` tool and the job tools over the Model Context
+    /// Protocol on stdin and stdout (logs go to stderr). The connection is one task
     /// environment, stopped when stdin closes.
     #[cfg(feature = "mcp")]
     Mcp(McpArgs),
