@@ -89,7 +89,9 @@ def python_threads(threads, calls, prefix):
 
 def overhead(runs, calls=20000):
     print(f"\n## per-call overhead, no-op backend ({calls} calls in sequence, one task)")
-    reset_env()
+    # The provider is the no-op one; the configuration must still be valid
+    # (the drop-in defaults to the morph backend, which needs a key).
+    reset_env(HECATE_BACKEND="local", HECATE_LAUNCHER=HECATE)
     _native._start_noop_runtime()
     python_calls(2000, "warm-py")
     _native._bench_handle("true", 2000, 1, "warm-rust-")

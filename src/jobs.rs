@@ -26,6 +26,7 @@ use actix::clock::Instant;
 use tokio::sync::watch;
 
 use crate::error::{Error, Result};
+use crate::metrics::Metrics;
 use crate::provider::JobInfo;
 
 /// Settings of background jobs (`HECATE_JOB_*`).
@@ -222,6 +223,29 @@ pub(crate) struct JobEntry {
     pub ended: Option<Instant>,
     /// The actor generation that runs it.
     pub generation: u64,
+    /// Its count in the running-jobs gauge, while it runs (shared by the
+    /// entry's clones; the count goes when the last is dropped).
+    pub counted: Option<Arc<RunningCount>>,
+}
+
+/// One running job in [`Metrics`]' running-jobs gauge: counted when made,
+/// uncounted when dropped, so a job leaves the gauge however it ends (or
+/// if its entry is dropped while it runs).
+#[derive(Debug)]
+pub(crate) struct RunningCount(Arc<Metrics>);
+
+impl RunningCount {
+    /// Counts one more running job.
+    pub fn new(metrics: Arc<Metrics>) -> Arc<RunningCount> {
+        metrics.add_running_jobs(1);
+        Arc::new(RunningCount(metrics))
+    }
+}
+
+impl Drop for RunningCount {
+    fn drop(&mut self) {
+        self.0.add_running_jobs(-1);
+    }
 }
 
 impl JobEntry {
@@ -235,6 +259,7 @@ impl JobEntry {
         self.record.end_reason = reason;
         self.record.ended_at_ms = Some(now_ms());
         self.ended = Some(Instant::now());
+        self.counted = None;
     }
 }
 
@@ -371,6 +396,7 @@ mod tests {
         let table = JobTable::default();
         let task: Arc<str> = "t".into();
         let jobs = table.get_or_create(&task);
+        let metrics = Arc::new(Metrics::new());
         let entry = |id: u64| JobEntry {
             record: JobRecord {
                 id,
@@ -396,19 +422,31 @@ mod tests {
             deadline: Instant::now(),
             ended: None,
             generation: 1,
+            counted: Some(RunningCount::new(metrics.clone())),
         };
         let mut inner = jobs.lock();
         inner.jobs.insert(1, entry(1));
         inner.jobs.insert(2, entry(2));
+        assert_eq!(metrics.running_jobs(), 2);
         if let Some(job) = inner.jobs.get_mut(&1) {
             job.end(JobState::Exited, Some(0), None);
             // Ending twice keeps the first end.
             job.end(JobState::Killed, None, Some("late".into()));
             assert_eq!(job.record.state, JobState::Exited);
         }
+        assert_eq!(metrics.running_jobs(), 1, "counted out once");
+        // A passing copy of a running entry (the poll's) changes nothing.
+        drop(inner.running_of(1).cloned().collect::<Vec<_>>());
+        assert_eq!(metrics.running_jobs(), 1);
         assert_eq!(inner.running_of(1).count(), 1);
         assert_eq!(inner.running_of(2).count(), 0);
         inner.forget_old(Duration::ZERO);
         assert_eq!(inner.jobs.keys().copied().collect::<Vec<_>>(), vec![2]);
+        assert_eq!(metrics.running_jobs(), 1);
+        // A running entry dropped with its table is counted out too.
+        drop(inner);
+        drop(jobs);
+        drop(table);
+        assert_eq!(metrics.running_jobs(), 0);
     }
 }

@@ -8,18 +8,28 @@
 //! with [`TaskBinding::ClientChooses`] offers the unpinned schema instead,
 //! and each call's `task_id` picks its environment.
 //!
-//! Tools have the same JSON schemas as [`crate::tool`] gives function
-//! calling (`tool::parameters_schema_with`) and answer with the tool's
-//! result JSON as text content, `isError` when the result's `error` is set
-//! (bad arguments included: they never fail the protocol). A call whose
-//! request carries a `progressToken` gets a progress notification every
-//! [`McpServer::progress_every`] while its command runs (`progress` is the
-//! elapsed seconds, `total` the command's timeout).
+//! The tools are `terminal` and the three job tools (`job_output`,
+//! `job_kill`, `job_list`), with the same JSON schemas as [`crate::tool`]
+//! gives function calling (`tool::parameters_schema_with`,
+//! `tool::job_parameters_schema`; pinned or not as the binding says). Each
+//! answers with the tool's result JSON as text content, `isError` when the
+//! result's `error` is set (bad arguments included: they never fail the
+//! protocol). A job tool of a pinned server acts on the pinned task's jobs
+//! only.
+//!
+//! A `terminal` call whose request carries a `progressToken` gets a
+//! progress notification every [`McpServer::progress_every`] while its
+//! command runs (`progress` is the elapsed seconds, `total` the command's
+//! timeout); its output is then streamed ([`tool::terminal_stream`]) and
+//! each message carries the newest output line (at most
+//! `progress::TAIL_CHARS` characters of it) when there is one.
 //!
 //! Nothing here writes to stdout except the protocol: logs go through the
 //! `log` facade (the `hecate` binary's logger writes to stderr).
 
-use std::sync::Arc;
+mod progress;
+
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rmcp::model::{
@@ -32,7 +42,10 @@ use rmcp::{ErrorData as McpError, ServerHandler, ServiceExt};
 use serde_json::Value;
 
 use crate::error::{Error, Result};
-use crate::tool::{self, SchemaOptions, ToolArgs, ToolResult};
+use crate::stream::StreamOptions;
+use crate::tool::{
+    self, JobCall, JobToolResult, SchemaFormat, SchemaOptions, ToolArgs, ToolResult,
+};
 use crate::Runtime;
 
 /// How often a running call reports progress by default.
@@ -72,7 +85,11 @@ impl McpServer {
         }
         let pinned = matches!(binding, TaskBinding::Pinned(_));
         let opts = SchemaOptions::for_config(rt.config()).pinned(pinned);
-        let tools = Arc::new(vec![terminal_tool(&opts)?]);
+        let mut tools = vec![terminal_tool(&opts)?];
+        for name in tool::JOB_TOOLS {
+            tools.push(job_tool(name, &opts)?);
+        }
+        let tools = Arc::new(tools);
         Ok(McpServer {
             rt,
             binding,
@@ -105,19 +122,63 @@ impl McpServer {
     /// Runs the `terminal` tool with `arguments` (a JSON object) and gives
     /// the tool's result; bad arguments give an error result.
     pub async fn call_terminal(&self, arguments: Option<JsonObject>) -> ToolResult {
-        let value = Value::Object(arguments.unwrap_or_default());
-        let args = match ToolArgs::from_value_with_max(&value, self.rt.config().max_command_timeout)
-        {
-            Ok(args) => args,
-            Err(err) => {
-                log::debug!("mcp: terminal: rejected arguments: {err}");
-                return tool::error_result(&err);
-            }
-        };
-        match &self.binding {
-            TaskBinding::Pinned(task_id) => tool::terminal_pinned(&self.rt, task_id, args).await,
-            TaskBinding::ClientChooses => tool::terminal(&self.rt, args).await,
+        match self.terminal_args(arguments) {
+            Ok(args) => tool::terminal(&self.rt, args).await,
+            Err(err) => tool::error_result(&err),
         }
+    }
+
+    /// Runs the `terminal` tool like [`call_terminal`](Self::call_terminal)
+    /// with its output streamed: `on_chunk` gets each piece as the command
+    /// produces it.
+    pub async fn call_terminal_streamed(
+        &self,
+        arguments: Option<JsonObject>,
+        on_chunk: impl FnMut(&crate::stream::Chunk),
+    ) -> ToolResult {
+        match self.terminal_args(arguments) {
+            Ok(args) => {
+                let options = StreamOptions {
+                    buffer_bytes: progress::STREAM_BUFFER_BYTES,
+                };
+                tool::terminal_stream(&self.rt, args, options, on_chunk).await
+            }
+            Err(err) => tool::error_result(&err),
+        }
+    }
+
+    /// A `terminal` call's arguments, checked and bound to the task; or
+    /// why they are refused.
+    fn terminal_args(&self, arguments: Option<JsonObject>) -> Result<ToolArgs> {
+        let value = Value::Object(arguments.unwrap_or_default());
+        let mut args = ToolArgs::from_value_with_max(&value, self.rt.config().max_command_timeout)
+            .inspect_err(|err| log::debug!("mcp: terminal: rejected arguments: {err}"))?;
+        if let TaskBinding::Pinned(task_id) = &self.binding {
+            tool::pin_task(task_id, &mut args.task_id)
+                .inspect_err(|err| log::warn!("task={task_id} mcp: terminal: refused: {err}"))?;
+        }
+        Ok(args)
+    }
+
+    /// Runs job tool `name` (one of [`tool::JOB_TOOLS`]) with `arguments`:
+    /// its result, or the failure (bad arguments, another task, an unknown
+    /// job), which the tool answers as [`tool::error_result`].
+    pub async fn call_job_tool(
+        &self,
+        name: &str,
+        arguments: Option<JsonObject>,
+    ) -> Result<JobToolResult> {
+        let value = Value::Object(arguments.unwrap_or_default());
+        let checked = JobCall::from_value(name, &value).and_then(|mut call| {
+            if let TaskBinding::Pinned(task_id) = &self.binding {
+                call.pin_to(task_id)?;
+            }
+            Ok(call)
+        });
+        let call = checked.inspect_err(|err| {
+            log::debug!("mcp: {}: rejected arguments: {err}", clip_name(name));
+        })?;
+        tool::job_tool_result(&self.rt, call).await
     }
 
     /// Serves the protocol on stdin and stdout until the client closes
@@ -161,11 +222,39 @@ fn terminal_tool(opts: &SchemaOptions) -> Result<Tool> {
     ))
 }
 
+/// Job tool `name`'s MCP description, from the function-calling schema.
+fn job_tool(name: &'static str, opts: &SchemaOptions) -> Result<Tool> {
+    let schema = tool::job_schema(name, SchemaFormat::Anthropic, opts)?;
+    let description = schema["description"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let Some(Value::Object(parameters)) = schema.get("input_schema").cloned() else {
+        return Err(Error::internal(format!(
+            "the parameter schema of {name} is not an object"
+        )));
+    };
+    Ok(Tool::new(name, description, Arc::new(parameters)))
+}
+
 /// The MCP answer for a tool result: its JSON as text, `isError` when the
 /// tool failed.
 fn to_call_result(result: &ToolResult) -> CallToolResult {
-    let content = vec![ContentBlock::text(result.to_json())];
-    if result.is_error() {
+    answer(result.to_json(), result.is_error())
+}
+
+/// The MCP answer for a job tool's result or error result.
+fn job_call_result(result: &Result<JobToolResult>) -> CallToolResult {
+    match result {
+        Ok(result) => answer(result.to_json(), false),
+        Err(err) => to_call_result(&tool::error_result(err)),
+    }
+}
+
+/// A tool's result JSON as text content, `isError` when `is_error`.
+fn answer(json: String, is_error: bool) -> CallToolResult {
+    let content = vec![ContentBlock::text(json)];
+    if is_error {
         CallToolResult::error(content)
     } else {
         CallToolResult::success(content)
@@ -207,17 +296,28 @@ impl ServerHandler for McpServer {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> std::result::Result<CallToolResponse, McpError> {
-        if request.name != tool::TOOL_NAME {
+        let name = request.name.as_ref();
+        if let Some(job_tool) = tool::JOB_TOOLS.iter().find(|t| **t == name) {
+            let result = self.call_job_tool(job_tool, request.arguments).await;
+            return Ok(job_call_result(&result).into());
+        }
+        if name != tool::TOOL_NAME {
             return Err(McpError::invalid_params(
-                format!("unknown tool {:?}", clip_name(&request.name)),
+                format!("unknown tool {:?}", clip_name(name)),
                 None,
             ));
         }
         let timeout = command_timeout(&request.arguments, self.rt.config());
-        let call = self.call_terminal(request.arguments);
         let result = match context.meta.get_progress_token() {
-            None => call.await,
+            None => self.call_terminal(request.arguments).await,
             Some(token) => {
+                let tail = Arc::new(Mutex::new(progress::Tail::default()));
+                let call = {
+                    let tail = tail.clone();
+                    self.call_terminal_streamed(request.arguments, move |chunk| {
+                        progress::lock(&tail).push(&chunk.data);
+                    })
+                };
                 let peer = context.peer.clone();
                 let every = self.progress_every;
                 let report = async move {
@@ -226,9 +326,10 @@ impl ServerHandler for McpServer {
                     loop {
                         ticks.tick().await;
                         let elapsed = started.elapsed().as_secs_f64();
+                        let message = progress::message(elapsed, &progress::lock(&tail));
                         let param = ProgressNotificationParam::new(token.clone(), elapsed)
                             .with_total(timeout.as_secs_f64())
-                            .with_message(format!("running for {elapsed:.0} s"));
+                            .with_message(message);
                         if let Err(err) = peer.notify_progress(param).await {
                             log::debug!("mcp: progress notification failed: {err}");
                             std::future::pending::<()>().await;

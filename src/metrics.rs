@@ -1,7 +1,8 @@
 //! Prometheus metrics of a [`Runtime`](crate::Runtime): live tasks and
 //! instances, instance starts (count and latency), execs (count and
 //! duration by outcome, errors by kind), retries by error class, instance
-//! ends by reason, and the commands waiting in task queues.
+//! ends by reason, the commands waiting in task queues, and the background
+//! jobs running.
 //!
 //! Every value is a plain atomic, updated with relaxed ordering where it
 //! happens; nothing on the exec path takes a lock or allocates. The text is
@@ -186,6 +187,7 @@ pub struct Metrics {
     tasks_live: AtomicI64,
     instances_live: AtomicI64,
     queue_depth: AtomicI64,
+    running_jobs: AtomicI64,
     starts_ok: AtomicU64,
     starts_failed: AtomicU64,
     start_seconds: AtomicHistogram,
@@ -209,6 +211,7 @@ impl Metrics {
             tasks_live: AtomicI64::new(0),
             instances_live: AtomicI64::new(0),
             queue_depth: AtomicI64::new(0),
+            running_jobs: AtomicI64::new(0),
             starts_ok: AtomicU64::new(0),
             starts_failed: AtomicU64::new(0),
             start_seconds: AtomicHistogram::new(START_BUCKETS),
@@ -234,6 +237,12 @@ impl Metrics {
     /// Commands joined (`+n`) or left (`-n`) a task's queue.
     pub fn add_queued(&self, delta: i64) {
         self.queue_depth.fetch_add(delta, Relaxed);
+    }
+
+    /// A background job started (`+1`) or ended (`-1`: exited, killed,
+    /// or lost with its instance).
+    pub fn add_running_jobs(&self, delta: i64) {
+        self.running_jobs.fetch_add(delta, Relaxed);
     }
 
     /// An instance start ended after `took` (its retries included, the wait
@@ -280,6 +289,11 @@ impl Metrics {
     /// Commands waiting in task queues now.
     pub fn queue_depth(&self) -> i64 {
         self.queue_depth.load(Relaxed)
+    }
+
+    /// Background jobs running now.
+    pub fn running_jobs(&self) -> i64 {
+        self.running_jobs.load(Relaxed)
     }
 
     /// Calls answered so far with outcome `class`.
@@ -365,6 +379,12 @@ impl Collector for Metrics {
             "hecate_queue_depth",
             "Commands waiting in task queues (behind a running command or for their instance)",
             self.queue_depth.load(Relaxed),
+        )?;
+        gauge(
+            e,
+            "hecate_jobs_running",
+            "Background jobs running (started and not yet exited, killed or lost)",
+            self.running_jobs.load(Relaxed),
         )?;
         counters(
             e,

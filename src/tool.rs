@@ -44,8 +44,8 @@ pub(crate) use args::{check_known_fields, parse_json_strict};
 pub use args::{check_timeout_secs, ToolArgs};
 pub use jobs::{
     all_schemas, job_parameters_schema, job_schema, job_tool, job_tool_json, job_tool_json_pinned,
-    JobCall, JobToolResult, JOB_KILL_TOOL, JOB_LIST_TOOL, JOB_OUTPUT_TOOL, JOB_TOOLS,
-    MAX_TOOL_WAIT,
+    job_tool_result, JobCall, JobToolResult, JOB_KILL_TOOL, JOB_LIST_TOOL, JOB_OUTPUT_TOOL,
+    JOB_TOOLS, MAX_TOOL_WAIT,
 };
 pub(crate) use result::render_with_timeout;
 pub use result::{error_result, render, ToolResult};

@@ -82,8 +82,17 @@ fn mcp_over_a_pipe_runs_the_tool_and_stops_its_instance_at_eof() {
     );
     let list = answer(&mut lines, 2);
     let tools = list["result"]["tools"].as_array().expect("tools");
-    assert_eq!(tools.len(), 1, "{list}");
-    assert_eq!(tools[0]["name"], "terminal");
+    let names: Vec<_> = tools.iter().map(|t| t["name"].as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            Some("terminal"),
+            Some("job_output"),
+            Some("job_kill"),
+            Some("job_list")
+        ],
+        "{list}"
+    );
     let props = &tools[0]["inputSchema"]["properties"];
     assert!(props["command"].is_object(), "{list}");
     assert!(props.get("task_id").is_none(), "pinned by default: {list}");

@@ -187,3 +187,73 @@ async fn instance_ends_are_counted_by_reason_and_gauges_return_to_zero() {
         assert!(!text.contains(&format!("\"{task}\"")), "{text}");
     }
 }
+
+/// `hecate_jobs_running` on the local backend (real processes): a job is
+/// counted while it runs and counted out however it ends — it exits, it is
+/// killed, it reaches its lifetime, its instance is evicted (lost), the
+/// runtime stops.
+#[actix_rt::test]
+async fn the_running_jobs_gauge_follows_every_way_a_job_ends() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = crate::helper::local_config(dir.path().join("root")).with_workers(2);
+    config.local.kill_grace = Duration::from_millis(300);
+    config.jobs.kill_grace = Duration::from_millis(300);
+    config.jobs.poll_interval = Some(Duration::from_millis(20));
+    let rt = hecate::Runtime::start(config).expect("runtime");
+    let m = rt.metrics().clone();
+    let start = |task: &'static str, req: ExecRequest| {
+        let rt = rt.clone();
+        async move {
+            let out = rt.exec(task, req.background()).await.expect("started");
+            let job = out.job.expect("a job");
+            job.id.parse::<u64>().expect("numeric id")
+        }
+    };
+    let gauge = || must(&rt.metrics_text(), "hecate_jobs_running");
+    let wait = Duration::from_secs(30);
+    assert_eq!(gauge(), 0.0);
+
+    // Exits on its own.
+    let id = start(SECRET_TASK, ExecRequest::new("sleep 0.2")).await;
+    assert_eq!(m.running_jobs(), 1);
+    let job = rt.wait_job(SECRET_TASK, id, wait).await.expect("wait");
+    assert_eq!(job.state, hecate::JobState::Exited, "{job:?}");
+    assert_eq!(gauge(), 0.0);
+
+    // Killed.
+    let id = start(SECRET_TASK, ExecRequest::new("sleep 1000")).await;
+    assert_eq!(gauge(), 1.0);
+    let job = rt.kill_job(SECRET_TASK, id).await.expect("kill");
+    assert_eq!(job.state, hecate::JobState::Killed);
+    assert_eq!(gauge(), 0.0);
+
+    // Killed at its lifetime.
+    let req = ExecRequest::new("sleep 1000").job_lifetime(Duration::from_secs(1));
+    let id = start(SECRET_TASK, req).await;
+    assert_eq!(gauge(), 1.0);
+    let job = rt.wait_job(SECRET_TASK, id, wait).await.expect("wait");
+    assert_eq!(job.end_reason.as_deref(), Some("it reached its lifetime"));
+    assert_eq!(gauge(), 0.0);
+
+    // Lost with its evicted instance.
+    let id = start(SECRET_TASK, ExecRequest::new("sleep 1000")).await;
+    assert_eq!(gauge(), 1.0);
+    assert!(rt.evict(SECRET_TASK).await.expect("evict"));
+    let jobs = rt.jobs(SECRET_TASK).expect("jobs");
+    let lost = jobs.iter().find(|j| j.id == id).expect("listed");
+    assert_eq!(lost.state, hecate::JobState::Lost, "{lost:?}");
+    assert_eq!(gauge(), 0.0);
+
+    // Two tasks' jobs, stopped with the runtime.
+    start(SECRET_TASK, ExecRequest::new("sleep 1000")).await;
+    start("task-b2", ExecRequest::new("sleep 1000")).await;
+    let text = rt.metrics_text();
+    assert_eq!(must(&text, "hecate_jobs_running"), 2.0, "{text}");
+    assert!(!text.contains(SECRET_TASK), "{text}");
+    let report = rt
+        .shutdown(Duration::from_secs(10))
+        .await
+        .expect("shutdown");
+    assert!(report.is_clean(), "{report:?}");
+    assert_eq!(must(&m.text(), "hecate_jobs_running"), 0.0);
+}

@@ -86,8 +86,8 @@ enum Command {
     /// LOCAL` or `hecate cp LOCAL TASK:PATH` (a directory travels as a tar
     /// stream; token from HECATE_API_TOKEN).
     Cp(hecate::server::CpArgs),
-    /// Serve the `terminal` tool over the Model Context Protocol on stdin
-    /// and stdout (logs go to stderr). The connection is one task
+    /// Serve the `terminal` tool and the job tools over the Model Context
+    /// Protocol on stdin and stdout (logs go to stderr). The connection is one task
     /// environment, stopped when stdin closes.
     #[cfg(feature = "mcp")]
     Mcp(McpArgs),

@@ -111,6 +111,12 @@ impl JobCall {
         }
     }
 
+    /// Binds the call to `task_id`, as [`job_tool_json_pinned`] does: a
+    /// call naming another task is refused (an `invalid_input` error).
+    pub fn pin_to(&mut self, task_id: &str) -> Result<()> {
+        pin_task(task_id, self.task_id_mut())
+    }
+
     fn task_id_mut(&mut self) -> &mut Option<String> {
         match self {
             JobCall::Output { task_id, .. }
@@ -259,6 +265,12 @@ pub async fn job_tool(rt: &Runtime, call: JobCall) -> String {
         Ok(result) => result.to_json(),
         Err(err) => error_result(&err).to_json(),
     }
+}
+
+/// Runs one checked job tool call, giving its result or the failure
+/// ([`job_tool`] renders a failure with [`error_result`]).
+pub async fn job_tool_result(rt: &Runtime, call: JobCall) -> Result<JobToolResult> {
+    run(rt, call).await
 }
 
 async fn run(rt: &Runtime, call: JobCall) -> Result<JobToolResult> {

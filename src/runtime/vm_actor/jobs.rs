@@ -19,7 +19,7 @@ use super::run::CommandRun;
 use super::state::VmState;
 use super::{Shared, VmActor};
 use crate::error::{Error, Result};
-use crate::jobs::{now_ms, store, JobEntry, JobRecord, JobState, TaskJobs};
+use crate::jobs::{now_ms, store, JobEntry, JobRecord, JobState, RunningCount, TaskJobs};
 use crate::provider::{Captured, ExecSpec, Instance, JobInfo};
 use crate::runtime::jobs::{instance_gone, JobAnswer, JobCall, JobOp};
 use crate::runtime::ExecRequest;
@@ -165,6 +165,7 @@ impl VmActor {
                 deadline: Instant::now() + pending.lifetime,
                 ended: None,
                 generation: self.generation,
+                counted: Some(RunningCount::new(self.shared.metrics.clone())),
             },
         );
         table.notify();
